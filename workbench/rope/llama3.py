@@ -1,0 +1,52 @@
+"""Llama-3.1 scaling: keep short wavelengths, divide long ones by s, blend in between."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .base import RopeFrequencies, RopeSpec, fail, register
+
+
+@dataclass(frozen=True, kw_only=True)
+class Llama3Spec(RopeSpec):
+    """Args:
+        low_freq_factor: wavelengths above ``L0 / low_freq_factor`` are divided by s (1).
+        high_freq_factor: wavelengths below ``L0 / high_freq_factor`` are kept (4).
+    """
+
+    method: ClassVar[str] = "llama3"
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("low_freq_factor", "high_freq_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                fail(name, v, "a finite number > 0")
+        if self.high_freq_factor <= self.low_freq_factor:
+            fail("high_freq_factor", self.high_freq_factor, f"a number > low_freq_factor={self.low_freq_factor:g}")
+
+    def wavelength_thresholds(self) -> tuple[float, float]:
+        """(high-frequency threshold, low-frequency threshold) in tokens: L0/high, L0/low."""
+        L0 = self.original_max_position_embeddings
+        return L0 / self.high_freq_factor, L0 / self.low_freq_factor
+
+
+@register(Llama3Spec, "Llama-3: keep short wavelengths, theta_i/s for long ones, smooth blend between")
+def compute_llama3(spec: Llama3Spec, seq_len: int | None = None) -> RopeFrequencies:
+    inv_freq = spec.original_inv_freq()
+    s = spec.factor
+    L0 = spec.original_max_position_embeddings
+    low, high = spec.low_freq_factor, spec.high_freq_factor
+    high_freq_wavelen, low_freq_wavelen = spec.wavelength_thresholds()
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s, inv_freq)
+    smooth = (L0 / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / s + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return RopeFrequencies(torch.where(is_medium, smoothed, scaled), 1.0)

@@ -1,0 +1,77 @@
+"""LongRoPE2 (Shang et al. 2025): factors searched only from the critical dimension up; pairs below
+it follow an NTK shape anchored at the critical pair, ``lambda_i = lambda_cd^(i/cd)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import RopeFrequencies, SpecError, fail, register
+from .longrope import LongRopeSpec, compute_longrope
+
+
+def critical_dimension(head_dim: int, rope_theta: float, L0: int) -> int:
+    """Theoretical critical pair: ``ceil(D * log_b(L0 / 2 pi)) - 1`` (SPEC section 3).
+
+    With ``x = D * log_b(L0 / 2 pi)``, pairs ``i < x`` complete a full turn within L0; this index is
+    the last of them, so the searched range starts one pair below the first pair that never
+    completed a turn. The paper notes the useful value sits lower in practice (high pairs are
+    under-trained), hence ``critical_dim`` is a parameter.
+    """
+    D = head_dim // 2
+    cd = math.ceil(D * math.log(L0 / (2 * math.pi)) / math.log(rope_theta)) - 1
+    return min(max(cd, 1), D - 1)
+
+
+def longrope2_factors(upper: Sequence[float], critical_dim: int, n_pairs: int) -> tuple[float, ...]:
+    """Full per-pair list from the factors of pairs ``>= critical_dim``: NTK shape below it."""
+    upper = [float(x) for x in upper]
+    if len(upper) != n_pairs - critical_dim:
+        raise SpecError(
+            f"upper factors have {len(upper)} values; pairs {critical_dim}..{n_pairs - 1} need "
+            f"{n_pairs - critical_dim}"
+        )
+    anchor = upper[0]
+    if not math.isfinite(anchor) or anchor <= 0:
+        fail("long_factor[critical_dim]", anchor, "a finite number > 0")
+    lower = [anchor ** (i / critical_dim) for i in range(critical_dim)]
+    return tuple(lower + upper)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LongRope2Spec(LongRopeSpec):
+    """LongRoPE with a critical dimension.
+
+    Args:
+        critical_dim: the first searched pair; None for :func:`critical_dimension`.
+        long_factor: full list (length head_dim/2) whose pairs below ``critical_dim`` must follow
+            ``lambda_cd^(i/cd)``; build it with :func:`longrope2_factors`.
+    """
+
+    method: ClassVar[str] = "longrope2"
+    critical_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        D = self.n_pairs
+        cd = self.critical_dim
+        if cd is None:
+            cd = critical_dimension(self.head_dim, self.rope_theta, self.original_max_position_embeddings)
+            object.__setattr__(self, "critical_dim", cd)
+        if isinstance(cd, bool) or not isinstance(cd, int) or not 1 <= cd <= D - 1:
+            fail("critical_dim", cd, f"an integer pair index in [1, {D - 1}]")
+        expected = longrope2_factors(self.long_factor[cd:], cd, D)
+        for i in range(cd):
+            if not math.isclose(self.long_factor[i], expected[i], rel_tol=1e-6):
+                raise SpecError(
+                    f"long_factor[{i}]={self.long_factor[i]:g} is not allowed: below critical_dim={cd} "
+                    f"LongRoPE2 requires lambda_cd^(i/cd)={expected[i]:.6g}; build the list with "
+                    "longrope2_factors(upper, critical_dim, n_pairs)"
+                )
+
+
+@register(LongRope2Spec, "LongRoPE2: searched pairs >= critical dim, NTK shape below it")
+def compute_longrope2(spec: LongRope2Spec, seq_len: int | None = None) -> RopeFrequencies:
+    return compute_longrope(spec, seq_len)

@@ -1,0 +1,103 @@
+"""YaRN (Peng et al. 2023): NTK-by-parts ramp between extrapolation and interpolation, plus an
+attention temperature ``0.1 ln s + 1``. Static, or dynamic (``s`` from the current length)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .base import RopeFrequencies, RopeSpec, fail, register
+
+
+def correction_dim(n_rotations: float, head_dim: int, rope_theta: float, L0: int) -> float:
+    """The (fractional) pair index whose wavelength fits ``n_rotations`` times into L0."""
+    return head_dim * math.log(L0 / (n_rotations * 2 * math.pi)) / (2 * math.log(rope_theta))
+
+
+def yarn_boundaries(
+    head_dim: int, rope_theta: float, L0: int, beta_fast: float = 32.0, beta_slow: float = 1.0,
+    truncate: bool = True,
+) -> tuple[float, float]:
+    """(low, high) pair indices of the ramp, clamped as transformers does (to [0, head_dim - 1])."""
+    low = correction_dim(beta_fast, head_dim, rope_theta, L0)
+    high = correction_dim(beta_slow, head_dim, rope_theta, L0)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, head_dim - 1)
+
+
+def yarn_ramp(low: float, high: float, n_pairs: int) -> torch.Tensor:
+    """g_i = clamp((i - low) / (high - low), 0, 1): 0 keeps theta_i, 1 interpolates fully."""
+    if low == high:
+        high += 0.001  # transformers' guard against a zero-width ramp
+    return torch.clamp((torch.arange(n_pairs, dtype=torch.float32) - low) / (high - low), 0, 1)
+
+
+def yarn_attention_factor(s: float) -> float:
+    """0.1 ln s + 1 (1 for s <= 1)."""
+    return 1.0 if s <= 1 else 0.1 * math.log(s) + 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class YarnSpec(RopeSpec):
+    """YaRN.
+
+    Args:
+        beta_fast: pairs rotating more than this many times within L0 are kept (32; Mistral 128).
+        beta_slow: pairs rotating fewer times than this are fully interpolated (1; Mistral 2).
+        attention_factor: cos/sin multiplier; None for ``0.1 ln s + 1``.
+        truncate: floor/ceil the ramp boundaries (transformers' default).
+        dynamic: use ``s = max(1, n / L0)`` for the current length ``n`` instead of ``factor``.
+    """
+
+    method: ClassVar[str] = "yarn"
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: float | None = None
+    truncate: bool = True
+    dynamic: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("beta_fast", "beta_slow"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                fail(name, v, "a finite number > 0")
+        if self.beta_fast <= self.beta_slow:
+            fail("beta_fast", self.beta_fast, f"a number > beta_slow={self.beta_slow:g}")
+        a = self.attention_factor
+        if a is not None and (
+            isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a <= 0
+        ):
+            fail("attention_factor", a, "None (0.1 ln s + 1) or a finite number > 0")
+
+    @property
+    def is_length_dependent(self) -> bool:
+        return self.dynamic
+
+    def boundaries(self) -> tuple[float, float]:
+        return yarn_boundaries(
+            self.head_dim, self.rope_theta, self.original_max_position_embeddings,
+            self.beta_fast, self.beta_slow, self.truncate,
+        )
+
+
+@register(YarnSpec, "YaRN: ramp from theta_i (fast pairs) to theta_i/s (slow pairs), temperature")
+def compute_yarn(spec: YarnSpec, seq_len: int | None = None) -> RopeFrequencies:
+    s = spec.factor
+    if spec.dynamic and seq_len is not None:
+        s = max(1.0, seq_len / spec.original_max_position_embeddings)
+    if s == 1.0:
+        return RopeFrequencies(spec.original_inv_freq(), 1.0 if spec.attention_factor is None else spec.attention_factor)
+    d = spec.head_dim
+    pos_freqs = spec.rope_theta ** (torch.arange(0, d, 2).to(dtype=torch.float) / d)  # (D,) = 1/theta_i
+    inv_freq_extrapolation = 1.0 / pos_freqs
+    inv_freq_interpolation = 1.0 / (s * pos_freqs)
+    low, high = spec.boundaries()
+    keep = 1 - yarn_ramp(low, high, d // 2)  # share of theta_i kept, per pair
+    inv_freq = inv_freq_interpolation * (1 - keep) + inv_freq_extrapolation * keep
+    attention = spec.attention_factor if spec.attention_factor is not None else yarn_attention_factor(s)
+    return RopeFrequencies(inv_freq, float(attention))
