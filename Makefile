@@ -28,7 +28,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python -m pytest -q tests/benchmarks -m "not e2e" -p no:cacheprovider --timeout=0 -o testpaths=tests/benchmarks --run-bench
+	$(BIN)/python -m pytest -q tests/benchmarks --run-bench --timeout=0 -p no:cacheprovider
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(shell [ `id -u` = 0 ] && echo root),--allow-root)

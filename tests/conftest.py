@@ -10,6 +10,19 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-bench", action="store_true", help="run the benchmarks (make bench)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-bench"):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with make bench")
+    for item in items:
+        if "benchmarks" in str(item.fspath):
+            item.add_marker(skip)
+
+
 def _tiny(family: str, max_position_embeddings: int = 64, rope_theta: float = 1000.0, **extra):
     from transformers import (
         AutoModelForCausalLM,

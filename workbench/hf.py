@@ -249,7 +249,7 @@ def to_hf(spec: RopeSpec, layout: str = "v5", *, allow_lossy: bool = False) -> H
             "first n_hat positions (its rotary embedding has one inv_freq for all positions)"
         )
         if not allow_lossy:
-            raise NotExpressibleError(msg + "; export with allow_lossy=True to drop it, or run the model "
+            raise NotExpressibleError(msg + "; export with allow_lossy=True (--allow-lossy) to drop it, or run the model "
                                       "through workbench.patch")
         notes.append(msg + "; dropped from this export")
     if isinstance(spec, DefaultSpec):

@@ -1,0 +1,42 @@
+"""Every notebook runs headless under papermill on tiny parameters and writes its results.json."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from workbench.demo import NOTEBOOKS, execute
+
+TINY = {
+    "01_rope_frequencies": {"model": "tiny-random", "target_length": 512},
+    "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"]},
+}
+
+
+def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
+    names = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert names == sorted(TINY), "add tiny parameters for every notebook"
+    for name in names:
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        src = tagged[0].source
+        assert "live: bool" in src and "output_dir: str" in src, name
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has outputs committed"
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_notebook_runs_headless(name, tmp_path):
+    execute(name, TINY[name], tmp_path, log=False)
+    results = json.loads((tmp_path / name / "results.json").read_text())
+    assert results["figures"], "no figures written"
+    for fig in results["figures"]:
+        assert (tmp_path / name / fig).stat().st_size > 10_000
+    if name == "02_interpolation_methods":
+        assert set(results["ppl"]) == {"default", "yarn", "longrope"}
+        assert all(v > 1 for per_len in results["ppl"].values() for v in per_len.values())
+        assert "not_expressible" not in json.dumps(results["rope_parameters"])
+    if name == "01_rope_frequencies":
+        assert results["pairs_out_of_distribution_at_target"] > 0

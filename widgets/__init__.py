@@ -1,0 +1,1 @@
+"""ipywidgets + plotly front ends over the workbench library, one per capability."""

@@ -1,0 +1,52 @@
+"""Showing results in a notebook: live plotly widgets when someone is watching, static PNGs under papermill."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from workbench.events import Event
+
+from .static import save_png
+
+
+def show(figs: go.Figure | Sequence[go.Figure], name: str, output_dir: str | Path, live: bool, columns: int = 2) -> Path:
+    """Save the figure(s) as ``output_dir/name.png``; display them live (FigureWidget) or as the PNG."""
+    from IPython.display import Image, display
+
+    figs = [figs] if isinstance(figs, go.Figure) else list(figs)
+    path = save_png(figs, Path(output_dir) / f"{name}.png", columns=columns)
+    if live:
+        for f in figs:
+            display(go.FigureWidget(f))
+    else:
+        display(Image(filename=str(path)))
+    return path
+
+
+def save_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
+    """Write ``results.json`` (what the notebook tests and the demo read)."""
+    path = Path(output_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
+    return path
+
+
+class PrintProgress:
+    """An event sink that prints one line per finished document (readable in papermill's log)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.t0 = time.time()
+
+    def __call__(self, event: Event) -> None:
+        d = event.data
+        if event.kind == "ppl.document":
+            print(f"[{time.time() - self.t0:6.0f}s] {d['label']:>12} @ {d['length']:>6} tokens: document "
+                  f"{d['index'] + 1}/{d['of']} PPL {d['ppl']:.2f} ({d['document']})", file=self.stream, flush=True)

