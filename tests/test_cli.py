@@ -61,3 +61,25 @@ def test_demo_quick_writes_notebooks_figures_and_summary(tmp_path, capsys):
     assert (tmp_path / "01_rope_frequencies.ipynb").exists() and (tmp_path / "02_interpolation_methods.ipynb").exists()
     summary = (tmp_path / "README.md").read_text()
     assert "| longrope |" in summary and "perplexity.png" in summary
+
+
+def test_export_save_model_loads_in_stock_transformers(tmp_path, capsys):
+    """The shipped folder: stock transformers loads it and matches the patched model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workbench.hf import spec_for_model
+    from workbench.models import load_model
+    from workbench.patch import patch
+
+    folder = tmp_path / "tiny-yarn"
+    assert main(["rope", "export", "--model", "tiny-random", "--method", "yarn", "--target", "512",
+                 "--save-model", str(folder)]) == 0
+    stock = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert stock.config.rope_parameters["rope_type"] == "yarn"
+    lm = load_model("tiny-random")
+    ids = torch.randint(0, 1000, (1, 300), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), patch(lm.model, spec_for_model(lm.model, "yarn", target_length=512)):
+        expected = lm.model(ids).logits
+    with torch.no_grad():
+        assert torch.allclose(stock(ids).logits, expected, atol=1e-5)

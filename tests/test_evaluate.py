@@ -37,6 +37,8 @@ def test_perplexity_is_exp_mean_nll_and_reports_curve(tiny_llama):
     assert r.ppl == pytest.approx(math.exp(float(nll.mean())), rel=1e-6)
     assert len(r.per_position_nll) == math.ceil(255 / 32) and r.n_documents == 3
     assert len(sink.of_kind("ppl.document")) == 3 and len(sink.of_kind("ppl.result")) == 1
+    layers = sink.of_kind("ppl.layer")  # progress inside each forward: 2 decoder layers x 3 documents
+    assert [e.data["layer"] for e in layers] == [1, 2] * 3 and layers[-1].data["layers"] == 2
     assert r.tail_ppl(0.25) > 0
 
 

@@ -189,3 +189,24 @@ def test_spec_that_does_not_fit_the_model(tiny_llama):
     wrong_theta = make_spec("linear", head_dim=16, rope_theta=10000.0, original_max_position_embeddings=64, factor=2.0)
     with pytest.raises(SpecError, match="rope_theta=10000 does not match the model's rope_theta=1000"):
         patch(tiny_llama, wrong_theta)
+
+
+def test_smollm2_patched_equals_stock_model_from_exported_config():
+    """Parity on the real default model, beyond its 8k training length is too slow for a test: 600 tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.hf import export_config, hf_config_from_dict
+    from workbench.models import load_model
+
+    lm = load_model("smollm2")
+    spec = spec_for_model(lm.model, "longrope", target_length=16384,
+                          long_factor=ramp_factors(32, 9.6, 31, 1.0, 3.0), short_factor=[1.0] * 30 + [1.05, 1.1])
+    full, _ = export_config(spec, lm.model.config)
+    stock = AutoModelForCausalLM.from_config(hf_config_from_dict(full), attn_implementation="sdpa").eval()
+    stock.load_state_dict(lm.model.state_dict())
+    ids = torch.randint(0, 49152, (1, 600), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = stock(ids).logits
+        with patch(lm.model, spec):
+            got = lm.model(ids).logits
+    assert torch.equal(got, expected)

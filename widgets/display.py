@@ -39,14 +39,20 @@ def save_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
 
 
 class PrintProgress:
-    """An event sink that prints one line per finished document (readable in papermill's log)."""
+    """An event sink that prints progress lines (readable in papermill's log): a few per forward, one per document."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, every: float = 0.25) -> None:
         self.stream = stream or sys.stdout
         self.t0 = time.time()
+        self.every = every  # print layer progress at these fractions of a forward
 
     def __call__(self, event: Event) -> None:
         d = event.data
+        if event.kind == "ppl.layer" and d["layers"]:
+            step = max(1, round(d["layers"] * self.every))
+            if d["layer"] % step == 0 and d["layer"] < d["layers"]:
+                print(f"[{time.time() - self.t0:6.0f}s] {d['label']:>12} @ {d['length']:>6} tokens: document "
+                      f"{d['index'] + 1}/{d['of']}, layer {d['layer']}/{d['layers']}", file=self.stream, flush=True)
         if event.kind == "ppl.document":
             print(f"[{time.time() - self.t0:6.0f}s] {d['label']:>12} @ {d['length']:>6} tokens: document "
                   f"{d['index'] + 1}/{d['of']} PPL {d['ppl']:.2f} ({d['document']})", file=self.stream, flush=True)

@@ -29,15 +29,17 @@ def color_of(label: str, i: int = 0) -> str:
     return COLORS.get(label.split(" ")[0].split("(")[0].strip().lower(), PALETTE[i % len(PALETTE)])
 
 
-def _vline(fig: go.Figure, x: float, text: str, color: str = "#444") -> None:
+def _vline(fig: go.Figure, x: float, text: str, color: str = "#444", log_axis: bool = False) -> None:
     fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color=color, dash="dot", width=1))
-    fig.add_annotation(x=x, y=1, yref="paper", text=text, showarrow=False, yanchor="bottom", font=dict(size=10))
+    fig.add_annotation(x=math.log10(x) if log_axis else x, y=1, yref="paper", text=text, showarrow=False,
+                       yanchor="bottom", font=dict(size=10))
 
 
-def _hline(fig: go.Figure, y: float, text: str, color: str = "#444") -> None:
+def _hline(fig: go.Figure, y: float, text: str, color: str = "#444", log_axis: bool = False) -> None:
     fig.add_shape(type="line", x0=0, x1=1, xref="paper", y0=y, y1=y, line=dict(color=color, dash="dash", width=1))
-    fig.add_annotation(x=0, xref="paper", y=y, text=text, showarrow=False, xanchor="left", yanchor="bottom",
-                       font=dict(size=10))
+    # plotly places annotations on a log axis at log10 of the value (shapes take the value itself)
+    fig.add_annotation(x=0, xref="paper", y=math.log10(y) if log_axis else y, text=text, showarrow=False,
+                       xanchor="left", yanchor="bottom", font=dict(size=10))
 
 
 def wavelength_figure(spec: RopeSpec) -> go.Figure:
@@ -48,8 +50,8 @@ def wavelength_figure(spec: RopeSpec) -> go.Figure:
                     line=dict(color="#7f7f7f"), marker=dict(size=4))
     fig.add_scatter(x=d.pair, y=d.scaled_wavelength, name=f"{spec.method}", mode="lines+markers",
                     line=dict(color=color_of(spec.method), width=3), marker=dict(size=5))
-    _hline(fig, spec.original_max_position_embeddings, f"L0 = {spec.original_max_position_embeddings}")
-    _hline(fig, spec.target_length, f"target = {spec.target_length}", "#d62728")
+    _hline(fig, spec.original_max_position_embeddings, f"L0 = {spec.original_max_position_embeddings}", log_axis=True)
+    _hline(fig, spec.target_length, f"target = {spec.target_length}", "#d62728", log_axis=True)
     _vline(fig, d.critical_dim, f"critical pair {d.critical_dim}")
     fig.update_layout(title="Wavelength of each frequency pair (tokens per full turn)",
                       xaxis_title="pair i (fast → slow)", yaxis_title="wavelength (tokens)", yaxis_type="log")
@@ -85,7 +87,7 @@ def ood_figure(spec: RopeSpec, n_positions: int = 96) -> go.Figure:
                     name="OOD")
     _vline(fig, spec.original_max_position_embeddings, "L0")
     n_ood = int(pair_diagnostics(spec).out_of_distribution.sum())
-    fig.update_layout(title=f"Unseen angles ({spec.method}): {n_ood} pairs beyond training (blank: full turn in L0)",
+    fig.update_layout(title=f"Unseen angles ({spec.method}): {n_ood} pairs beyond training",
                       xaxis_title="position", yaxis_title="pair i")
     return fig
 
@@ -139,7 +141,7 @@ def ppl_by_length_figure(results: Iterable, original_length: int | None = None) 
         fig.add_scatter(x=[r.length for r in rs], y=[r.ppl for r in rs], name=label, mode="lines+markers",
                         line=dict(color=color_of(label, i), width=2.5), marker=dict(size=8))
     if original_length:
-        _vline(fig, original_length, "L0")
+        _vline(fig, original_length, "L0", log_axis=True)
     lengths = sorted({r.length for rs in by.values() for r in rs})
     fig.update_layout(title="Perplexity by evaluation length", xaxis_title="tokens", yaxis_title="perplexity",
                       yaxis_type="log", xaxis_type="log", xaxis_tickvals=lengths,

@@ -39,7 +39,7 @@ from .figures import (
 LENGTHS = [2**k for k in range(6, 21)]  # 64 .. 1M tokens
 KNOTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # positions of the curve's control points, as a fraction of the pairs
 COMPARE = ("default", "linear", "ntk", "yarn", "llama3", "longrope")
-FIGURE_SIZE = dict(width=560, height=340)
+FIGURE_SIZE = dict(width=500, height=330)
 
 
 def knot_curve(values: list[float], n_pairs: int) -> tuple[float, ...]:
@@ -60,7 +60,7 @@ class FrequencyExplorer:
     def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
                  target_length: int = 16384, method: str = "longrope", config: Any = None) -> None:
         def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
-            return dict(continuous_update=True, style={"description_width": "90px"}, layout=W.Layout(width="330px"))
+            return dict(continuous_update=True, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
 
         self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
                                      **slider_args())
@@ -85,9 +85,8 @@ class FrequencyExplorer:
         self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
                                     continuous_update=True, orientation="vertical",
                                     layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
-        self.config_path = W.Text(placeholder="smollm2, a model folder or config.json", layout=W.Layout(width="260px"))
-        self.load_button = W.Button(description="Load from model config", icon="folder-open",
-                                    layout=W.Layout(width="200px"))
+        self.config_path = W.Text(placeholder="smollm2, a model folder or config.json", layout=W.Layout(width="310px"))
+        self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="120px"))
         self.status = W.HTML()
         self.export = W.HTML(layout=W.Layout(width="100%"))
         self.loaded_factors: tuple[float, ...] | None = None
@@ -130,17 +129,18 @@ class FrequencyExplorer:
 
     @property
     def widget(self) -> W.Widget:
-        geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.head_dim, self.original, self.target])
+        """Controls in a row of columns on top, the four plots in a 2 x 2 grid below, the export last."""
+        column = dict(layout=W.Layout(width="330px", margin="0 12px 0 0"))
+        geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.head_dim, self.original, self.target,
+                           W.HTML("<b>Load from model config</b>"), self.config_path, self.load_button], **column)
         method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.low_freq,
-                         self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical])
-        self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b> (λ at % of pairs; kept monotone)"),
-                                  W.HBox(self.knots)])
-        load = W.VBox([W.HTML("<b>Load from model config</b>"), W.HBox([self.config_path, self.load_button])])
-        controls = W.VBox([geometry, method, self._curve_box, load, self.status], layout=W.Layout(width="360px"))
+                         self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical], **column)
+        self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b><br>λ at 0/25/50/75/100 % of the pairs"),
+                                  W.HBox(self.knots)], layout=W.Layout(width="320px"))
         f = self.figures
         plots = W.VBox([W.HBox([f["wavelength"], f["factors"]]), W.HBox([f["ood"], f["attention"]])])
         self._visibility()
-        return W.VBox([W.HBox([controls, plots]), self.export])
+        return W.VBox([W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export])
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -205,13 +205,19 @@ class FrequencyExplorer:
             self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(e))}</span>"
             return
         self.spec = spec
-        self.status.value = f"<span style='color:#555'>{html.escape(spec.describe()[:160])}</span>"
+        self.status.value = f"<span style='color:#555'>{html.escape(self._summary(spec))}</span>"
         sync(self.figures["wavelength"], wavelength_figure(spec))
         sync(self.figures["factors"], factor_figure(self._compare_specs(spec), spec.method))
         sync(self.figures["ood"], ood_figure(spec))
         sync(self.figures["attention"], attention_figure(spec))
         self._render_export(spec)
         self.updates += 1
+
+    @staticmethod
+    def _summary(spec: RopeSpec) -> str:
+        f = spec.frequencies()
+        return (f"{spec.method}: L0 {spec.original_max_position_embeddings} → {spec.target_length} tokens "
+                f"(s = {spec.factor:g}), attention factor {f.attention_factor:.3f}")
 
     def _render_export(self, spec: RopeSpec) -> None:
         try:

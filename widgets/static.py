@@ -28,6 +28,14 @@ def _rgba(color: str | None):
     return color
 
 
+def _short_number(v: float) -> str:
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:g}M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
 def _draw(ax: plt.Axes, fig: go.Figure) -> None:
     lay = fig.layout
     for tr in fig.data:
@@ -77,16 +85,23 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
     for an in lay.annotations or ():
         x = an.x if an.xref != "paper" else None
         y = an.y if an.yref != "paper" else None
+        if y is not None and lay.yaxis.type == "log":
+            y = 10**y  # plotly gives annotation positions on log axes as log10
+        if x is not None and lay.xaxis.type == "log":
+            x = 10**x
         trans = ax.get_xaxis_transform() if an.yref == "paper" else ax.get_yaxis_transform() if an.xref == "paper" else ax.transData
         xx = x if x is not None else an.x
         yy = y if y is not None else an.y
         ax.text(xx, yy, an.text, transform=trans, fontsize=8, color="#333",
                 ha="left" if an.xanchor == "left" else "center", va="bottom")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    for axis, spec, setter in ((ax.xaxis, lay.xaxis, ax.set_xscale), (ax.yaxis, lay.yaxis, ax.set_yscale)):
+    plain = FuncFormatter(lambda v, _: _short_number(v))
+    for axis, spec, setter, limits in ((ax.xaxis, lay.xaxis, ax.set_xscale, ax.get_xlim),
+                                       (ax.yaxis, lay.yaxis, ax.set_yscale, ax.get_ylim)):
         if spec.type == "log":
             setter("log")
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+            lo, hi = limits()
+            decades = np.log10(max(hi, 1e-12) / max(lo, 1e-12))
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0) if decades < 2 else (1.0,)))
             axis.set_major_formatter(plain)
             axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         if spec.tickvals is not None:

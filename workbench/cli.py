@@ -134,6 +134,8 @@ def cmd_rope_export(args: argparse.Namespace) -> int:
     except NotExpressibleError as e:
         raise CliError(str(e)) from None
     text = json.dumps(full, indent=2, default=str)
+    if args.save_model:
+        _save_model(args, full)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
@@ -143,6 +145,21 @@ def cmd_rope_export(args: argparse.Namespace) -> int:
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     return 0
+
+
+def _save_model(args: argparse.Namespace, full: dict[str, Any]) -> None:
+    """Write weights + tokenizer + the exported config: a folder stock transformers loads as is."""
+    from .hf import hf_config_from_dict
+    from .models import load_model
+
+    if not args.model:
+        raise CliError("--save-model needs --model (the weights to save)")
+    lm = load_model(args.model)
+    lm.model.config = hf_config_from_dict(full)
+    lm.model.save_pretrained(args.save_model)
+    lm.tokenizer.save_pretrained(args.save_model)
+    print(f"saved {args.model} with {full['rope_parameters']['rope_type'] if 'rope_parameters' in full else 'rope_scaling'} "
+          f"RoPE to {args.save_model}; load it with AutoModelForCausalLM.from_pretrained({args.save_model!r})")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -178,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--layout", choices=["v5", "v4"], default="v5", help="rope_parameters (v5) or rope_scaling (v4)")
     export.add_argument("--allow-lossy", action="store_true", help="drop what stock transformers cannot express")
     export.add_argument("--out", help="output config.json (default: print)")
+    export.add_argument("--save-model", metavar="DIR", help="also save --model's weights and tokenizer with this config")
     export.set_defaults(func=cmd_rope_export)
 
     doc = sub.add_parser("doctor", help="explain a model config's RoPE setting and flag inconsistencies")

@@ -71,15 +71,39 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any]:
     return backbone, head
 
 
+class _LayerProgress:
+    """Calls ``on_layer(done, total)`` after each decoder layer of a forward (long forwards take minutes)."""
+
+    def __init__(self, backbone: Any, on_layer: Any) -> None:
+        layers = getattr(backbone, "layers", None)
+        self.total = len(layers) if layers is not None else 0
+        self.done = 0
+        self.handles = []
+        if on_layer is not None and layers is not None:
+            def hook(*_: Any) -> None:
+                self.done += 1
+                on_layer(self.done, self.total)
+
+            self.handles = [layer.register_forward_hook(hook) for layer in layers]
+
+    def __enter__(self) -> _LayerProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 @torch.no_grad()
 def token_nll(model: Any, input_ids: torch.Tensor, *, dtype: str = "fp32", chunk_size: int = 1024,
-              score_from: int = 0) -> torch.Tensor:
+              score_from: int = 0, on_layer: Any = None) -> torch.Tensor:
     """Negative log-likelihood of each next token: ``(n - 1 - score_from,)`` float32 for ``input_ids`` ``(1, n)``.
 
     Args:
         dtype: "fp32", or "bf16" (autocast: bf16 matrix products, fp32 loss).
         chunk_size: positions per LM-head chunk.
         score_from: skip the first predictions (used by the sliding window).
+        on_layer: optional ``f(done, total)`` called after each decoder layer.
     """
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
@@ -87,7 +111,7 @@ def token_nll(model: Any, input_ids: torch.Tensor, *, dtype: str = "fp32", chunk
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if resolve_dtype(dtype) == "bf16" else nullcontext()
-    with ctx:
+    with ctx, _LayerProgress(backbone, on_layer):
         hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state  # (1, n, hidden)
         n = ids.shape[1]
         out = []
@@ -134,11 +158,12 @@ def _buckets(nll: torch.Tensor, bucket_size: int) -> list[float]:
 
 
 def _document_nll(model: Any, tokens: torch.Tensor, mode: str, window: int, stride: int, dtype: str,
-                  chunk_size: int) -> tuple[torch.Tensor, int]:
+                  chunk_size: int, on_layer: Any = None) -> tuple[torch.Tensor, int]:
     """Per-token NLL of a whole sample and how many tokens were forwarded."""
     n = tokens.shape[0]
     if mode == "truncated" or n <= window:
-        return token_nll(model, tokens[:window][None], dtype=dtype, chunk_size=chunk_size), min(n, window)
+        return token_nll(model, tokens[:window][None], dtype=dtype, chunk_size=chunk_size,
+                         on_layer=on_layer), min(n, window)
     parts, forwarded, scored_to = [], 0, 0  # scored_to: predictions 0..scored_to-1 are done
     start = 0
     while scored_to < n - 1:
@@ -183,7 +208,11 @@ def _evaluate(model: Any, samples: list[Sample], spec: RopeSpec | None, label: s
     curve_sum, curve_count = torch.zeros(window - 1), torch.zeros(window - 1)
     with patch(model, spec) if spec is not None else nullcontext():
         for i, s in enumerate(tqdm(samples, desc=f"{label} @ {window}", disable=not progress, leave=False)):
-            nll, f = _document_nll(model, s.tokens, mode, window, stride, dtype, chunk_size)
+            def on_layer(done: int, total: int, i: int = i) -> None:
+                sink(Event("ppl.layer", {"label": label, "length": window, "index": i, "of": len(samples),
+                                         "layer": done, "layers": total, "seconds": time.time() - t0}))
+
+            nll, f = _document_nll(model, s.tokens, mode, window, stride, dtype, chunk_size, on_layer)
             forwarded += f
             per_doc.append(nll)
             pos = nll[: window - 1]  # sliding mode: the first window's positions make the curve
