@@ -198,3 +198,84 @@ def sync(widget: go.FigureWidget, fig: go.Figure) -> None:
         widget.layout.title = fig.layout.title
         widget.layout.xaxis.update(fig.layout.xaxis.to_plotly_json(), overwrite=True)
         widget.layout.yaxis.update(fig.layout.yaxis.to_plotly_json(), overwrite=True)
+
+
+def entropy_heatmap_figure(result, baseline=None) -> go.Figure:
+    """Mean attention entropy per layer (rows) and head (columns); with ``baseline``: the difference."""
+    z = np.array(result.layer_head())
+    title = f"Attention entropy by layer and head: {result.label} @ {result.length}"
+    scale, zmid = "Viridis", None
+    if baseline is not None:
+        z = z - np.array(baseline.layer_head())
+        title = f"Entropy change vs {baseline.label} (nats): {result.label} @ {result.length}"
+        scale, zmid = [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]], 0.0
+    lim = float(np.nanmax(np.abs(z))) if baseline is not None else None
+    fig = go.Figure(layout={**BASE_LAYOUT, "height": 360})
+    fig.add_heatmap(z=z, x=list(range(z.shape[1])), y=result.layers, colorscale=scale, zmid=zmid,
+                    zmin=-lim if lim else None, zmax=lim if lim else None,
+                    colorbar=dict(title="nats"), name="entropy")
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer")
+    return fig
+
+
+def entropy_position_figure(results: Iterable, original_length: int | None = None) -> go.Figure:
+    """Mean entropy (over layers and heads) by query position, one line per setting, and the uniform bound."""
+    results = list(results)
+    fig = go.Figure(layout=BASE_LAYOUT)
+    for i, r in enumerate(results):
+        x = [(k + 0.5) * r.bucket_size for k in range(len(r.rows_per_bucket))]
+        fig.add_scatter(x=x, y=r.by_position(), name=r.label, mode="lines+markers", marker=dict(size=4),
+                        line=dict(color=color_of(r.label, i), width=2.5 if i else 2,
+                                  dash="dot" if "without" in r.label else None))
+    if results:
+        r = max(results, key=lambda r: r.length)
+        x = [(k + 0.5) * r.bucket_size for k in range(len(r.rows_per_bucket))]
+        fig.add_scatter(x=x, y=r.uniform_reference(), name="uniform over the prefix", mode="lines",
+                        line=dict(color="#bbbbbb", dash="dash", width=1))
+    if original_length:
+        _vline(fig, original_length, "L0")
+    fig.update_layout(title="Attention entropy by query position (mean over layers and heads)",
+                      xaxis_title="query position", yaxis_title="entropy (nats)")
+    return fig
+
+
+def needle_heatmap_figure(result) -> go.Figure:
+    """Needle-in-a-haystack accuracy on the depth x length grid, cells annotated."""
+    z = np.array(result.accuracy)
+    text = [[f"{v:.0%}" for v in row] for row in z]
+    fig = go.Figure(layout={**BASE_LAYOUT, "height": 340})
+    fig.add_heatmap(z=z, x=[str(L) for L in result.lengths], y=[f"{d:.0%}" for d in result.depths], zmin=0, zmax=1,
+                    colorscale=[[0, "#b2182b"], [0.5, "#fddbc7"], [1, "#1a9850"]], text=text,
+                    texttemplate="%{text}", colorbar=dict(title="accuracy"), name="needle")
+    fig.update_layout(title=f"Needle retrieval: {result.label}", xaxis_title="context length (tokens)",
+                      yaxis_title="needle depth")
+    return fig
+
+
+def training_curve_figure(history: list[dict], title: str = "Teaching model training") -> go.Figure:
+    """Training loss per step and held-out loss (ln PPL) where it was measured."""
+    fig = go.Figure(layout=BASE_LAYOUT)
+    fig.add_scatter(x=[h["step"] for h in history], y=[h["loss"] for h in history], name="train loss",
+                    mode="lines", line=dict(color="#1f77b4", width=1.2))
+    held = [h for h in history if "heldout_ppl" in h]
+    if held:
+        fig.add_scatter(x=[h["step"] for h in held], y=[math.log(h["heldout_ppl"]) for h in held],
+                        name="held-out loss at L0", mode="lines+markers", line=dict(color="#d62728", width=2.5))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (nats)")
+    return fig
+
+
+def passkey_table(results: Iterable) -> str:
+    """An HTML table: one row per setting, passkey accuracy per length."""
+    import html as _html
+
+    results = list(results)
+    lengths = sorted({L for r in results for L in r.lengths})
+    head = "".join(f"<th>{L}</th>" for L in lengths)
+    rows = []
+    for r in results:
+        by = dict(zip(r.lengths, r.accuracy, strict=True))
+        n = len(r.trials) // max(1, len(r.lengths))
+        cells = "".join(f"<td>{by[L]:.0%}</td>" if L in by else "<td></td>" for L in lengths)
+        rows.append(f"<tr><td>{_html.escape(r.label)}</td>{cells}<td>{n}</td></tr>")
+    return (f"<table><tr><th>passkey accuracy</th>{head}<th>trials per length</th></tr>{''.join(rows)}</table>")

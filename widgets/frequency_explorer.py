@@ -58,7 +58,8 @@ class FrequencyExplorer:
     """Sliders -> RopeSpec -> four FigureWidgets updated in place (plus the transformers export)."""
 
     def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
-                 target_length: int = 16384, method: str = "longrope", config: Any = None) -> None:
+                 target_length: int = 16384, method: str = "longrope", config: Any = None,
+                 measure_model: str | None = "teaching") -> None:
         def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
             return dict(continuous_update=True, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
 
@@ -114,14 +115,18 @@ class FrequencyExplorer:
             k.observe(self._on_knot, names="value")
         self.load_button.on_click(self._on_load)
         self._visibility()
+        from .measure import MeasurePanel
+
+        self.measure = MeasurePanel(lambda: self.spec, model=measure_model) if measure_model else None
         if config is not None:
             self.load_config(config)
 
     # ---- construction helpers ----------------------------------------------------------------
     @classmethod
-    def from_model(cls, source: Any, target_length: int | None = None, method: str = "longrope") -> FrequencyExplorer:
+    def from_model(cls, source: Any, target_length: int | None = None, method: str = "longrope",
+                   measure_model: str | None = "teaching") -> FrequencyExplorer:
         """An explorer opened on a model's (or config's) geometry."""
-        ex = cls(method=method)
+        ex = cls(method=method, measure_model=measure_model)
         ex.load_config(source)
         if target_length:
             ex.target.value = _nearest(LENGTHS, target_length)
@@ -140,7 +145,10 @@ class FrequencyExplorer:
         f = self.figures
         plots = W.VBox([W.HBox([f["wavelength"], f["factors"]]), W.HBox([f["ood"], f["attention"]])])
         self._visibility()
-        return W.VBox([W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export])
+        parts = [W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export]
+        if self.measure is not None:
+            parts.append(self.measure.widget)
+        return W.VBox(parts)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -36,6 +36,16 @@ def _short_number(v: float) -> str:
     return f"{v:g}"
 
 
+def _axis_values(values, n: int) -> tuple[np.ndarray, list[str] | None]:
+    """Numeric positions for a heatmap axis, and labels when the axis is categorical."""
+    if values is None:
+        return np.arange(n), None
+    try:
+        return np.asarray(values, dtype=float), None
+    except (TypeError, ValueError):
+        return np.arange(len(values)), [str(v) for v in values]
+
+
 def _draw(ax: plt.Axes, fig: go.Figure) -> None:
     lay = fig.layout
     for tr in fig.data:
@@ -53,11 +63,14 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
                     label=tr.name if tr.showlegend is not False else None)
         elif tr.type == "heatmap":
             z = np.asarray(tr.z, dtype=float)
-            x = np.asarray(tr.x, dtype=float) if tr.x is not None else np.arange(z.shape[1])
-            y = np.asarray(tr.y, dtype=float) if tr.y is not None else np.arange(z.shape[0])
+            x, x_labels = _axis_values(tr.x, z.shape[1])
+            y, y_labels = _axis_values(tr.y, z.shape[0])
+            if x_labels:
+                ax.set_xticks(x, x_labels)
+            if y_labels:
+                ax.set_yticks(y, y_labels)
             scale = tr.colorscale or ((0, "#440154"), (1, "#fde725"))
-            cmap = LinearSegmentedColormap.from_list("c", [(float(p), c) for p, c in scale])
-            cmap.set_bad("#ffffff")
+            cmap = LinearSegmentedColormap.from_list("c", [(float(p), c) for p, c in scale]).with_extremes(bad="#ffffff")
             mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), cmap=cmap, vmin=tr.zmin, vmax=tr.zmax,
                                  shading="nearest")
             cb = plt.colorbar(mesh, ax=ax, fraction=0.04)

@@ -206,10 +206,14 @@ class Sample:
             f" + {len(self.names) - 3} more" if len(self.names) > 3 else "")
 
 
-def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, separator: int | None = None,
-            progress: bool = True) -> list[Sample]:
+def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, per_document: int = 1,
+            separator: int | None = None, progress: bool = True) -> list[Sample]:
     """``n`` samples of exactly ``length`` tokens from ``source``/``split`` (the paper's protocol: each
     document truncated to the length; documents that are too short are concatenated in split order).
+
+    Args:
+        per_document: take up to this many non-overlapping windows from each long document (round
+            robin over documents, so the first ``n`` samples spread over as many documents as possible).
 
     Raises:
         DataError: unknown source/split, n < 1, or the split holds fewer than ``length`` tokens in all.
@@ -218,6 +222,8 @@ def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, sep
     check_split(split)
     if n < 1:
         raise DataError(f"n={n} is not allowed: at least one sample")
+    if per_document < 1:
+        raise DataError(f"per_document={per_document} is not allowed: at least 1")
     corpus = tokenized(tokenizer, source, progress)
     order = split_names(source)[split]
     lengths = {name: len(corpus.doc(name)) for name in order}
@@ -229,8 +235,14 @@ def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, sep
     sep = [] if separator is None else [separator]
     out: list[Sample] = []
     long_docs = [name for name in order if lengths[name] >= length]
-    for name in long_docs[:n]:
-        out.append(Sample(torch.from_numpy(np.array(corpus.doc(name)[:length], dtype=np.int64)), source, split, [name]))
+    for k in range(per_document):  # round robin: window k of every document before window k + 1
+        for name in long_docs:
+            if len(out) == n:
+                break
+            if lengths[name] >= (k + 1) * length:
+                window = corpus.doc(name)[k * length:(k + 1) * length]
+                label = name if k == 0 else f"{name}#{k + 1}"
+                out.append(Sample(torch.from_numpy(np.array(window, dtype=np.int64)), source, split, [label]))
     i = 0
     used = set(long_docs)
     rest = [name for name in order if name not in used]
@@ -246,4 +258,149 @@ def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, sep
             out.append(Sample(torch.tensor(pieces[:length], dtype=torch.int64), source, split, names, True))
     if not out:
         raise DataError(f"no sample of {length} tokens can be built from the {split} split of {source!r}")
+    return out
+
+
+# ---- prompt builders: passkey (SPEC 5), needles (SPEC 3) --------------------------------------------
+PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+                 "I will quiz you about the important information there.")
+PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+PASSKEY_NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
+PASSKEY_QUESTION = " What is the pass key? The pass key is"
+NEEDLE = "\nOne of the special magic numbers for {key} is: {number}.\n"
+NEEDLE_QUESTION = ("\nWhat is the special magic number for {key} mentioned in the provided text? "
+                   "The special magic number for {key} mentioned in the provided text is")
+_ADJECTIVES = ("amber", "brisk", "crimson", "dusty", "eager", "faint", "gentle", "hollow", "ivory", "jolly", "keen",
+               "lunar", "mellow", "nimble", "olive", "proud", "quiet", "rustic", "silver", "tidal")
+_NOUNS = ("anchor", "badger", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "island", "juniper",
+          "kettle", "lantern", "meadow", "nectar", "orchard", "pebble", "quarry", "raven", "saddle", "thistle")
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _filler(unit: list[int], n: int) -> list[int]:
+    reps = -(-n // len(unit)) if n > 0 else 0
+    return (unit * reps)[:n]
+
+
+@dataclass
+class PasskeyPrompt:
+    """A passkey retrieval prompt of exactly ``length`` tokens; the model should continue with ``passkey``."""
+
+    tokens: torch.Tensor  # (length,)
+    passkey: int
+    depth: float  # where the key sits in the filler, 0 (start) .. 1 (end)
+    length: int
+
+
+def passkey_prompt(tokenizer: Any, length: int, depth: float, passkey: int) -> PasskeyPrompt:
+    """Instruction, filler, "The pass key is K. Remember it. K is the pass key." at ``depth``, question.
+
+    Raises:
+        DataError: ``length`` too short to hold the instruction, the key and the question; bad depth/key.
+    """
+    if not 0 <= depth <= 1:
+        raise DataError(f"depth={depth} is not allowed: a fraction in [0, 1]")
+    if not 1 <= passkey <= 10**9:
+        raise DataError(f"passkey={passkey} is not allowed: a positive integer")
+    intro = _ids(tokenizer, PASSKEY_INTRO)
+    needle = _ids(tokenizer, PASSKEY_NEEDLE.format(key=passkey))
+    question = _ids(tokenizer, PASSKEY_QUESTION)
+    budget = length - len(intro) - len(needle) - len(question)
+    if budget < 0:
+        raise DataError(f"length={length} is not allowed: too short to hold the passkey prompt (instruction, key "
+                        f"and question need {length - budget} tokens)")
+    filler = _filler(_ids(tokenizer, PASSKEY_FILLER), budget)
+    cut = int(round(depth * budget))
+    tokens = intro + filler[:cut] + needle + filler[cut:] + question
+    return PasskeyPrompt(torch.tensor(tokens, dtype=torch.int64), passkey, depth, length)
+
+
+def passkey_prompts(tokenizer: Any, length: int, n: int, seed: int = 0) -> list[PasskeyPrompt]:
+    """``n`` prompts with keys uniform in [1, 50000] and depths uniform in [0, 1] (seeded)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + length)
+    keys = torch.randint(1, 50001, (n,), generator=gen).tolist()
+    depths = torch.rand(n, generator=gen).tolist()
+    return [passkey_prompt(tokenizer, length, round(d, 4), k) for k, d in zip(keys, depths, strict=True)]
+
+
+@dataclass
+class NeedleSample:
+    """A document of exactly ``length`` tokens with needles and a question; the answer ends it.
+
+    The loss of a needle-driven perplexity counts only ``tokens[answer_start:answer_start + answer_len]``.
+    """
+
+    tokens: torch.Tensor  # (length,)
+    key: str
+    number: int
+    depths: list[float]
+    answer_start: int
+    answer_len: int
+    length: int
+    haystack: str
+
+
+def haystack(tokenizer: Any, source: str, split: str, n_tokens: int, seed: int) -> tuple[list[int], str]:
+    """``n_tokens`` of corpus text from a seeded starting document, concatenating following documents."""
+    corpus = tokenized(tokenizer, source, progress=False)
+    order = split_names(source)[split]
+    total = sum(len(corpus.doc(name)) for name in order)
+    if total < n_tokens:
+        raise DataError(f"the {split} split of {source!r} holds only {total} tokens; {n_tokens} requested")
+    start = int(torch.randint(0, len(order), (1,), generator=torch.Generator().manual_seed(seed)))
+    out: list[int] = []
+    names = []
+    i = start
+    while len(out) < n_tokens:
+        name = order[i % len(order)]
+        out.extend(int(t) for t in corpus.doc(name)[: n_tokens - len(out)])
+        names.append(name)
+        i += 1
+    return out, " + ".join(names[:2]) + (" + ..." if len(names) > 2 else "")
+
+
+def needle_sample(tokenizer: Any, source: str, split: str, length: int, depths: list[float], seed: int) -> NeedleSample:
+    """One needle-driven document (LongRoPE2): the same needle at each depth, the question and the answer last.
+
+    The haystack is cut to fit, so the answer always survives at the end (the authors' script could
+    truncate it away).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    key = f"{_ADJECTIVES[int(torch.randint(0, 20, (1,), generator=gen))]}-" \
+          f"{_NOUNS[int(torch.randint(0, 20, (1,), generator=gen))]}"
+    number = int(torch.randint(1_000_000, 10_000_000, (1,), generator=gen))
+    if any(not 0 <= d <= 1 for d in depths) or not depths:
+        raise DataError(f"depths={depths} is not allowed: one or more fractions in [0, 1]")
+    needle = _ids(tokenizer, NEEDLE.format(key=key, number=number))
+    question = _ids(tokenizer, NEEDLE_QUESTION.format(key=key))
+    answer = _ids(tokenizer, f" {number}")
+    budget = length - len(depths) * len(needle) - len(question) - len(answer)
+    if budget < 0:
+        raise DataError(f"length={length} is not allowed: too short for {len(depths)} needle(s), the question and "
+                        f"the answer ({length - budget} tokens)")
+    hay, hay_name = haystack(tokenizer, source, split, budget, seed)
+    tokens: list[int] = []
+    last = 0
+    for d in sorted(depths):
+        cut = int(round(d * budget))
+        tokens += hay[last:cut] + needle
+        last = cut
+    tokens += hay[last:] + question
+    answer_start = len(tokens)
+    tokens += answer
+    return NeedleSample(torch.tensor(tokens, dtype=torch.int64), key, number, sorted(depths), answer_start,
+                        len(answer), length, hay_name)
+
+
+def needle_samples(tokenizer: Any, source: str, split: str, length: int, n: int, n_needles: int = 3,
+                   seed: int = 0) -> list[NeedleSample]:
+    """``n`` needle-driven documents; each has ``n_needles`` copies of its needle at seeded random depths."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        depths = sorted(round(float(x), 4) for x in torch.rand(n_needles, generator=gen))
+        out.append(needle_sample(tokenizer, source, split, length, depths, seed * 7919 + i))
     return out

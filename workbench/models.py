@@ -5,6 +5,7 @@
   fp32 safetensors (later loads take well under a second).
 - ``"tiny-random"``: a randomly initialised 2-layer Llama with SmolLM2's tokenizer, for tests and
   quick notebook runs (its perplexity means nothing).
+- ``"teaching"`` / ``"teaching-ci"``: the small Llama trained here (see :mod:`workbench.teaching`).
 - any local transformers model folder (Llama, Mistral, Qwen2, Phi-3 families) by path.
 
 The cache folder is ``$WORKBENCH_CACHE`` or ``~/.cache/longrope-workbench``. Every cache entry is
@@ -218,12 +219,18 @@ register_model("smollm2", load_smollm2)
 register_model("tiny-random", load_tiny_random)
 
 
+def _register_builtin() -> None:
+    from . import teaching  # noqa: F401  (registers "teaching" and "teaching-ci")
+
+
 def available_models() -> list[str]:
+    _register_builtin()
     return list(_LOADERS)
 
 
 def load_model(name_or_path: str, **kwargs: Any) -> LoadedModel:
     """A named model (see :func:`available_models`) or a local folder."""
+    _register_builtin()
     if name_or_path in _LOADERS:
         return _LOADERS[name_or_path](**kwargs)
     return load_path(name_or_path, **kwargs)

@@ -11,6 +11,9 @@ from workbench.demo import NOTEBOOKS, execute
 
 TINY = {
     "01_rope_frequencies": {"model": "tiny-random", "target_length": 512},
+    "03_attention_entropy": {"model": "teaching-ci", "length_multiple": 2, "queries_per_bucket": 8},
+    "07_evaluation": {"model": "teaching-ci", "methods": ["default", "yarn"], "multiples": [1, 2], "n_documents": 2,
+                      "passkey_trials": 1, "needle_depths": [0.0, 1.0]},
     "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"]},
 }
 
@@ -40,3 +43,11 @@ def test_notebook_runs_headless(name, tmp_path):
         assert "not_expressible" not in json.dumps(results["rope_parameters"])
     if name == "01_rope_frequencies":
         assert results["pairs_out_of_distribution_at_target"] > 0
+    if name == "03_attention_entropy":
+        assert set(results["mean_entropy"]) == {"no scaling @ L0 (256)", "no scaling @ 512", "yarn",
+                                                "yarn without attention factor"}
+    if name == "07_evaluation":
+        assert set(results["ppl"]) == {"default", "yarn"} and results["needle_accuracy"] is not None
+        assert set(results["short_context_change"]) == {"yarn"}
+        for f in ("ppl.json", "passkey.json", "needle_grid.json", "needle_ppl.json", "params.json"):
+            assert (tmp_path / name / f).exists(), f

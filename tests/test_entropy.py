@@ -1,0 +1,80 @@
+"""Block-wise attention entropy equals a direct eager computation; memory stays linear; bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workbench.entropy import (
+    EntropyError,
+    EntropyProbe,
+    attention_entropy,
+    eager_entropy,
+    without_attention_factor,
+)
+from workbench.hf import spec_for_model
+from workbench.rope import ramp_factors
+
+IDS = torch.randint(3, 128, (1, 96), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3"])
+def test_blockwise_entropy_equals_eager_attention(tiny_model_factory, family):
+    model = tiny_model_factory(family)
+    result = attention_entropy(model, IDS, bucket_size=16, query_block=7)
+    ent, mw = eager_entropy(model, IDS, bucket_size=16)
+    assert torch.allclose(torch.tensor(result.entropy, dtype=torch.float64), ent, atol=1e-5)
+    assert torch.allclose(torch.tensor(result.max_weight, dtype=torch.float64), mw, atol=1e-5)
+    assert result.rows_per_bucket == [16] * 6 and result.n_heads == 4
+
+
+def test_entropy_under_a_spec_matches_eager_with_the_same_patch(tiny_llama):
+    spec = spec_for_model(tiny_llama, "longrope", target_length=256, long_factor=ramp_factors(8, 1, 7, 1.0, 6.0),
+                          n_hat=8)
+    ids = torch.randint(3, 128, (1, 100), generator=torch.Generator().manual_seed(1))  # beyond L0 = 64: long factors
+    result = attention_entropy(tiny_llama, ids, spec=spec, bucket_size=25)
+    from workbench.patch import patch
+
+    with patch(tiny_llama, spec):
+        ent, _ = eager_entropy(tiny_llama, ids, bucket_size=25)
+    assert torch.allclose(torch.tensor(result.entropy, dtype=torch.float64), ent, atol=1e-5)
+
+
+def test_attention_factor_sharpens_attention(tiny_llama):
+    ids = torch.randint(3, 128, (1, 200), generator=torch.Generator().manual_seed(2))
+    yarn = spec_for_model(tiny_llama, "yarn", target_length=256)  # attention factor 0.1 ln 4 + 1 = 1.139
+    with_factor = attention_entropy(tiny_llama, ids, spec=yarn)
+    without = attention_entropy(tiny_llama, ids, spec=without_attention_factor(yarn))
+    assert without_attention_factor(yarn).frequencies().attention_factor == 1.0
+    assert sum(with_factor.by_position()) < sum(without.by_position())  # logits x 1.3: lower entropy
+
+
+def test_uniform_attention_bound_and_sampling(tiny_llama):
+    ids = torch.randint(3, 128, (1, 128), generator=torch.Generator().manual_seed(3))
+    full = attention_entropy(tiny_llama, ids, bucket_size=32)
+    for value, bound in zip(full.by_position(), full.uniform_reference(), strict=True):
+        assert 0 <= value <= bound + 1e-6
+    sampled = attention_entropy(tiny_llama, ids, bucket_size=32, queries_per_bucket=8)
+    assert sampled.rows_per_bucket == [8, 8, 8, 8] and "sampled" in sampled.notes[0]
+    assert abs(sum(sampled.by_position()) - sum(full.by_position())) < 0.15 * sum(full.by_position())
+
+
+def test_probe_temperatures_in_one_forward(tiny_llama):
+    ids = torch.randint(3, 128, (1, 64), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), EntropyProbe(tiny_llama, layers=[1], temperatures=(1.0, 0.5)) as probe:
+        tiny_llama(ids)
+    a, b = probe.results("x")
+    assert a.layers == [1] and b.temperature == 0.5 and "logits x 0.5" in b.notes[0]
+    assert sum(b.by_position()) > sum(a.by_position())  # softer logits, higher entropy
+    assert math.isfinite(sum(a.max_weight_by_position()))
+
+
+def test_bad_input(tiny_llama):
+    with pytest.raises(EntropyError, match=r"layers=\[5\] is not allowed: the model has layers 0..1"):
+        attention_entropy(tiny_llama, IDS, layers=[5])
+    with pytest.raises(EntropyError, match="batch size 1"):
+        attention_entropy(tiny_llama, torch.zeros(2, 10, dtype=torch.long))
+    with pytest.raises(EntropyError, match="query_block=0"):
+        attention_entropy(tiny_llama, IDS, query_block=0)

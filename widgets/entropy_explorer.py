@@ -1,0 +1,135 @@
+"""The entropy explorer: how spread attention is, by position, layer and head, before and after extension.
+
+Pick a model, a length (a multiple of its L0), a method and an extra temperature; Compute runs in the
+background (Stop works) and draws entropy by position for: no scaling, the method, the method without
+its attention factor, and the method with logits multiplied by the temperature — plus a layer x head
+map of the method's entropy change against no scaling.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from workbench.data import samples
+from workbench.entropy import EntropyResult, attention_entropies, without_attention_factor
+from workbench.hf import model_geometry, spec_for_model
+
+from .figures import entropy_heatmap_figure, entropy_position_figure, method_specs, sync
+from .jobs import BackgroundJob
+from .measure import MODELS
+
+METHODS = ("linear", "ntk", "yarn", "longrope")
+
+
+class EntropyExplorer:
+    def __init__(self, model: str = "teaching", length_multiple: int = 4, method: str = "yarn",
+                 corpus: str = "shakespeare") -> None:
+        style = {"description_width": "110px"}
+        options = MODELS if model in {v for _, v in MODELS} else [*MODELS, (model, model)]
+        self.corpus = corpus
+        self.model = W.Dropdown(options=options, value=model, description="model", style=style,
+                                layout=W.Layout(width="420px"))
+        self.multiple = W.SelectionSlider(options=[1, 2, 4, 8, 16], value=length_multiple, description="length × L0",
+                                          style=style, layout=W.Layout(width="320px"))
+        self.method = W.Dropdown(options=METHODS, value=method, description="method", style=style,
+                                 layout=W.Layout(width="260px"))
+        self.temperature = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="extra logits ×",
+                                         style=style, layout=W.Layout(width="320px"))
+        self.sampled = W.Dropdown(options=[("all query rows", None), ("64 rows per bucket", 64),
+                                           ("16 rows per bucket", 16)], value=None, description="queries",
+                                  style=style, layout=W.Layout(width="320px"))
+        self.button = W.Button(description="Compute", icon="play", button_style="primary")
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px"))
+        self.status = W.HTML()
+        self.curves = go.FigureWidget(entropy_position_figure([]))
+        self.heatmap = go.FigureWidget(layout={"title": "Entropy change by layer and head (press Compute)",
+                                               "height": 360, "template": "plotly_white"})
+        for f in (self.curves, self.heatmap):
+            f.update_layout(width=520)
+        self.results: list[EntropyResult] = []
+        self.job: BackgroundJob | None = None
+        self._models: dict[str, Any] = {}
+        self.button.on_click(lambda _: self.compute())
+        self.stop_button.on_click(lambda _: self.job.stop() if self.job else None)
+
+    @property
+    def widget(self) -> W.Widget:
+        controls = W.VBox([W.HBox([self.model, self.multiple]), W.HBox([self.method, self.temperature]),
+                           W.HBox([self.sampled, self.button, self.stop_button, self.progress])])
+        return W.VBox([controls, self.status, W.HBox([self.curves, self.heatmap])])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def compute(self, wait: bool = False) -> BackgroundJob | None:
+        if self.job is not None and self.job.running:
+            return None
+        name, multiple, method = self.model.value, self.multiple.value, self.method.value
+        t, sampled = float(self.temperature.value), self.sampled.value
+        self.button.disabled, self.stop_button.disabled = True, False
+        self.progress.value, self.status.value = 0, f"loading {name} ..."
+        t0 = time.time()
+
+        def work(sink: Any) -> list[EntropyResult]:
+            if name not in self._models:
+                from workbench.models import load_model
+
+                self._models[name] = load_model(name)
+            lm = self._models[name]
+            L0 = model_geometry(lm.model).original_max_position_embeddings
+            length = L0 * multiple
+            geometry = spec_for_model(lm.model, "default", target_length=length)
+            spec = method_specs(geometry, [method])[method]
+            doc = samples(lm.tokenizer, self.corpus, "heldout", length, 1, progress=False)[0].tokens
+            settings = [("no scaling", None, (1.0,)), (method, spec, (1.0, t) if t != 1.0 else (1.0,))]
+            if spec.frequencies().attention_factor != 1.0:
+                settings.append((f"{method} without attention factor", without_attention_factor(spec), (1.0,)))
+            n_layers = lm.model.config.num_hidden_layers
+            out: list[EntropyResult] = []
+            for k, (label, sp, temps) in enumerate(settings):
+                def on_event(event: Any, k: int = k, label: str = label) -> None:
+                    sink(event)
+                    if event.kind == "entropy.layer":
+                        self.progress.value = (k + (event.data["layer"] + 1) / n_layers) / len(settings)
+                        self.status.value = f"{html.escape(label)} @ {length}: layer {event.data['layer'] + 1}/{n_layers}"
+
+                rs = attention_entropies(lm.model, doc, spec=sp, label=label, queries_per_bucket=sampled,
+                                         temperatures=temps, sink=on_event)
+                if len(rs) > 1:
+                    rs[1].label = f"{label}, logits × {t:g}"
+                out.extend(rs)
+            return out
+
+        def done(results: list[EntropyResult]) -> None:
+            self.results = results
+            sync(self.curves, entropy_position_figure(results, results[0].length // multiple))
+            sync(self.heatmap, entropy_heatmap_figure(results[1], results[0]))
+            last = {r.label: sum(r.by_position()[-4:]) / 4 for r in results}
+            self.status.value = ("mean entropy over the last eighth of positions: " + "; ".join(
+                f"{html.escape(k)} {v:.3f}" for k, v in last.items()) + f" nats ({time.time() - t0:.0f} s)")
+            self._finish()
+
+        def error(text: str) -> None:
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(text)}</span>"
+            self._finish()
+
+        def cancelled() -> None:
+            self.status.value = "stopped"
+            self._finish()
+
+        self.job = BackgroundJob(work, on_done=done, on_error=error, on_cancel=cancelled).start()
+        if wait:
+            self.job.join()
+        return self.job
+
+    def _finish(self) -> None:
+        self.button.disabled, self.stop_button.disabled = False, True
+

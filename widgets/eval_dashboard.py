@@ -1,0 +1,192 @@
+"""The evaluation dashboard: perplexity by length for several methods, loss by position, passkey, needles.
+
+Run evaluates in the background and fills the plots as results arrive (Stop works); ``from_run``
+shows the results a notebook or the CLI saved in a run folder.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from workbench.data import samples
+from workbench.evaluate import (
+    NeedleGridResult,
+    PasskeyResult,
+    PerplexityResult,
+    compare_methods,
+    needle_grid,
+    passkey_accuracy,
+)
+from workbench.hf import model_geometry, spec_for_model
+
+from .figures import (
+    method_specs,
+    needle_heatmap_figure,
+    passkey_table,
+    position_loss_figure,
+    ppl_by_length_figure,
+    sync,
+)
+from .jobs import BackgroundJob
+from .measure import MODELS
+
+ALL_METHODS = ("default", "linear", "ntk", "yarn", "longrope")
+
+
+class EvalDashboard:
+    def __init__(self, model: str = "teaching", methods: tuple[str, ...] = ALL_METHODS, multiples: tuple[int, ...] = (1, 2, 4, 8),
+                 corpus: str = "shakespeare", n_documents: int = 4, passkey_trials: int = 3) -> None:
+        style = {"description_width": "100px"}
+        options = MODELS if model in {v for _, v in MODELS} else [*MODELS, (model, model)]
+        self.model = W.Dropdown(options=options, value=model, description="model", style=style,
+                                layout=W.Layout(width="420px"))
+        self.methods = W.SelectMultiple(options=ALL_METHODS, value=tuple(methods), description="methods", rows=5,
+                                        style=style)
+        self.multiples = W.Text(value=" ".join(map(str, multiples)), description="lengths × L0", style=style)
+        self.n_documents = W.IntSlider(value=n_documents, min=1, max=16, description="documents", style=style)
+        self.passkey_trials = W.IntSlider(value=passkey_trials, min=0, max=10, description="passkey trials",
+                                          style=style)
+        self.needle_method = W.Dropdown(options=("none", *ALL_METHODS), value="yarn", description="needle grid",
+                                        style=style)
+        self.corpus = corpus
+        self.button = W.Button(description="Run", icon="play", button_style="primary")
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
+        self.status = W.HTML()
+        self.ppl_fig = go.FigureWidget(ppl_by_length_figure([]))
+        self.loss_fig = go.FigureWidget(position_loss_figure([]))
+        self.needle_fig = go.FigureWidget(layout={"title": "Needle retrieval (run with a needle method)", "height": 340,
+                                                  "template": "plotly_white"})
+        for f in (self.ppl_fig, self.loss_fig, self.needle_fig):
+            f.update_layout(width=520)
+        self.passkey_html = W.HTML()
+        self.ppl: list[PerplexityResult] = []
+        self.passkey: list[PasskeyResult] = []
+        self.needles: NeedleGridResult | None = None
+        self.job: BackgroundJob | None = None
+        self._models: dict[str, Any] = {}
+        self._L0: int | None = None
+        self.button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.job.stop() if self.job else None)
+
+    @classmethod
+    def from_results(cls, ppl: list[PerplexityResult], passkey: list[PasskeyResult] | None = None,
+                     needles: NeedleGridResult | None = None, original_length: int | None = None) -> EvalDashboard:
+        dash = cls()
+        dash.ppl, dash.passkey, dash.needles, dash._L0 = list(ppl), list(passkey or []), needles, original_length
+        dash.redraw()
+        return dash
+
+    @classmethod
+    def from_run(cls, folder: str | Path, original_length: int | None = None) -> EvalDashboard:
+        """Show ``ppl.json`` / ``passkey.json`` / ``needle_grid.json`` of a run folder."""
+        folder = Path(folder)
+
+        def load(name: str) -> Any:
+            p = folder / f"{name}.json"
+            return json.loads(p.read_text()) if p.exists() else None
+
+        ppl = [PerplexityResult(**r) for r in load("ppl") or []]
+        passkey = [PasskeyResult(**r) for r in load("passkey") or []]
+        grid = load("needle_grid")
+        return cls.from_results(ppl, passkey, NeedleGridResult(**grid) if grid else None, original_length)
+
+    @property
+    def widget(self) -> W.Widget:
+        controls = W.HBox([W.VBox([self.model, self.multiples, self.n_documents, self.passkey_trials]),
+                           W.VBox([self.methods, self.needle_method, W.HBox([self.button, self.stop_button])])])
+        return W.VBox([controls, self.status, W.HBox([self.ppl_fig, self.loss_fig]),
+                       W.HBox([self.needle_fig, self.passkey_html])])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def redraw(self) -> None:
+        if self.ppl:
+            sync(self.ppl_fig, ppl_by_length_figure(self.ppl, self._L0))
+            top = max(r.length for r in self.ppl)
+            sync(self.loss_fig, position_loss_figure([r for r in self.ppl if r.length == top], self._L0))
+        if self.passkey:
+            self.passkey_html.value = passkey_table(self.passkey)
+        if self.needles is not None:
+            sync(self.needle_fig, needle_heatmap_figure(self.needles))
+
+    def run(self, wait: bool = False) -> BackgroundJob | None:
+        if self.job is not None and self.job.running:
+            return None
+        try:
+            multiples = sorted({int(x) for x in self.multiples.value.replace(",", " ").split()})
+        except ValueError:
+            self.status.value = "<span style='color:#b2182b'>⚠ lengths × L0: whole numbers, e.g. 1 2 4 8</span>"
+            return None
+        name, methods = self.model.value, list(self.methods.value)
+        n_docs, trials, needle_method = self.n_documents.value, self.passkey_trials.value, self.needle_method.value
+        self.button.disabled, self.stop_button.disabled = True, False
+        self.ppl, self.passkey, self.needles = [], [], None
+        t0 = time.time()
+
+        def work(sink: Any) -> None:
+            if name not in self._models:
+                from workbench.models import load_model
+
+                self.status.value = f"loading {name} ..."
+                self._models[name] = load_model(name)
+            lm = self._models[name]
+            self._L0 = model_geometry(lm.model).original_max_position_embeddings
+            lengths = [m * self._L0 for m in multiples]
+            geometry = spec_for_model(lm.model, "default", target_length=lengths[-1])
+            specs = {m: (None if m == "default" else s) for m, s in method_specs(geometry, methods).items()}
+            docs = samples(lm.tokenizer, self.corpus, "heldout", lengths[-1], n_docs, per_document=8, progress=False)
+
+            def on_event(event: Any) -> None:
+                sink(event)
+                if event.kind == "ppl.result":
+                    self.ppl.append(PerplexityResult(**event.data))
+                    self.redraw()
+                if event.kind in ("ppl.layer", "passkey.trial", "needle.trial"):
+                    d = event.data
+                    self.status.value = f"{html.escape(str(d.get('label')))}: {event.kind.split('.')[0]} ... " \
+                                        f"({time.time() - t0:.0f} s)"
+
+            self.status.value = "perplexity ..."
+            self.ppl = compare_methods(lm.model, specs, docs, lengths, progress=False, sink=on_event)
+            self.redraw()
+            if trials:
+                for m, spec in specs.items():
+                    self.passkey.append(passkey_accuracy(lm.model, lm.tokenizer, lengths, n_trials=trials, spec=spec,
+                                                         label=m, progress=False, sink=on_event))
+                    self.redraw()
+            if needle_method != "none":
+                spec = specs.get(needle_method) or method_specs(geometry, [needle_method])[needle_method]
+                self.needles = needle_grid(lm.model, lm.tokenizer, [0.0, 0.25, 0.5, 0.75, 1.0], lengths,
+                                           source=self.corpus, spec=None if needle_method == "default" else spec,
+                                           label=needle_method, progress=False, sink=on_event)
+                self.redraw()
+
+        def done(_: Any) -> None:
+            self.status.value = f"done in {time.time() - t0:.0f} s"
+            self._finish()
+
+        def error(text: str) -> None:
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(text)}</span>"
+            self._finish()
+
+        def cancelled() -> None:
+            self.status.value = "stopped"
+            self._finish()
+
+        self.job = BackgroundJob(work, on_done=done, on_error=error, on_cancel=cancelled).start()
+        if wait:
+            self.job.join()
+        return self.job
+
+    def _finish(self) -> None:
+        self.button.disabled, self.stop_button.disabled = False, True

@@ -1,0 +1,315 @@
+"""Attention entropy by layer, head and query position, without ever holding an n x n matrix.
+
+For every query row the attention weights are ``p = softmax(q·kᵀ · scaling)`` over the causal prefix;
+its entropy ``H = −Σ p log p`` says how spread the attention is (0: one key; ``ln(i+1)``: uniform over
+the prefix). Beyond L0 an unscaled model's attention typically spreads out; an attention factor m
+(cos, sin × m, logits × m²) sharpens it again.
+
+Forward hooks on each attention module recompute q and k from the layer input (exactly as the module
+does, rotary included) and reduce them block by block over queries: memory is
+``heads × query_block × n``, linear in the length. The forward stops after the last requested layer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from .events import Event, Sink, null_sink
+from .patch import patch
+from .rope import LongRopeSpec, RopeSpec, YarnSpec
+
+
+class EntropyError(ValueError):
+    pass
+
+
+@dataclass
+class EntropyResult:
+    """Mean entropy and mean maximum weight per layer, head and query-position bucket."""
+
+    label: str
+    length: int
+    layers: list[int]
+    n_heads: int
+    bucket_size: int
+    entropy: list[list[list[float]]]  # [layer][head][bucket], nats
+    max_weight: list[list[list[float]]]  # [layer][head][bucket]
+    rows_per_bucket: list[int]  # query rows averaged in each bucket
+    temperature: float = 1.0  # extra multiplier on the logits (1: as the model computes them)
+    seconds: float = 0.0
+    spec: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def by_position(self) -> list[float]:
+        """Mean entropy per bucket over all layers and heads."""
+        t = torch.tensor(self.entropy)  # (layers, heads, buckets)
+        return t.mean(dim=(0, 1)).tolist()
+
+    def max_weight_by_position(self) -> list[float]:
+        return torch.tensor(self.max_weight).mean(dim=(0, 1)).tolist()
+
+    def layer_head(self) -> list[list[float]]:
+        """Mean entropy per layer and head over all buckets."""
+        return torch.tensor(self.entropy).mean(dim=2).tolist()
+
+    def uniform_reference(self) -> list[float]:
+        """Entropy of uniform attention over the causal prefix, at each bucket's mid position."""
+        return [math.log(min(self.length, (b + 0.5) * self.bucket_size) + 1) for b in range(len(self.rows_per_bucket))]
+
+
+def without_attention_factor(spec: RopeSpec) -> RopeSpec:
+    """The same frequencies with the attention factor set to 1 (to see what the temperature does)."""
+    if isinstance(spec, YarnSpec):
+        return replace(spec, attention_factor=1.0)
+    if isinstance(spec, LongRopeSpec):
+        return replace(spec, attention_policy="constant", attention_factor=1.0)
+    return spec  # the other methods have no attention factor
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (batch, heads, n, head_dim); cos/sin: (batch, n, rotary_dim); rotates the first rotary_dim dims."""
+    rd = cos.shape[-1]
+    cos, sin = cos[:, None], sin[:, None]  # (batch, 1, n, rotary_dim)
+    rot = x[..., :rd] * cos + _rotate_half(x[..., :rd]) * sin
+    return torch.cat([rot, x[..., rd:]], dim=-1) if rd < x.shape[-1] else rot
+
+
+def _qk(attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (batch, heads, n, d) and k (batch, kv_heads, n, d) after the rotary, as the attention module computes them."""
+    cfg = attn.config
+    d = attn.head_dim
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    b, n, _ = hidden.shape
+    if hasattr(attn, "q_proj"):
+        q, k = attn.q_proj(hidden), attn.k_proj(hidden)
+    elif hasattr(attn, "qkv_proj"):  # Phi-3: fused projection
+        qkv = attn.qkv_proj(hidden)
+        q, k = qkv[..., : heads * d], qkv[..., heads * d: heads * d + kv * d]
+    else:
+        raise EntropyError(f"{type(attn).__name__}: no q_proj/k_proj or qkv_proj; unsupported attention module")
+    q = q.view(b, n, heads, d).transpose(1, 2)  # (batch, heads, n, d)
+    k = k.view(b, n, kv, d).transpose(1, 2)  # (batch, kv_heads, n, d)
+    return _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
+
+
+def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    backbone = getattr(model, model.base_model_prefix, model)
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        raise EntropyError(f"{type(model).__name__}: no decoder layers found")
+    return [layer.self_attn for layer in layers]
+
+
+class _Stop(Exception):
+    """Raised after the last requested layer: the rest of the forward is not needed."""
+
+
+class EntropyProbe:
+    """Hooks that reduce each requested layer's attention rows to entropy statistics during a forward.
+
+    Use as a context manager around any forward of ``model`` (one sequence at a time); read the result
+    with :meth:`results`. It also rides along other evaluations (e.g. a perplexity forward).
+
+    Args:
+        layers: layer indices (default: all).
+        bucket_size: query positions per bucket (default: length / 32).
+        query_block: query rows reduced at once (memory: heads x query_block x length floats).
+        queries_per_bucket: sample this many query rows per bucket (seeded) instead of all of them.
+        temperatures: extra multipliers on the logits; 1.0 is the model as it runs.
+        stop_after_last: end the forward after the last requested layer (standalone use).
+    """
+
+    def __init__(self, model: torch.nn.Module, layers: list[int] | None = None, bucket_size: int | None = None,
+                 query_block: int = 128, queries_per_bucket: int | None = None,
+                 temperatures: tuple[float, ...] = (1.0,), stop_after_last: bool = False, seed: int = 0) -> None:
+        self.modules = _attention_modules(model)
+        n_layers = len(self.modules)
+        self.layers = sorted(set(range(n_layers) if layers is None else layers))
+        bad = [i for i in self.layers if not 0 <= i < n_layers]
+        if bad:
+            raise EntropyError(f"layers={bad} is not allowed: the model has layers 0..{n_layers - 1}")
+        if query_block < 1:
+            raise EntropyError(f"query_block={query_block} is not allowed: at least 1")
+        if queries_per_bucket is not None and queries_per_bucket < 1:
+            raise EntropyError(f"queries_per_bucket={queries_per_bucket} is not allowed: at least 1 (or None: all)")
+        self.bucket_size, self.query_block = bucket_size, query_block
+        self.queries_per_bucket, self.temperatures = queries_per_bucket, tuple(temperatures)
+        self.stop_after_last, self.seed = stop_after_last, seed
+        self.handles: list[Any] = []
+        self.stats: dict[tuple[float, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.length = 0
+        self.on_layer: Any = None
+
+    def __enter__(self) -> EntropyProbe:
+        self.stats = {}
+        for i in self.layers:
+            self.handles.append(self.modules[i].register_forward_pre_hook(self._hook(i), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        return exc[0] is _Stop  # swallow the early stop
+
+    def _rows(self, n: int, bucket: int) -> torch.Tensor:
+        """Query positions to reduce: all, or a seeded sample per bucket."""
+        if self.queries_per_bucket is None:
+            return torch.arange(n)
+        gen = torch.Generator().manual_seed(self.seed)
+        picks = []
+        for start in range(0, n, bucket):
+            size = min(bucket, n - start)
+            k = min(self.queries_per_bucket, size)
+            picks.append(start + torch.randperm(size, generator=gen)[:k].sort().values)
+        return torch.cat(picks)
+
+    def _hook(self, layer: int):
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            cos, sin = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
+            if hidden.shape[0] != 1:
+                raise EntropyError("attention entropy runs one sequence at a time (batch size 1)")
+            with torch.no_grad():
+                q, k = _qk(module, hidden.float(), cos.float(), sin.float())
+                self._reduce(layer, q[0], k[0], module.scaling)
+            if self.on_layer is not None:
+                self.on_layer(layer)
+            if self.stop_after_last and layer == self.layers[-1]:
+                raise _Stop()
+
+        return hook
+
+    def _reduce(self, layer: int, q: torch.Tensor, k: torch.Tensor, scaling: float) -> None:
+        """q: (heads, n, d), k: (kv_heads, n, d) -> per temperature, sums of H and max weight per head and bucket."""
+        heads, n, d = q.shape
+        kv = k.shape[0]
+        groups = heads // kv
+        self.length = n
+        bucket = self.bucket_size or max(1, math.ceil(n / 32))
+        n_buckets = math.ceil(n / bucket)
+        rows = self._rows(n, bucket)
+        qg = q.view(kv, groups, n, d)  # (kv, groups, n, d): heads sharing a key head
+        for t in self.temperatures:
+            h_sum = torch.zeros(heads, n_buckets, dtype=torch.float64)
+            w_sum = torch.zeros(heads, n_buckets, dtype=torch.float64)
+            count = torch.zeros(n_buckets, dtype=torch.float64)
+            for start in range(0, len(rows), self.query_block):
+                idx = rows[start:start + self.query_block]  # (B,) query positions
+                end = int(idx.max()) + 1  # keys needed: the causal prefix of the last row
+                s = qg[:, :, idx] @ k[:, None, :end].transpose(-1, -2)  # (kv, groups, B, end)
+                s = s.reshape(heads, len(idx), end) * (scaling * t)  # (heads, B, end)
+                future = torch.arange(end)[None, :] > idx[:, None]  # (B, end) causal mask
+                s_masked = s.masked_fill(future, float("-inf"))
+                m = s_masked.amax(-1, keepdim=True)  # (heads, B, 1)
+                e = torch.exp(s_masked - m)  # zero at masked keys
+                z = e.sum(-1)  # (heads, B)
+                es = (e * s.masked_fill(future, 0.0)).sum(-1)
+                entropy = torch.log(z) + m[..., 0] - es / z  # logsumexp - E_p[s]
+                max_w = 1.0 / z  # the largest weight is exp(m - m) / z
+                b_idx = idx // bucket
+                h_sum.index_add_(1, b_idx, entropy.double())
+                w_sum.index_add_(1, b_idx, max_w.double())
+                count.index_add_(0, b_idx, torch.ones(len(idx), dtype=torch.float64))
+            self.stats[(t, layer)] = (h_sum, w_sum, count)
+        self._bucket = bucket
+
+    def results(self, label: str, seconds: float = 0.0, spec: RopeSpec | None = None) -> list[EntropyResult]:
+        """One result per temperature, in the order given."""
+        if not self.stats:
+            raise EntropyError("the probe saw no forward")
+        out = []
+        for t in self.temperatures:
+            ent, mw, count = [], [], None
+            for layer in self.layers:
+                h_sum, w_sum, count = self.stats[(t, layer)]
+                c = count.clamp(min=1)
+                ent.append((h_sum / c).tolist())
+                mw.append((w_sum / c).tolist())
+            notes = [f"logits x {t:g} on the same inputs"] if t != 1.0 else []
+            if self.queries_per_bucket is not None:
+                notes.append(f"{self.queries_per_bucket} sampled query rows per bucket (seed {self.seed})")
+            out.append(EntropyResult(label=label, length=self.length, layers=list(self.layers),
+                                     n_heads=len(ent[0]), bucket_size=self._bucket, entropy=ent, max_weight=mw,
+                                     rows_per_bucket=[int(x) for x in count.tolist()], temperature=t,
+                                     seconds=seconds, spec=spec.to_dict() if spec is not None else None,
+                                     notes=notes))
+        return out
+
+
+def attention_entropy(model: torch.nn.Module, tokens: torch.Tensor, *, spec: RopeSpec | None = None,
+                      label: str | None = None, layers: list[int] | None = None, bucket_size: int | None = None,
+                      query_block: int = 128, queries_per_bucket: int | None = None,
+                      sink: Sink = null_sink) -> EntropyResult:
+    """Attention entropy of one sequence under ``spec`` (None: the model as loaded).
+
+    Raises:
+        EntropyError: bad layers, block sizes, or an unsupported attention module.
+    """
+    return attention_entropies(model, tokens, spec=spec, label=label, layers=layers, bucket_size=bucket_size,
+                               query_block=query_block, queries_per_bucket=queries_per_bucket, sink=sink)[0]
+
+
+def attention_entropies(model: torch.nn.Module, tokens: torch.Tensor, *, spec: RopeSpec | None = None,
+                        label: str | None = None, layers: list[int] | None = None, bucket_size: int | None = None,
+                        query_block: int = 128, queries_per_bucket: int | None = None,
+                        temperatures: tuple[float, ...] = (1.0,), sink: Sink = null_sink) -> list[EntropyResult]:
+    """As :func:`attention_entropy`, with extra logit multipliers evaluated in the same forward."""
+    ids = tokens if tokens.dim() == 2 else tokens[None]
+    if ids.shape[0] != 1:
+        raise EntropyError("attention entropy runs one sequence at a time (batch size 1)")
+    label = label or (spec.method if spec is not None else "model as loaded")
+    backbone = getattr(model, model.base_model_prefix)
+    probe = EntropyProbe(model, layers, bucket_size, query_block, queries_per_bucket, temperatures,
+                         stop_after_last=True)
+    t0 = time.time()
+    probe.on_layer = lambda layer: sink(Event("entropy.layer", {"label": label, "layer": layer,
+                                                                "layers": probe.layers,
+                                                                "seconds": time.time() - t0}))
+    with torch.no_grad(), patch(model, spec) if spec is not None else nullcontext(), probe:
+        backbone(input_ids=ids.to(next(model.parameters()).device), use_cache=False)
+    results = probe.results(label, time.time() - t0, spec)
+    for r in results:
+        sink(Event("entropy.result", r.to_dict()))
+    return results
+
+
+def eager_entropy(model: torch.nn.Module, tokens: torch.Tensor, bucket_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: (entropy, max weight) per layer, head, bucket from an eager forward's full attention matrices."""
+    ids = tokens if tokens.dim() == 2 else tokens[None]
+    impl = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            att = model(ids, output_attentions=True).attentions  # layers x (1, heads, n, n)
+    finally:
+        model.set_attn_implementation(impl)
+    n = ids.shape[1]
+    buckets = torch.arange(n) // bucket_size
+    n_b = int(buckets.max()) + 1
+    ent, mw = [], []
+    for a in att:
+        p = a[0].double()  # (heads, n, n)
+        h = -(p * torch.log(p.clamp_min(1e-300))).sum(-1)  # (heads, n)
+        w = p.amax(-1)
+        ent.append(torch.stack([h[:, buckets == b].mean(1) for b in range(n_b)], 1))
+        mw.append(torch.stack([w[:, buckets == b].mean(1) for b in range(n_b)], 1))
+    return torch.stack(ent), torch.stack(mw)  # (layers, heads, buckets)
+
+
+__all__ = ["EntropyError", "EntropyProbe", "EntropyResult", "attention_entropies", "attention_entropy", "eager_entropy",
+           "without_attention_factor"]
