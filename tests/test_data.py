@@ -53,3 +53,13 @@ def test_bad_requests(tokenizer):
         samples(tokenizer, "bible", "test", 100, 1)
     with pytest.raises(DataError, match="holds only .* tokens in all"):
         samples(tokenizer, "shakespeare", "heldout", 10_000_000, 1, progress=False)
+
+
+def test_empty_corpus(monkeypatch, tokenizer):
+    import workbench.data as data
+
+    monkeypatch.setitem(data.SOURCES, "empty", lambda: [])
+    data.documents.cache_clear()
+    with pytest.raises(DataError, match="corpus 'empty' is empty"):
+        samples(tokenizer, "empty", "heldout", 100, 1)
+    data.documents.cache_clear()

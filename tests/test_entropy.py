@@ -78,3 +78,21 @@ def test_bad_input(tiny_llama):
         attention_entropy(tiny_llama, torch.zeros(2, 10, dtype=torch.long))
     with pytest.raises(EntropyError, match="query_block=0"):
         attention_entropy(tiny_llama, IDS, query_block=0)
+
+
+def test_probe_rides_on_perplexity_forwards_and_pools_documents(tiny_llama):
+    from workbench.evaluate import compare_methods
+
+    docs = [torch.randint(3, 128, (128,), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    probes = {}
+
+    def probe(label, length):
+        probes[label] = EntropyProbe(tiny_llama, bucket_size=32)
+        return probes[label]
+
+    compare_methods(tiny_llama, {"default": None}, docs, [64, 128], progress=False, probe=probe)
+    pooled = probes["default"].results("default")[0]
+    assert pooled.rows_per_bucket == [64, 64, 64, 64]  # two documents of 128 tokens
+    singles = [attention_entropy(tiny_llama, d, bucket_size=32) for d in docs]
+    mean = (torch.tensor(singles[0].entropy) + torch.tensor(singles[1].entropy)) / 2
+    assert torch.allclose(torch.tensor(pooled.entropy), mean, atol=1e-6)

@@ -276,6 +276,119 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teaching(args: argparse.Namespace) -> int:
+    """Train (or load) a teaching model; report its training and how it reads beyond L0 without scaling."""
+    import math
+
+    from .data import samples
+    from .evaluate import perplexity
+    from .runs import RunFolder
+    from .teaching import TEACHING_SOURCES, load_teaching, training_info
+
+    lm = load_teaching(args.preset)
+    info = training_info(args.preset)
+    L0 = info["config"]["original_max_position_embeddings"]
+    print(f"teaching model {args.preset}: {info['parameters'] / 1e6:.2f}M parameters, {info['train_tokens_seen']} "
+          f"training tokens in {info['seconds']:.0f} s ({info['tokens_per_second']:.0f} tokens/s); held-out PPL at "
+          f"L0 = {L0}: {info['heldout_ppl_at_L0']:.2f}")
+    run = RunFolder(args.out, {"preset": args.preset, "multiples": args.multiples}) if args.out else None
+    longest = L0 * max(args.multiples)
+    rows = {}
+    for source in TEACHING_SOURCES:
+        docs = samples(lm.tokenizer, source, "heldout", longest, args.n_documents, per_document=8, progress=False)
+        r = perplexity(lm.model, docs, length=longest, bucket_size=L0, label=f"no scaling, {source}", progress=False)
+        per_window = [round(math.exp(x), 2) for x in r.per_position_nll]
+        rows[source] = {"ppl_per_L0_window": per_window, "whole_window_ppl": r.ppl, "documents": r.documents}
+        print(f"{source:>12}: PPL per {L0}-token window of a {longest}-token read (no scaling): {per_window}")
+    if run:
+        run.write("teaching", {"training": {k: v for k, v in info.items() if k != "history"}, "beyond_L0": rows})
+        from widgets.figures import training_curve_figure
+        from widgets.static import save_png
+
+        path = save_png(training_curve_figure(info["history"], f"Teaching model ({args.preset}) training"),
+                        run.path / "training_curve.png")
+        print(f"wrote {run.path / 'teaching.json'} and {path}")
+    return 0
+
+
+SEARCH_PRESETS = {
+    "full": {},  # the SPEC defaults: population 64, 32 parents, 16 + 16 children, 40 generations
+    "small": {"population": 16, "parents": 8, "mutants": 4, "crossovers": 4, "generations": 6, "n_hat_top": 2},
+    "tiny": {"population": 6, "parents": 3, "mutants": 2, "crossovers": 1, "generations": 2, "n_hat_top": 1,
+             "n_hat_choices": (0, 4)},
+}
+
+
+def _distributed() -> Any:
+    """Under accelerate launch / torchrun: an Accelerator (it initialises the process group), else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models import load_model
+    from .search import SearchConfig, run_search
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = _distributed()
+    params: dict[str, Any] = dict(SEARCH_PRESETS[args.preset])
+    for name in ("population", "parents", "mutants", "crossovers", "generations", "critical_dim",
+                 "critical_dim_span", "seed"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    if args.max_factor is not None:
+        params["max_factor"] = float(args.max_factor) if args.max_factor not in ("1+s", "1.25s") else args.max_factor
+    if args.factors:
+        params["user_seeds"] = (tuple(_load_factors(args.factors)),)
+    config = SearchConfig(target_length=args.target_length, mode=args.mode, corpus=args.corpus,
+                          n_documents=args.documents, racing=not args.no_racing, n_hat_stage=not args.no_n_hat,
+                          **params)
+    lm = load_model(args.model)
+    rank = accelerator.process_index if accelerator else 0
+    if rank == 0:
+        print(f"search: {args.model}, {config.mode} to {config.target_length} tokens, budget "
+              f"{config.evaluations_budget} evaluations on {config.n_documents} {config.corpus} documents"
+              f"{f', {accelerator.num_processes} processes' if accelerator else ''} -> {args.run_dir}", flush=True)
+
+    def log(event: Any) -> None:
+        d = event.data
+        if event.kind == "search.generation":
+            print(f"generation {d['generation']:>3}: best PPL {d['best']:.4f}, median {d['median']:.4f}, "
+                  f"{d['evaluated']} evaluated ({d['stopped_early']} stopped early), {d['tokens_total']:,} "
+                  "token-forwards", flush=True)
+        elif event.kind in ("search.warning", "search.n_hat"):
+            print(f"{event.kind.split('.')[1]}: {d}", flush=True)
+
+    result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=log,
+                        model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+    if result is None:
+        return 0
+    print(f"best PPL {result.best_fitness:.4f} (seeds: " + ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items())
+          + f"); n_hat {result.best_n_hat}; {result.evaluations} evaluations ({result.evaluations_replayed} from the "
+          f"journal), {result.tokens_forwarded:,} token-forwards, {result.tokens_saved_by_racing:,} saved by racing, "
+          f"{result.seconds:.0f} s" + (" — STOPPED" if result.stopped else ""))
+    print("best factors: " + json.dumps([round(x, 2) for x in result.best_factors]))
+    report = Path(args.run_dir) / "report.json"
+    if report.exists():
+        rep = json.loads(report.read_text())
+        s = rep["settings"]
+        print("held-out: " + ", ".join(f"{k} {v['ppl']:.3f}" for k, v in s.items()) +
+              f"; searched better than YaRN on {rep['wins_vs_yarn']:.0%} of {len(rep['documents'])} documents")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -347,6 +460,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries-per-bucket", type=int)
     p.add_argument("--without-factor", action="store_true", help="also run with the attention factor set to 1")
     p.set_defaults(func=cmd_eval_entropy)
+
+    sp = sub.add_parser("search", help="evolutionary search for LongRoPE / LongRoPE2 factors (resumable)")
+    sp.add_argument("--model", default="teaching")
+    sp.add_argument("--target-length", type=int, required=True)
+    sp.add_argument("--mode", choices=["longrope", "longrope2"], default="longrope")
+    sp.add_argument("--run-dir", required=True)
+    sp.add_argument("--resume", action="store_true", help="continue the search in --run-dir from its journal")
+    sp.add_argument("--preset", choices=sorted(SEARCH_PRESETS), default="full",
+                    help="full: the paper's budget; small: minutes on a CPU; tiny: seconds")
+    for name in ("population", "parents", "mutants", "crossovers", "generations", "critical-dim",
+                 "critical-dim-span", "seed"):
+        sp.add_argument(f"--{name}", type=int)
+    sp.add_argument("--max-factor", help="'1+s' (default), '1.25s' or a number")
+    sp.add_argument("--factors", help="JSON file with a factor list to seed the population with")
+    sp.add_argument("--documents", type=int, default=3, help="fitness documents (train split)")
+    sp.add_argument("--corpus", default="shakespeare")
+    sp.add_argument("--no-racing", action="store_true", help="the plain algorithm: every candidate on every document")
+    sp.add_argument("--no-n-hat", action="store_true", help="skip the n_hat stage")
+    sp.add_argument("--no-report", action="store_true", help="skip the held-out report")
+    sp.add_argument("--report-documents", type=int, default=20)
+    sp.add_argument("--threads", type=int, help="torch threads per process")
+    sp.set_defaults(func=cmd_search)
+
+    teach = sub.add_parser("teaching", help="train or load the teaching model and report how it reads beyond L0")
+    teach.add_argument("--preset", default="quality", choices=["quality", "ci"])
+    teach.add_argument("--multiples", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    teach.add_argument("--n-documents", type=int, default=8)
+    teach.add_argument("--out", help="run folder for teaching.json and training_curve.png")
+    teach.set_defaults(func=cmd_teaching)
 
     demo = sub.add_parser("demo", help="run the demo notebooks headless (make demo)")
     demo.add_argument("--out", default="runs/demo")

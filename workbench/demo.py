@@ -18,7 +18,8 @@ DEMO: list[tuple[str, dict[str, Any]]] = [
     ("01_rope_frequencies", {"model": "smollm2", "target_length": 16384}),
     ("02_interpolation_methods", {"model": "smollm2", "lengths": [8192, 16384],
                                   "methods": ["default", "linear", "ntk", "yarn", "longrope"],
-                                  "corpus": "shakespeare", "n_documents": 1, "dtype": "fp32"}),
+                                  "corpus": "shakespeare", "n_documents": 1, "dtype": "fp32",
+                                  "entropy_methods": ["default", "yarn"], "entropy_rows": 8}),
 ]
 QUICK: dict[str, dict[str, Any]] = {
     "01_rope_frequencies": {"model": "tiny-random", "target_length": 512},

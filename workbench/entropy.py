@@ -121,8 +121,9 @@ class _Stop(Exception):
 class EntropyProbe:
     """Hooks that reduce each requested layer's attention rows to entropy statistics during a forward.
 
-    Use as a context manager around any forward of ``model`` (one sequence at a time); read the result
-    with :meth:`results`. It also rides along other evaluations (e.g. a perplexity forward).
+    Use as a context manager around forwards of ``model`` (one sequence at a time, same length; the
+    statistics of several forwards are pooled); read the result with :meth:`results`. It also rides
+    along other evaluations, e.g. ``compare_methods(..., probe=...)``.
 
     Args:
         layers: layer indices (default: all).
@@ -134,7 +135,7 @@ class EntropyProbe:
     """
 
     def __init__(self, model: torch.nn.Module, layers: list[int] | None = None, bucket_size: int | None = None,
-                 query_block: int = 128, queries_per_bucket: int | None = None,
+                 query_block: int = 64, queries_per_bucket: int | None = None,
                  temperatures: tuple[float, ...] = (1.0,), stop_after_last: bool = False, seed: int = 0) -> None:
         self.modules = _attention_modules(model)
         n_layers = len(self.modules)
@@ -204,28 +205,36 @@ class EntropyProbe:
         n_buckets = math.ceil(n / bucket)
         rows = self._rows(n, bucket)
         qg = q.view(kv, groups, n, d)  # (kv, groups, n, d): heads sharing a key head
-        for t in self.temperatures:
-            h_sum = torch.zeros(heads, n_buckets, dtype=torch.float64)
-            w_sum = torch.zeros(heads, n_buckets, dtype=torch.float64)
-            count = torch.zeros(n_buckets, dtype=torch.float64)
-            for start in range(0, len(rows), self.query_block):
-                idx = rows[start:start + self.query_block]  # (B,) query positions
-                end = int(idx.max()) + 1  # keys needed: the causal prefix of the last row
-                s = qg[:, :, idx] @ k[:, None, :end].transpose(-1, -2)  # (kv, groups, B, end)
-                s = s.reshape(heads, len(idx), end) * (scaling * t)  # (heads, B, end)
-                future = torch.arange(end)[None, :] > idx[:, None]  # (B, end) causal mask
-                s_masked = s.masked_fill(future, float("-inf"))
-                m = s_masked.amax(-1, keepdim=True)  # (heads, B, 1)
-                e = torch.exp(s_masked - m)  # zero at masked keys
-                z = e.sum(-1)  # (heads, B)
-                es = (e * s.masked_fill(future, 0.0)).sum(-1)
-                entropy = torch.log(z) + m[..., 0] - es / z  # logsumexp - E_p[s]
-                max_w = 1.0 / z  # the largest weight is exp(m - m) / z
-                b_idx = idx // bucket
+        sums = {t: (torch.zeros(heads, n_buckets, dtype=torch.float64), torch.zeros(heads, n_buckets, dtype=torch.float64))
+                for t in self.temperatures}
+        count = torch.zeros(n_buckets, dtype=torch.float64)
+        for start in range(0, len(rows), self.query_block):
+            idx = rows[start:start + self.query_block]  # (B,) query positions
+            end = int(idx.max()) + 1  # keys needed: the causal prefix of the last row
+            raw = qg[:, :, idx] @ k[:, None, :end].transpose(-1, -2)  # (kv, groups, B, end)
+            raw = raw.reshape(heads, len(idx), end)  # (heads, B, end)
+            future = torch.arange(end)[None, :] > idx[:, None]  # (B, end) causal mask
+            b_idx = idx // bucket
+            count.index_add_(0, b_idx, torch.ones(len(idx), dtype=torch.float64))
+            for t in self.temperatures:
+                s = raw * (scaling * t)
+                # a large finite negative (not -inf) keeps p * log p at exactly 0 for future keys
+                s.masked_fill_(future, -1e30)
+                logp = torch.log_softmax(s, dim=-1)  # (heads, B, end)
+                p = logp.exp()
+                flat = heads * len(idx)
+                entropy = -torch.bmm(p.view(flat, 1, end), logp.view(flat, end, 1)).view(heads, len(idx))
+                max_w = logp.amax(-1).exp()  # (heads, B)
+                h_sum, w_sum = sums[t]
                 h_sum.index_add_(1, b_idx, entropy.double())
                 w_sum.index_add_(1, b_idx, max_w.double())
-                count.index_add_(0, b_idx, torch.ones(len(idx), dtype=torch.float64))
-            self.stats[(t, layer)] = (h_sum, w_sum, count)
+        for t in self.temperatures:
+            h_sum, w_sum = sums[t]
+            old = self.stats.get((t, layer))
+            if old is not None and old[0].shape == h_sum.shape:  # several documents: accumulate
+                self.stats[(t, layer)] = (old[0] + h_sum, old[1] + w_sum, old[2] + count)
+            else:
+                self.stats[(t, layer)] = (h_sum, w_sum, count)
         self._bucket = bucket
 
     def results(self, label: str, seconds: float = 0.0, spec: RopeSpec | None = None) -> list[EntropyResult]:
@@ -253,7 +262,7 @@ class EntropyProbe:
 
 def attention_entropy(model: torch.nn.Module, tokens: torch.Tensor, *, spec: RopeSpec | None = None,
                       label: str | None = None, layers: list[int] | None = None, bucket_size: int | None = None,
-                      query_block: int = 128, queries_per_bucket: int | None = None,
+                      query_block: int = 64, queries_per_bucket: int | None = None,
                       sink: Sink = null_sink) -> EntropyResult:
     """Attention entropy of one sequence under ``spec`` (None: the model as loaded).
 
@@ -266,7 +275,7 @@ def attention_entropy(model: torch.nn.Module, tokens: torch.Tensor, *, spec: Rop
 
 def attention_entropies(model: torch.nn.Module, tokens: torch.Tensor, *, spec: RopeSpec | None = None,
                         label: str | None = None, layers: list[int] | None = None, bucket_size: int | None = None,
-                        query_block: int = 128, queries_per_bucket: int | None = None,
+                        query_block: int = 64, queries_per_bucket: int | None = None,
                         temperatures: tuple[float, ...] = (1.0,), sink: Sink = null_sink) -> list[EntropyResult]:
     """As :func:`attention_entropy`, with extra logit multipliers evaluated in the same forward."""
     ids = tokens if tokens.dim() == 2 else tokens[None]

@@ -201,13 +201,13 @@ def _as_samples(data: list[Sample] | list[torch.Tensor]) -> list[Sample]:
 
 def _evaluate(model: Any, samples: list[Sample], spec: RopeSpec | None, label: str, window: int, mode: str,
               stride: int, dtype: str, bucket: int, chunk_size: int, progress: bool,
-              sink: Sink) -> tuple[PerplexityResult, list[torch.Tensor]]:
+              sink: Sink, observer: Any = None) -> tuple[PerplexityResult, list[torch.Tensor]]:
     from tqdm.auto import tqdm
 
     t0 = time.time()
     per_doc, forwarded = [], 0
     curve_sum, curve_count = torch.zeros(window - 1), torch.zeros(window - 1)
-    with patch(model, spec) if spec is not None else nullcontext():
+    with patch(model, spec) if spec is not None else nullcontext(), observer or nullcontext():
         for i, s in enumerate(tqdm(samples, desc=f"{label} @ {window}", disable=not progress, leave=False)):
             def on_layer(done: int, total: int, i: int = i) -> None:
                 sink(Event("ppl.layer", {"label": label, "length": window, "index": i, "of": len(samples),
@@ -268,13 +268,18 @@ def perplexity(model: Any, data: list[Sample] | list[torch.Tensor], *, spec: Rop
 
 def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sample], lengths: list[int], *,
                     dtype: str = "fp32", bucket_size: int | None = None, chunk_size: int = 1024,
-                    progress: bool = True, sink: Sink = null_sink) -> list[PerplexityResult]:
+                    progress: bool = True, sink: Sink = null_sink, probe: Any = None) -> list[PerplexityResult]:
     """Truncated perplexity of each spec at each length, on the same documents.
 
     For a spec whose frequencies do not depend on the sequence length, the causal model's loss on
     the first ``L`` tokens of a longer window is exactly its loss on an ``L``-token window, so one
     forward at the longest length serves every shorter length (noted in the result). Length-dependent
     specs (LongRoPE short/long switch, dynamic NTK/YaRN) run once per length.
+
+    Args:
+        probe: optional ``probe(label, length)`` returning a context manager (e.g. an
+            :class:`~workbench.entropy.EntropyProbe`) to keep active during that setting's forwards,
+            or None; lets other measurements ride on the same forwards.
     """
     samples = _as_samples(data)
     lengths = sorted(set(lengths))
@@ -286,7 +291,7 @@ def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sa
         for L in runs:
             bucket = bucket_size or max(1, L // 64)
             full, per_doc = _evaluate(model, samples, spec, label, L, "truncated", 1, dtype, bucket, chunk_size,
-                                      progress, sink)
+                                      progress, sink, probe(label, L) if probe is not None else None)
             if L != lengths[-1]:
                 out.append(full)
                 continue
@@ -530,3 +535,30 @@ def save(result: Any, path: str | Path) -> Path:
     data = [r.to_dict() for r in result] if isinstance(result, list) else result.to_dict()
     p.write_text(json.dumps(data, indent=1, default=float))
     return p
+
+
+def evaluation_table(results: list[PerplexityResult], original_length: int,
+                     entropy_beyond: dict[str, float] | None = None) -> str:
+    """A markdown table per method: PPL at each length, last-quarter PPL at the longest, the change of PPL at
+    L0 against the first setting (short-context regression), and mean attention entropy beyond L0 if measured."""
+    lengths = sorted({r.length for r in results})
+    labels = list(dict.fromkeys(r.label for r in results))
+    by = {(r.label, r.length): r for r in results}
+    top = lengths[-1]
+    base = by.get((labels[0], original_length))
+    head = ["method", *(f"PPL @ {L}" for L in lengths), f"last-quarter PPL @ {top}"]
+    if base is not None:
+        head.append(f"PPL @ L0 vs {labels[0]}")
+    if entropy_beyond:
+        head.append("attention entropy beyond L0 (nats)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for lab in labels:
+        cells = [lab, *(f"{by[(lab, L)].ppl:.2f}" if (lab, L) in by else "" for L in lengths),
+                 f"{by[(lab, top)].tail_ppl():.2f}" if (lab, top) in by else ""]
+        if base is not None:
+            r = by.get((lab, original_length))
+            cells.append(f"{r.ppl / base.ppl - 1:+.1%}" if r is not None else "")
+        if entropy_beyond:
+            cells.append(f"{entropy_beyond[lab]:.3f}" if lab in entropy_beyond else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

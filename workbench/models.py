@@ -44,11 +44,40 @@ def cache_dir() -> Path:
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(final: Path) -> list[Path]:
+    """Remove temporary folders of ``final`` left by processes that were killed; returns what was removed."""
+    removed = []
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextmanager
 def atomic_dir(final: Path):
-    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds."""
+    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds.
+
+    A process killed inside the block leaves only a ``.<name>.tmp-<pid>-*`` folder, which the next
+    attempt removes; ``final`` itself is never half-written.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    clean_stale(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         try:

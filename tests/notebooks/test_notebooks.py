@@ -41,6 +41,9 @@ def test_notebook_runs_headless(name, tmp_path):
         assert set(results["ppl"]) == {"default", "yarn", "longrope"}
         assert all(v > 1 for per_len in results["ppl"].values() for v in per_len.values())
         assert "not_expressible" not in json.dumps(results["rope_parameters"])
+        assert set(results["entropy_beyond_L0"]) == {"default", "yarn", "yarn without attention factor (same inputs)"}
+        table = (tmp_path / name / "evaluation_table.md").read_text()
+        assert "| yarn |" in table and "attention entropy beyond L0" in table
     if name == "01_rope_frequencies":
         assert results["pairs_out_of_distribution_at_target"] > 0
     if name == "03_attention_entropy":

@@ -1,0 +1,165 @@
+"""Evolutionary search: the algorithm's invariants, validation, reproducibility, racing, n_hat, LongRoPE2,
+journal recovery and refusal to resume with other settings."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from workbench.models import load_model
+from workbench.search import (
+    GRID,
+    GeneticAlgorithm,
+    Journal,
+    Search,
+    SearchConfig,
+    SearchError,
+    Space,
+    Threshold,
+    hopeless,
+    run_search,
+)
+
+TINY = dict(target_length=512, population=8, parents=4, mutants=2, crossovers=2, generations=3, n_documents=2,
+            n_hat_top=1, n_hat_choices=(0, 4, 64), corpus="shakespeare")
+
+
+@pytest.fixture(scope="module")
+def teaching():
+    return load_model("teaching-ci")
+
+
+def test_mutation_and_crossover_keep_the_genome_valid_and_new():
+    space = Space(n_pairs=32, s=8.0, max_grid=900)
+    ga = GeneticAlgorithm(space, SearchConfig(target_length=2048, seed=3))
+    parent = space.project([1 + 7 * i / 31 for i in range(32)])
+    seen = {parent}
+    for _ in range(200):
+        child = ga.mutate(parent, seen)
+        assert space.valid(child) and child not in seen
+        assert child[0] >= GRID and child[-1] <= 900 and all(b >= a for a, b in zip(child, child[1:], strict=False))
+        seen.add(child)
+    other = ga.mutate(parent, seen)
+    for _ in range(50):
+        child = ga.crossover(parent, other, seen)
+        assert space.valid(child) and child not in seen
+        seen.add(child)
+
+
+def test_longrope2_space_is_strictly_increasing_from_s():
+    space = Space(n_pairs=32, s=2.0, max_grid=300, cd=19)
+    packed = space.project([1.0] * 32)
+    assert len(packed) == 13 and packed == tuple(range(200, 213))  # strictly increasing from s
+    g = space.project([1.0] * 19 + [2.0 + 0.08 * j for j in range(13)])  # a spread ramp
+    ga = GeneticAlgorithm(space, SearchConfig(target_length=2048, mode="longrope2"))
+    seen = {g}
+    for _ in range(100):
+        child = ga.mutate(g, seen)
+        seen.add(child)
+        assert space.valid(child) and child[0] >= 200
+    full = space.factors(child)
+    assert len(full) == 32 and full[0] == 1.0 and full[19] == child[0] / GRID
+
+
+def test_racing_bound():
+    t = Threshold(nll=[3.0, 3.0, 3.0], floor=[2.9, 2.8, 2.9])
+    assert not hopeless([3.05], t)  # 0.05 behind, 0.3 of slack left
+    assert hopeless([3.5], t)  # 0.5 behind, at most 0.3 to gain
+    assert not hopeless([2.0], t) and hopeless([3.2, 3.1], t)
+    assert not hopeless([9.0], None)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(population=3, parents=4), "population=3 is not allowed: at least parents=4"),
+    (dict(parents=1, population=4), "parents=1 is not allowed: at least 2"),
+    (dict(mutation_p=1.5), "mutation_p=1.5 is not allowed: a probability in \\[0, 1\\]"),
+    (dict(crossover_p=-0.1), "crossover_p=-0.1 is not allowed"),
+    (dict(mode="longrope3"), "mode='longrope3' is not allowed"),
+    (dict(max_factor="2s"), "max_factor='2s' is not allowed"),
+])
+def test_config_errors(kwargs, message):
+    with pytest.raises(SearchError, match=message):
+        SearchConfig(target_length=512, **kwargs)
+
+
+def test_target_and_max_factor_errors(teaching, tmp_path):
+    with pytest.raises(SearchError, match="target_length=256 is not allowed: it must be above the model's original "
+                                          "context L0=256"):
+        Search(teaching.model, teaching.tokenizer, SearchConfig(target_length=256), tmp_path / "a")
+    with pytest.raises(SearchError, match="max_factor=1.5 is not allowed: the maximum factor must be at least the "
+                                          "extension ratio s=2"):
+        Search(teaching.model, teaching.tokenizer, SearchConfig(target_length=512, max_factor=1.5), tmp_path / "b")
+
+
+def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching, tmp_path):
+    cfg = SearchConfig(**TINY)
+    a = run_search(teaching.model, teaching.tokenizer, cfg, tmp_path / "a", report_documents=3)
+    b = run_search(teaching.model, teaching.tokenizer, cfg, tmp_path / "b", report=False)
+    assert a.best_factors == b.best_factors and a.best_fitness == b.best_fitness and a.best_n_hat == b.best_n_hat
+    assert a.best_fitness <= min(a.baselines.values())
+    keys = [json.loads(line)["key"] for line in (tmp_path / "a" / "journal-0.jsonl").read_text().splitlines()
+            if '"kind": "eval"' in line]
+    assert len(keys) == len(set(keys)) == a.evaluations  # no candidate evaluated twice
+    assert any("|4|" in k or "|64|" in k for k in keys)  # the n_hat stage ran
+    assert set(a.baselines) == {"linear", "ntk", "yarn"}
+    assert a.rope_parameters is not None or a.best_n_hat > 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert set(report["settings"]) == {"searched", "linear", "ntk", "yarn"} and 0 <= report["wins_vs_yarn"] <= 1
+    other = run_search(teaching.model, teaching.tokenizer, SearchConfig(**{**TINY, "seed": 1}), tmp_path / "c",
+                       report=False)
+    assert other.evaluations == a.evaluations
+
+
+def test_racing_saves_forwards_and_plain_mode_evaluates_everything(teaching, tmp_path):
+    cfg = dict(TINY, generations=4, n_documents=4, n_hat_stage=False)
+    raced = run_search(teaching.model, teaching.tokenizer, SearchConfig(**cfg), tmp_path / "r", report=False)
+    plain = run_search(teaching.model, teaching.tokenizer, SearchConfig(**cfg, racing=False), tmp_path / "p",
+                       report=False)
+    assert plain.tokens_saved_by_racing == 0 and plain.tokens_forwarded == plain.evaluations * 4 * 512
+    assert raced.tokens_saved_by_racing > 0 and raced.tokens_forwarded < plain.tokens_forwarded
+
+
+def test_longrope2_mode(teaching, tmp_path):
+    cfg = SearchConfig(**{**TINY, "mode": "longrope2", "critical_dim_span": 1, "generations": 1, "n_hat_stage": False})
+    result = run_search(teaching.model, teaching.tokenizer, cfg, tmp_path / "l2", report_documents=2)
+    assert result.critical_dim in (18, 19, 20) and result.spec["method"] == "longrope2"
+    factors = result.best_factors
+    cd = result.critical_dim
+    assert all(b > a for a, b in zip(factors[cd:], factors[cd + 1:], strict=False)) and factors[cd] >= 2.0
+    assert factors[0] == 1.0
+    assert json.loads((tmp_path / "l2" / "report.json").read_text())["mode"] == "longrope2"
+
+
+def test_resume_refuses_other_settings_and_recovers_a_truncated_journal(teaching, tmp_path):
+    folder = tmp_path / "run"
+    cfg = SearchConfig(**{**TINY, "generations": 1, "n_hat_stage": False})
+    first = run_search(teaching.model, teaching.tokenizer, cfg, folder, report=False)
+    with pytest.raises(SearchError, match="already holds a search; pass resume=True"):
+        Search(teaching.model, teaching.tokenizer, cfg, folder)
+    with pytest.raises(SearchError, match="different settings: config.generations: 1 in the folder, 2 now"):
+        Search(teaching.model, teaching.tokenizer, SearchConfig(**{**TINY, "generations": 2}), folder, resume=True)
+    ci_small = load_model("tiny-random", max_position_embeddings=256)
+    with pytest.raises(SearchError, match="different settings: .*model"):
+        Search(ci_small.model, teaching.tokenizer, cfg, folder, resume=True, model_name="other")
+    journal = folder / "journal-0.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2] + "\n")  # a killed write
+    records, warnings = Journal.read(folder)
+    assert len(records) == 5 and "line 6 is corrupt or truncated" in warnings[0]
+    again = run_search(teaching.model, teaching.tokenizer, cfg, folder, resume=True, report=False)
+    assert again.best_factors == first.best_factors and again.evaluations_replayed == 5
+    assert any("line 6" in n for n in again.notes)
+
+
+def test_stop_flag_ends_between_evaluations(teaching, tmp_path):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    result = run_search(teaching.model, teaching.tokenizer, SearchConfig(**TINY), tmp_path / "s", stop=stop)
+    assert result.stopped and result.evaluations < 8 and not (tmp_path / "s" / "report.json").exists()
+    random.seed(0)

@@ -1,0 +1,84 @@
+"""Real processes: a search killed with SIGKILL and resumed ends exactly like an uninterrupted run;
+two processes under accelerate launch give the same result as one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ARGS = ["--model", "teaching-ci", "--target-length", "512", "--documents", "3", "--population", "10",
+        "--parents", "5", "--mutants", "3", "--crossovers", "3", "--generations", "5", "--report-documents", "3",
+        "--threads", "1"]
+
+
+def _search(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench", "search", *ARGS, "--run-dir", str(run_dir), *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _evals(folder: Path) -> int:
+    return sum(line.count('"kind": "eval"') for p in folder.glob("journal-*.jsonl") for line in p.read_text().splitlines())
+
+
+def _comparable(folder: Path) -> dict:
+    r = json.loads((folder / "result.json").read_text())
+    keep = ("best_factors", "best_n_hat", "best_fitness", "critical_dim", "baselines", "evaluations",
+            "tokens_forwarded", "tokens_saved_by_racing", "rope_parameters")
+    gens = [{k: g[k] for k in ("generation", "best", "median", "parents", "evaluated", "stopped_early")}
+            for g in r["generations"]]
+    return {**{k: r[k] for k in keep}, "generations": gens}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from workbench.models import load_model
+
+    load_model("teaching-ci")  # trained and cached before any subprocess needs it
+    folder = tmp_path_factory.mktemp("reference") / "run"
+    done = _search(folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return folder
+
+
+def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path):
+    folder = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "search", *ARGS, "--run-dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not folder.exists() or _evals(folder) < 14:  # mid-search: population done, generations under way
+        assert proc.poll() is None, "the search ended before it could be killed"
+        assert time.time() - t0 < 300
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    killed_after = _evals(folder)
+    assert not (folder / "result.json").exists() and killed_after < json.loads(
+        (reference / "result.json").read_text())["evaluations"]
+    resumed = _search(folder, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"({killed_after} from the journal)" in resumed.stdout or "from the journal" in resumed.stdout
+    assert _comparable(folder) == _comparable(reference)
+    assert json.loads((folder / "result.json").read_text())["evaluations_replayed"] >= killed_after - 1
+
+
+def test_two_processes_under_accelerate_launch_equal_one(reference, tmp_path):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    folder = tmp_path / "two"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    done = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "workbench", "search", *ARGS,
+                           "--run-dir", str(folder)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 processes" in done.stdout
+    per_rank = {p.name: sum('"kind": "eval"' in line for line in p.read_text().splitlines())
+                for p in folder.glob("journal-*.jsonl")}
+    assert set(per_rank) == {"journal-0.jsonl", "journal-1.jsonl"} and min(per_rank.values()) > 0  # both worked
+    assert _comparable(folder) == _comparable(reference)

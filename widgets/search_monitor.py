@@ -1,0 +1,242 @@
+"""The search monitor: start, stop and resume an evolutionary search, and watch it live.
+
+Best and median perplexity per generation with the PI / NTK / YaRN seeds as reference lines, the
+parents' factor curves with the best highlighted, a top-k table, elapsed time and token-forwards.
+It can also open a run folder (finished, or still running in another process) and replay it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from workbench.events import Event, read_events
+from workbench.search import SearchConfig, run_search
+
+from .figures import BASE_LAYOUT, COLORS
+from .jobs import BackgroundJob, Cancelled
+from .measure import MODELS
+
+REFERENCE = {"linear": "PI", "ntk": "NTK", "yarn": "YaRN"}
+
+
+class SearchMonitor:
+    """Controls for one search and live plots of its events (from a running job or a run folder)."""
+
+    def __init__(self, model: str = "teaching", run_dir: str = "runs/search", config: SearchConfig | None = None,
+                 top_k: int = 8, redraw_every: float = 0.5) -> None:
+        style = {"description_width": "90px"}
+        options = MODELS if model in {v for _, v in MODELS} else [*MODELS, (model, model)]
+        self.config = config
+        self.model = W.Dropdown(options=options, value=model, description="model", style=style,
+                                layout=W.Layout(width="420px"))
+        self.run_dir = W.Text(value=run_dir, description="run folder", style=style, layout=W.Layout(width="420px"))
+        self.start_button = W.Button(description="Start", icon="play", button_style="primary")
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
+        self.resume_button = W.Button(description="Resume", icon="redo")
+        self.open_button = W.Button(description="Open run folder", icon="folder-open")
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px"))
+        self.status = W.HTML()
+        self.table = W.HTML()
+        self.curve = go.FigureWidget(layout={**BASE_LAYOUT, "width": 520, "title": "Fitness per generation",
+                                             "xaxis_title": "generation", "yaxis_title": "perplexity (search split)"})
+        self.factors = go.FigureWidget(layout={**BASE_LAYOUT, "width": 520, "title": "Parents' factor curves",
+                                               "xaxis_title": "pair i", "yaxis_title": "λᵢ"})
+        self.top_k, self.redraw_every = top_k, redraw_every
+        self.job: BackgroundJob | None = None
+        self.result: Any = None
+        self._follow: threading.Thread | None = None
+        self._following = threading.Event()
+        self.reset()
+        self.start_button.on_click(lambda _: self.start())
+        self.resume_button.on_click(lambda _: self.start(resume=True))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.open_button.on_click(lambda _: self.open(self.run_dir.value))
+
+    # ---- state fed by events --------------------------------------------------------------------
+    def reset(self) -> None:
+        self.generations: list[dict] = []
+        self.baselines: dict[str, float] = {}
+        self.baseline_factors: dict[str, list[float]] = {}
+        self.evals: list[dict] = []
+        self.budget = 0
+        self.t0 = time.time()
+        self.tokens = 0
+        self.done: dict | None = None
+        self.report: dict | None = None
+        self._last_draw = 0.0
+
+    def handle(self, event: Event, force: bool = False) -> None:
+        """Update from one search event (live or replayed)."""
+        d = event.data
+        if event.kind == "search.start":
+            self.budget = d["budget"]
+        elif event.kind == "search.baselines":
+            self.baselines.update(d["fitness"])
+            self.baseline_factors.update(d["factors"])
+        elif event.kind == "search.eval":
+            self.evals.append(d)
+            self.tokens = d["tokens_total"]
+        elif event.kind == "search.generation":
+            self.generations.append(d)
+        elif event.kind == "search.done":
+            self.done = d
+        elif event.kind == "search.report":
+            self.report = d
+        if force or event.kind in ("search.generation", "search.done", "search.report") or \
+                time.time() - self._last_draw > self.redraw_every:
+            self.draw()
+
+    def draw(self) -> None:
+        self._last_draw = time.time()
+        gens = [g for g in self.generations if math.isfinite(g["best"])]
+        with self.curve.batch_update():
+            self.curve.data = []
+            if gens:
+                x = list(range(len(gens)))
+                self.curve.add_scatter(x=x, y=[g["best"] for g in gens], name="best", mode="lines+markers",
+                                       line=dict(color=COLORS["longrope"], width=3))
+                self.curve.add_scatter(x=x, y=[g["median"] for g in gens], name="median of parents", mode="lines",
+                                       line=dict(color="#999999", width=2))
+                for name, fit in self.baselines.items():
+                    self.curve.add_scatter(x=[0, max(1, len(gens) - 1)], y=[fit, fit], mode="lines",
+                                           name=f"{REFERENCE.get(name, name)} {fit:.2f}",
+                                           line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
+        last = self.generations[-1] if self.generations else None
+        with self.factors.batch_update():
+            self.factors.data = []
+            for name, f in self.baseline_factors.items():
+                self.factors.add_scatter(y=f, mode="lines", name=REFERENCE.get(name, name),
+                                         line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
+            if last is not None:
+                for k, f in enumerate(last.get("population_factors", [])[1:]):
+                    self.factors.add_scatter(y=f, mode="lines", showlegend=k == 0, name="parents",
+                                             line=dict(color="rgba(120,120,120,0.35)", width=1))
+                if last.get("best_factors"):
+                    self.factors.add_scatter(y=last["best_factors"], mode="lines+markers", name="best",
+                                             line=dict(color=COLORS["longrope"], width=4), marker=dict(size=4))
+        complete = sorted((e for e in self.evals if e["complete"]), key=lambda e: e["fitness"])[: self.top_k]
+        rows = "".join(f"<tr><td>{i + 1}</td><td>{e['fitness']:.3f}</td><td>{e['n_hat']}</td><td>{e['stage']} "
+                       f"{e['generation'] if e['generation'] >= 0 else ''}</td><td>{e['factors'][0]:.2f} … "
+                       f"{e['factors'][len(e['factors']) // 2]:.2f} … {e['factors'][-1]:.2f}</td></tr>"
+                       for i, e in enumerate(complete))
+        self.table.value = ("<table><tr><th>#</th><th>PPL</th><th>n̂</th><th>found in</th><th>λ first … middle … "
+                            f"last</th></tr>{rows}</table>")
+        n = len(self.evals)
+        stopped = sum(not e["complete"] for e in self.evals)
+        replayed = sum(e.get("replayed", False) for e in self.evals)
+        self.progress.value = min(1.0, n / self.budget) if self.budget else 0
+        best = f"best PPL {gens[-1]['best']:.3f}; " if gens else ""
+        state = "done" if self.done else ("running" if self.job and self.job.running else "")
+        extra = ""
+        if self.report:
+            extra = (f"<br>held-out: searched {self.report['settings']['searched']['ppl']:.3f} vs YaRN "
+                     f"{self.report['settings']['yarn']['ppl']:.3f} (better on {self.report['wins_vs_yarn']:.0%} of "
+                     "documents)")
+        self.status.value = (f"{state} {best}{n} evaluations of a budget of {self.budget} ({stopped} stopped early by "
+                             f"racing, {replayed} from the journal); {self.tokens:,} token-forwards; "
+                             f"{time.time() - self.t0:.0f} s{extra}")
+
+    # ---- actions ----------------------------------------------------------------------------------
+    @property
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.model, self.run_dir]),
+                       W.HBox([self.start_button, self.stop_button, self.resume_button, self.open_button, self.progress]),
+                       self.status, W.HBox([self.curve, self.factors]), self.table])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def start(self, resume: bool = False, wait: bool = False) -> BackgroundJob | None:
+        if self.job is not None and self.job.running:
+            return None
+        if self.config is None:
+            self.status.value = "<span style='color:#b2182b'>⚠ no search configuration given</span>"
+            return None
+        self._following.clear()
+        self.reset()
+        name, folder, config = self.model.value, self.run_dir.value, self.config
+        self.start_button.disabled = self.resume_button.disabled = True
+        self.stop_button.disabled = False
+        self.status.value = f"loading {name} ..."
+
+        def work(sink: Any) -> Any:
+            from workbench.models import load_model
+
+            lm = load_model(name)
+
+            def stop() -> bool:
+                return self.job is not None and self.job.stop_requested.is_set()
+
+            def on_event(event: Event) -> None:
+                try:
+                    sink(event)
+                except Cancelled:
+                    pass  # the search sees stop() between evaluations and ends cleanly
+                self.handle(event)
+
+            return run_search(lm.model, lm.tokenizer, config, folder, resume=resume, sink=on_event, stop=stop,
+                              model_name=name)
+
+        def done(result: Any) -> None:
+            self.result = result
+            self.draw()
+            if result is not None and result.stopped:
+                self.status.value += " — stopped; press Resume to continue from the journal"
+            self._finish()
+
+        def error(text: str) -> None:
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(text)}</span>"
+            self._finish()
+
+        self.job = BackgroundJob(work, on_done=done, on_error=error, on_cancel=self._finish).start()
+        if wait:
+            self.job.join()
+        return self.job
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.stop()
+        self._following.clear()
+
+    def _finish(self) -> None:
+        self.start_button.disabled = self.resume_button.disabled = False
+        self.stop_button.disabled = True
+
+    def open(self, folder: str | Path, follow: bool = True) -> None:
+        """Replay a run folder's events; with ``follow``, keep reading while another process writes it."""
+        path = Path(folder) / "events.jsonl"
+        if not path.exists():
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(path))} does not exist</span>"
+            return
+        self.reset()
+        seen = 0
+        for e in read_events(path):
+            self.handle(e)
+            seen += 1
+        self.draw()
+        if not follow or self.done is not None:
+            return
+        self._following.set()
+
+        def poll() -> None:
+            nonlocal seen
+            while self._following.is_set() and self.done is None:
+                time.sleep(1.0)
+                events = read_events(path)
+                for e in events[seen:]:
+                    self.handle(e)
+                seen = len(events)
+            self.draw()
+
+        self._follow = threading.Thread(target=poll, daemon=True)
+        self._follow.start()
