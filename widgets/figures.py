@@ -279,3 +279,56 @@ def passkey_table(results: Iterable) -> str:
         cells = "".join(f"<td>{by[L]:.0%}</td>" if L in by else "<td></td>" for L in lengths)
         rows.append(f"<tr><td>{_html.escape(r.label)}</td>{cells}<td>{n}</td></tr>")
     return (f"<table><tr><th>passkey accuracy</th>{head}<th>trials per length</th></tr>{''.join(rows)}</table>")
+
+
+SEARCH_NAMES = {"linear": "PI", "ntk": "NTK", "yarn": "YaRN"}
+
+
+def search_progress_figure(generations: list[dict], baselines: dict[str, float]) -> go.Figure:
+    """Best and median parent fitness per generation, with the seeded baselines as reference lines."""
+    gens = [g for g in generations if math.isfinite(g["best"])]
+    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
+    if gens:
+        x = list(range(len(gens)))
+        fig.add_scatter(x=x, y=[g["best"] for g in gens], name="best", mode="lines+markers",
+                        line=dict(color=COLORS["longrope"], width=3))
+        fig.add_scatter(x=x, y=[g["median"] for g in gens], name="median of parents", mode="lines",
+                        line=dict(color="#999999", width=2))
+        for name, fit in baselines.items():
+            fig.add_scatter(x=[0, max(1, len(gens) - 1)], y=[fit, fit], mode="lines",
+                            name=f"{SEARCH_NAMES.get(name, name)} {fit:.2f}",
+                            line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
+    fig.update_layout(title="Fitness per generation", xaxis_title="generation",
+                      yaxis_title="perplexity (search split)")
+    return fig
+
+
+def search_factors_figure(best: list[float], parents: list[list[float]], baselines: dict[str, list[float]]) -> go.Figure:
+    """The parents' factor curves (grey), the best (bold) and the seeded baselines (dashed)."""
+    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
+    for name, f in baselines.items():
+        fig.add_scatter(y=f, mode="lines", name=SEARCH_NAMES.get(name, name),
+                        line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
+    for k, f in enumerate(parents):
+        fig.add_scatter(y=f, mode="lines", showlegend=k == 0, name="parents",
+                        line=dict(color="rgba(120,120,120,0.35)", width=1))
+    if best:
+        fig.add_scatter(y=best, mode="lines+markers", name="best", line=dict(color=COLORS["longrope"], width=4),
+                        marker=dict(size=4))
+    fig.update_layout(title="Factor curves", xaxis_title="pair i", yaxis_title="λᵢ")
+    return fig
+
+
+def heldout_figure(report: dict, against: str = "yarn") -> go.Figure:
+    """Per held-out document: the searched factors' perplexity against a baseline's (below the diagonal: better)."""
+    key = "per_document_ppl" if "per_document_ppl" in report["settings"]["searched"] else "per_document_nll"
+    x, y = report["settings"][against][key], report["settings"]["searched"][key]
+    lo, hi = min(x + y), max(x + y)
+    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
+    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="equal", line=dict(color="#999", dash="dash", width=1))
+    fig.add_scatter(x=x, y=y, mode="markers", name="documents", marker=dict(size=9, color=COLORS["longrope"]))
+    unit = "PPL" if key == "per_document_ppl" else "answer NLL"
+    fig.update_layout(title=f"Held-out: searched vs {SEARCH_NAMES.get(against, against)} "
+                            f"(better on {report[f'wins_vs_{against}']:.0%} of documents)",
+                      xaxis_title=f"{SEARCH_NAMES.get(against, against)} {unit}", yaxis_title=f"searched {unit}")
+    return fig

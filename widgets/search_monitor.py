@@ -20,11 +20,9 @@ import plotly.graph_objects as go
 from workbench.events import Event, read_events
 from workbench.search import SearchConfig, run_search
 
-from .figures import BASE_LAYOUT, COLORS
+from .figures import BASE_LAYOUT, search_factors_figure, search_progress_figure, sync
 from .jobs import BackgroundJob, Cancelled
 from .measure import MODELS
-
-REFERENCE = {"linear": "PI", "ntk": "NTK", "yarn": "YaRN"}
 
 
 class SearchMonitor:
@@ -97,31 +95,10 @@ class SearchMonitor:
     def draw(self) -> None:
         self._last_draw = time.time()
         gens = [g for g in self.generations if math.isfinite(g["best"])]
-        with self.curve.batch_update():
-            self.curve.data = []
-            if gens:
-                x = list(range(len(gens)))
-                self.curve.add_scatter(x=x, y=[g["best"] for g in gens], name="best", mode="lines+markers",
-                                       line=dict(color=COLORS["longrope"], width=3))
-                self.curve.add_scatter(x=x, y=[g["median"] for g in gens], name="median of parents", mode="lines",
-                                       line=dict(color="#999999", width=2))
-                for name, fit in self.baselines.items():
-                    self.curve.add_scatter(x=[0, max(1, len(gens) - 1)], y=[fit, fit], mode="lines",
-                                           name=f"{REFERENCE.get(name, name)} {fit:.2f}",
-                                           line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
-        last = self.generations[-1] if self.generations else None
-        with self.factors.batch_update():
-            self.factors.data = []
-            for name, f in self.baseline_factors.items():
-                self.factors.add_scatter(y=f, mode="lines", name=REFERENCE.get(name, name),
-                                         line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
-            if last is not None:
-                for k, f in enumerate(last.get("population_factors", [])[1:]):
-                    self.factors.add_scatter(y=f, mode="lines", showlegend=k == 0, name="parents",
-                                             line=dict(color="rgba(120,120,120,0.35)", width=1))
-                if last.get("best_factors"):
-                    self.factors.add_scatter(y=last["best_factors"], mode="lines+markers", name="best",
-                                             line=dict(color=COLORS["longrope"], width=4), marker=dict(size=4))
+        sync(self.curve, search_progress_figure(self.generations, self.baselines))
+        last = self.generations[-1] if self.generations else {}
+        sync(self.factors, search_factors_figure(last.get("best_factors", []), last.get("population_factors", [])[1:],
+                                                 self.baseline_factors))
         complete = sorted((e for e in self.evals if e["complete"]), key=lambda e: e["fitness"])[: self.top_k]
         rows = "".join(f"<tr><td>{i + 1}</td><td>{e['fitness']:.3f}</td><td>{e['n_hat']}</td><td>{e['stage']} "
                        f"{e['generation'] if e['generation'] >= 0 else ''}</td><td>{e['factors'][0]:.2f} … "

@@ -57,7 +57,9 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
             if tr.marker is not None and tr.marker.symbol == "diamond":
                 marker = "D"
             size = (tr.marker.size or 6) / 1.5 if marker and tr.marker is not None else None
-            ax.plot(np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float), linestyle=style, marker=marker,
+            y = np.asarray(tr.y, dtype=float)
+            x = np.arange(len(y)) if tr.x is None else np.asarray(tr.x, dtype=float)  # plotly: x defaults to 0..n-1
+            ax.plot(x, y, linestyle=style, marker=marker,
                     markersize=size, color=line.color or (tr.marker.color if tr.marker else None),
                     linewidth=(line.width or 2) * 0.75, alpha=tr.opacity if tr.opacity is not None else 1.0,
                     label=tr.name if tr.showlegend is not False else None)

@@ -12,6 +12,7 @@ from workbench.demo import NOTEBOOKS, execute
 TINY = {
     "01_rope_frequencies": {"model": "tiny-random", "target_length": 512},
     "03_attention_entropy": {"model": "teaching-ci", "length_multiple": 2, "queries_per_bucket": 8},
+    "04_evolutionary_search": {"preset": "tiny", "report_documents": 3},
     "07_evaluation": {"model": "teaching-ci", "methods": ["default", "yarn"], "multiples": [1, 2], "n_documents": 2,
                       "passkey_trials": 1, "needle_depths": [0.0, 1.0]},
     "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"]},
@@ -49,6 +50,9 @@ def test_notebook_runs_headless(name, tmp_path):
     if name == "03_attention_entropy":
         assert set(results["mean_entropy"]) == {"no scaling @ L0 (256)", "no scaling @ 512", "yarn",
                                                 "yarn without attention factor"}
+    if name == "04_evolutionary_search":
+        assert results["evaluations"] > 6 and results["report"]["settings"].keys() == {"searched", "linear", "ntk", "yarn"}
+        assert (tmp_path / name / "journal-0.jsonl").exists() and len(results["best_factors"]) == 32
     if name == "07_evaluation":
         assert set(results["ppl"]) == {"default", "yarn"} and results["needle_accuracy"] is not None
         assert set(results["short_context_change"]) == {"yarn"}

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from widgets.search_monitor import SearchMonitor  # noqa: E402
+from workbench.search import SearchConfig  # noqa: E402
+
+CONFIG = SearchConfig(target_length=512, population=8, parents=4, mutants=2, crossovers=2, generations=6,
+                      n_documents=2, n_hat_top=1, n_hat_choices=(0, 4))
+
+
+def test_start_draws_live_then_stop_and_resume(tmp_path):
+    mon = SearchMonitor(model="teaching-ci", run_dir=str(tmp_path / "run"), config=CONFIG)
+    job = mon.start()
+    t0 = time.time()
+    while len(mon.generations) < 2:  # let it run a little, then press Stop
+        assert job.error is None and time.time() - t0 < 120
+        time.sleep(0.05)
+    mon.stop()
+    job.join(120)
+    assert mon.result is not None and mon.result.stopped and "Resume" in mon.status.value
+    names = [t.name for t in mon.curve.data]
+    assert names[:2] == ["best", "median of parents"] and {n.split()[0] for n in names[2:]} == {"PI", "NTK", "YaRN"}
+    assert any(t.name == "best" for t in mon.factors.data) and "<td>1</td>" in mon.table.value
+    stopped_at = len(mon.evals)
+    job = mon.start(resume=True, wait=True)
+    assert job.error is None and not mon.result.stopped
+    assert mon.result.evaluations_replayed >= stopped_at - 1 and len(mon.generations) == CONFIG.generations + 1
+    assert "token-forwards" in mon.status.value and mon.progress.value > 0.9
+
+
+def test_open_replays_a_run_folder(tmp_path):
+    live = SearchMonitor(model="teaching-ci", run_dir=str(tmp_path / "run"), config=CONFIG)
+    live.start(wait=True)
+    viewer = SearchMonitor(model="teaching-ci")
+    viewer.open(tmp_path / "run")
+    assert len(viewer.generations) == len(live.generations) and viewer.done is not None
+    assert [round(g["best"], 6) for g in viewer.generations] == [round(g["best"], 6) for g in live.generations]
+    assert viewer.report is not None and "held-out" in viewer.status.value
+    viewer.open(tmp_path / "missing")
+    assert "does not exist" in viewer.status.value
+
+
+def test_start_without_config():
+    mon = SearchMonitor(model="teaching-ci")
+    assert mon.start() is None and "no search configuration" in mon.status.value
