@@ -244,6 +244,75 @@ class GeneticAlgorithm:
         return out
 
 
+# ---- what a genome means ---------------------------------------------------------------------------
+class LongTarget:
+    """Genome = long factors for ``target_length`` (on top of ``base_factors`` a fine-tuned model already
+    carries, for progressive stage 2: the composed factor is the product, SPEC section 4)."""
+
+    kind = "long"
+
+    def __init__(self, geometry: dict[str, Any], target_length: int, attention_policy: str = "su",
+                 base_factors: Sequence[float] | None = None, base_length: int | None = None,
+                 short_factor: Sequence[float] | None = None) -> None:
+        self.geometry = geometry
+        self.L0 = geometry["original_max_position_embeddings"]
+        self.base_length = base_length or self.L0
+        self.base = tuple(base_factors) if base_factors is not None else None
+        self.short = tuple(short_factor) if short_factor is not None else None
+        self.target_length, self.policy = target_length, attention_policy
+        if target_length <= self.base_length:
+            what = "the length the model already handles" if base_length else "the model's original context L0"
+            raise SearchError(f"target_length={target_length} is not allowed: it must be above {what} "
+                              f"{'L1' if base_length else 'L0'}={self.base_length}")
+        self.s = target_length / self.base_length
+
+    def seeds(self, methods: Sequence[str]) -> list[tuple[str, list[float]]]:
+        """PI / NTK / YaRN relative to what the model handles (``base_length`` with ``base_factors``)."""
+        out = []
+        for m in methods:
+            spec = make_spec(m, head_dim=self.geometry["head_dim"], rope_theta=self.geometry["rope_theta"],
+                             original_max_position_embeddings=self.base_length, factor=self.s)
+            out.append((m, (spec.original_inv_freq().double() / spec.frequencies().inv_freq.double()).tolist()))
+        return out
+
+    def spec(self, factors: Sequence[float], n_hat: int, cd: int | None) -> RopeSpec:
+        long = [f * b for f, b in zip(factors, self.base, strict=True)] if self.base else list(factors)
+        common = dict(**self.geometry, factor=self.target_length / self.L0, long_factor=long, n_hat=n_hat,
+                      attention_policy=self.policy, short_factor=self.short)
+        if cd is not None:
+            return LongRope2Spec(**common, critical_dim=cd)
+        return LongRopeSpec(**common)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base_factors": list(self.base) if self.base else None,
+                "base_length": self.base_length, "short_factor": list(self.short) if self.short else None}
+
+
+class ShortTarget:
+    """Genome = short factors (short-context recovery, SPEC section 4): evaluated at L0, where they apply,
+    with the model's long factors fixed."""
+
+    kind = "short"
+
+    def __init__(self, geometry: dict[str, Any], long_factor: Sequence[float], factor: float,
+                 attention_policy: str = "su") -> None:
+        self.geometry, self.long, self.factor, self.policy = geometry, tuple(long_factor), factor, attention_policy
+        self.L0 = geometry["original_max_position_embeddings"]
+        self.s = 1.0
+
+    def seeds(self, methods: Sequence[str]) -> list[tuple[str, list[float]]]:
+        ones = [1.0] * len(self.long)
+        return [("original", ones), ("long factors", list(self.long)),
+                ("geometric mean", [math.sqrt(x) for x in self.long])]
+
+    def spec(self, factors: Sequence[float], n_hat: int, cd: int | None) -> RopeSpec:
+        return LongRopeSpec(**self.geometry, factor=self.factor, long_factor=self.long, short_factor=tuple(factors),
+                            n_hat=n_hat, attention_policy=self.policy, enforce_monotone=False)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "long_factor": list(self.long), "factor": self.factor}
+
+
 # ---- evaluation ---------------------------------------------------------------------------------
 @dataclass
 class Record:
@@ -294,18 +363,13 @@ def hopeless(partial: list[float], threshold: Threshold | None) -> bool:
 
 
 class Evaluator:
-    """Turns a genome into a spec and measures its per-document loss on the fitness documents."""
+    """Turns a genome into a spec (through the target) and measures its per-document loss."""
 
-    def __init__(self, model: Any, docs: list[Any], geometry: dict[str, Any], config: SearchConfig) -> None:
-        self.model, self.docs, self.geometry, self.cfg = model, docs, geometry, config
+    def __init__(self, model: Any, docs: list[Any], target: LongTarget | ShortTarget, config: SearchConfig) -> None:
+        self.model, self.docs, self.target, self.cfg = model, docs, target, config
 
     def spec(self, space: Space, genome: Genome, n_hat: int) -> RopeSpec:
-        factors = space.factors(genome)
-        common = dict(**self.geometry, factor=space.s, long_factor=factors, n_hat=n_hat,
-                      attention_policy=self.cfg.attention_policy)
-        if space.cd is not None:
-            return LongRope2Spec(**common, critical_dim=space.cd)
-        return LongRopeSpec(**common)
+        return self.target.spec(space.factors(genome), n_hat, space.cd)
 
     def doc_nll(self, doc: Any) -> float:
         if self.cfg.mode == "longrope2":  # needle-driven: the answer's tokens only
@@ -424,22 +488,30 @@ class Search:
 
     def __init__(self, model: Any, tokenizer: Any, config: SearchConfig, run_dir: str | Path, *,
                  sink: Sink = null_sink, stop: Callable[[], bool] = lambda: False, resume: bool = False,
-                 model_name: str = "model") -> None:
+                 model_name: str = "model", target: LongTarget | ShortTarget | None = None) -> None:
         from .data import needle_samples, samples
 
         geometry = model_geometry(model)
         L0 = geometry.original_max_position_embeddings
-        if config.target_length <= L0:
-            raise SearchError(f"target_length={config.target_length} is not allowed: it must be above the model's "
-                              f"original context L0={L0}")
-        s = config.target_length / L0
+        geom = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta, original_max_position_embeddings=L0)
+        if target is None:
+            if config.target_length <= L0:
+                raise SearchError(f"target_length={config.target_length} is not allowed: it must be above the model's "
+                                  f"original context L0={L0}")
+            target = LongTarget(geom, config.target_length, config.attention_policy)
+        if isinstance(target, ShortTarget) and config.target_length > L0:
+            raise SearchError(f"target_length={config.target_length} is not allowed for short factors: they apply up "
+                              f"to L0={L0}")
+        if (isinstance(target, ShortTarget) or target.base) and config.mode != "longrope":
+            raise SearchError("mode='longrope2' is not allowed for short-factor or composed (stage-2) searches")
+        self.target = target
+        s = target.s
         max_factor = {"1+s": 1 + s, "1.25s": 1.25 * s}.get(config.max_factor, config.max_factor)  # type: ignore[arg-type]
         if not isinstance(max_factor, (int, float)) or max_factor < s:
             raise SearchError(f"max_factor={config.max_factor!r} is not allowed: the maximum factor must be at least "
                               f"the extension ratio s={s:g} (use '1+s', '1.25s' or a number >= s)")
         self.model, self.tokenizer, self.cfg = model, tokenizer, config
-        self.geometry = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
-                             original_max_position_embeddings=L0)
+        self.geometry = geom
         self.s, self.max_grid = s, int(math.floor(max_factor * GRID + 1e-9))
         self.n_pairs = geometry.head_dim // 2
         self.comm = _Comm()
@@ -454,7 +526,7 @@ class Search:
             docs = samples(tokenizer, config.corpus, "train", config.target_length, config.n_documents,
                            per_document=config.per_document, progress=False)
         self.docs = docs
-        self.evaluator = Evaluator(model, docs, self.geometry, config)
+        self.evaluator = Evaluator(model, docs, target, config)
         self.records: dict[str, Record] = {}  # every evaluation known, including the journal's
         self.reached: dict[str, Record] = {}  # evaluations this run has reached so far, in order
         self.notes: list[str] = []
@@ -474,6 +546,7 @@ class Search:
     # -- run folder ----------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "model": self.model_name, "model_fingerprint": model_fingerprint(self.model),
+                "target": self.target.identity(),
                 "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in self.docs]}
 
     def _prepare_folder(self, resume: bool) -> None:
@@ -576,12 +649,7 @@ class Search:
         return [min(r[j] for r in complete) for j in range(n_docs)] if complete else [0.0] * n_docs
 
     def _seeds(self, space: Space) -> list[tuple[str, Genome]]:
-        seeds = []
-        for m in self.cfg.seed_methods:
-            spec = make_spec(m, **self.geometry, factor=self.s)
-            inv = spec.frequencies().inv_freq.double()
-            theta = spec.original_inv_freq().double()
-            seeds.append((m, space.project((theta / inv).tolist())))
+        seeds = [(name, space.project(f)) for name, f in self.target.seeds(self.cfg.seed_methods)]
         if space.cd is not None:
             # strict increase from s packs projected baselines into s, s+0.01, ...: seed spread ramps too
             top = space.max_grid / GRID
@@ -614,8 +682,8 @@ class Search:
             i += 1
         records = self._evaluate_batch(space, [(g, 0) for g in population], None, "init", 0)
         by_genome = {tuple(r.genome): r for r in records}
-        baselines = {name: by_genome[g].fitness for name, g in seeds
-                     if g in by_genome and name in ("linear", "ntk", "yarn")}
+        named = ("linear", "ntk", "yarn", "original", "long factors")
+        baselines = {name: by_genome[g].fitness for name, g in seeds if g in by_genome and name in named}
         self.sink(Event("search.baselines", {"critical_dim": space.cd, "fitness": baselines,
                                              "factors": {name: list(space.factors(g)) for name, g in seeds
                                                          if name in baselines}}))
@@ -779,16 +847,18 @@ def heldout_report(model: Any, tokenizer: Any, result: SearchResult, config: Sea
 
 def run_search(model: Any, tokenizer: Any, config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
                report: bool = True, sink: Sink = null_sink, stop: Callable[[], bool] = lambda: False,
-               model_name: str = "model", report_documents: int = 20) -> SearchResult | None:
+               model_name: str = "model", report_documents: int = 20,
+               target: LongTarget | ShortTarget | None = None) -> SearchResult | None:
     """Search, then (rank 0) the held-out report, written to ``run_dir/report.json``."""
     from .events import JsonlSink
 
     folder = Path(run_dir)
     jsonl = JsonlSink(folder / "events.jsonl") if _rank() == 0 else None
     both = fan_out([sink, jsonl])
-    search = Search(model, tokenizer, config, folder, sink=both, stop=stop, resume=resume, model_name=model_name)
+    search = Search(model, tokenizer, config, folder, sink=both, stop=stop, resume=resume, model_name=model_name,
+                    target=target)
     result = search.run()
-    if result is not None and report and not result.stopped and result.best_factors:
+    if result is not None and report and not result.stopped and result.best_factors and target is None:
         rep = heldout_report(model, tokenizer, result, config, n_documents=report_documents, sink=both)
         (folder / "report.json").write_text(json.dumps(rep, indent=1, default=float))
         both(Event("search.report", rep))
