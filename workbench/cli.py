@@ -389,6 +389,86 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models import load_model
+    from .train import TrainConfig, finetune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(seq_len=args.seq_len, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                      lr=args.lr, warmup=args.warmup, schedule=args.schedule, checkpoint_every=args.checkpoint_every,
+                      mixed=args.mixed, dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
+                      attn=args.attn, seed=args.seed, corpora=tuple(args.corpora))
+    lm = load_model(args.model)
+    spec = _spec_from_args(args, lm.model)
+    # under accelerate launch, finetune's Accelerator joins the process group from the environment
+    result = finetune(lm.model, lm.tokenizer, spec, cfg, args.run_dir, resume=args.resume, model_name=args.model,
+                      progress=not args.quiet)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if result.final_dir:
+        last = result.history[-1] if result.history else {}
+        print(f"fine-tuned {args.model} with {spec.method} for {result.steps} steps at {cfg.seq_len} tokens"
+              f"{f' (resumed at step {result.resumed_from})' if result.resumed_from else ''}: last loss "
+              f"{last.get('loss', float('nan')):.4f}; saved to {result.final_dir} (stock transformers loads it)")
+    return 0
+
+
+def cmd_progressive(args: argparse.Namespace) -> int:
+    import torch
+
+    from .progressive import ProgressiveConfig, run_progressive
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs: dict[str, Any] = {}
+    for name in ("search1", "train", "search2", "recovery"):
+        value = getattr(args, name)
+        if value:
+            kwargs[name] = {**getattr(ProgressiveConfig(1, 2), name), **json.loads(value)}
+    cfg = ProgressiveConfig(stage1_length=args.stage1_length, stage2_length=args.stage2_length, corpus=args.corpus,
+                            eval_documents=args.eval_documents, seed=args.seed, **kwargs)
+
+    def log(event: Any) -> None:
+        d = event.data
+        if event.kind == "progressive.stage":
+            print(f"[{d['seconds']:5.0f}s] stage {d['stage']} done", flush=True)
+        elif event.kind == "progressive.start":
+            print(f"stage {d['stage']} ...", flush=True)
+        elif event.kind == "search.generation":
+            print(f"    generation {d['generation']}: best {d['best']:.4f}", flush=True)
+        elif event.kind == "train.step" and d["step"] % 20 == 0:
+            print(f"    step {d['step']}: loss {d['loss']:.4f}", flush=True)
+
+    result = run_progressive(args.model, cfg, args.run_dir, sink=log, progress=False)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if result is None:
+        return 0
+    r = result.report
+    print("perplexity (held-out):")
+    for label, row in r["ppl"].items():
+        print(f"  {label:>15}: " + "  ".join(f"{L}: {v:8.2f}" for L, v in row.items()))
+    print("at L0: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ppl_at_L0"].items()))
+    print(f"stage 2 at L2 / stage 1 at L1 = {r['stage2_at_L2_over_stage1_at_L1']:.3f} (target <= 1.2); recovery vs "
+          f"original at L0 {r['recovery_vs_original_at_L0']:+.2%} (target: at most +2%); {result.seconds:.0f} s; final "
+          f"model: {result.final_dir}")
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .launch import launch
+
+    params: dict[str, Any] = {}
+    for name, value in args.p or []:
+        params[name] = _parse_value(value)
+    output = args.out or str(Path("runs") / "launch" / Path(args.notebook).name)
+    result = launch(args.notebook, params, output, processes=args.processes)
+    return 0 if result.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -483,6 +563,50 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch threads per process")
     sp.set_defaults(func=cmd_search)
 
+    ft = sub.add_parser("finetune", help="fine-tune with a RoPE method applied (accelerate; resumable)")
+    _add_spec_args(ft)
+    ft.set_defaults(model="teaching")
+    ft.add_argument("--seq-len", type=int, required=True, help="tokens per packed row")
+    ft.add_argument("--steps", type=int, default=400)
+    ft.add_argument("--batch-size", type=int, default=8, help="rows per micro-batch per process")
+    ft.add_argument("--grad-accum", type=int, default=1)
+    ft.add_argument("--lr", type=float, default=2e-5)
+    ft.add_argument("--warmup", type=int, default=40)
+    ft.add_argument("--schedule", choices=["cosine", "linear"], default="cosine")
+    ft.add_argument("--checkpoint-every", type=int, default=50)
+    ft.add_argument("--mixed", action="store_true", help="mixed context window training (LongRoPE2)")
+    ft.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
+    ft.add_argument("--gradient-checkpointing", action="store_true")
+    ft.add_argument("--attn", choices=["auto", "sdpa", "flash_attention_2"], default="auto")
+    ft.add_argument("--corpora", nargs="+", default=["shakespeare", "bible", "stdlib"])
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--run-dir", required=True)
+    ft.add_argument("--resume", action="store_true")
+    ft.add_argument("--threads", type=int)
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.set_defaults(func=cmd_finetune)
+
+    pg = sub.add_parser("progressive", help="search -> fine-tune -> second search -> short-context recovery")
+    pg.add_argument("--model", default="teaching")
+    pg.add_argument("--stage1-length", type=int, required=True)
+    pg.add_argument("--stage2-length", type=int, required=True)
+    pg.add_argument("--run-dir", required=True, help="the pipeline resumes here at the stage where it stopped")
+    for name in ("search1", "train", "search2", "recovery"):
+        example = '{"steps": 60, "lr": 1e-3}' if name == "train" else '{"generations": 4}'
+        pg.add_argument(f"--{name}", help=f"JSON overrides of the {name} budget, e.g. '{example}'")
+    pg.add_argument("--corpus", default="shakespeare")
+    pg.add_argument("--eval-documents", type=int, default=8)
+    pg.add_argument("--seed", type=int, default=0)
+    pg.add_argument("--threads", type=int)
+    pg.set_defaults(func=cmd_progressive)
+
+    la = sub.add_parser("launch", help="run a notebook headless with parameters (papermill; N processes)")
+    la.add_argument("notebook")
+    la.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (value as JSON)")
+    la.add_argument("--processes", type=int, default=1, help="processes (accelerate launch when > 1)")
+    la.add_argument("--out", help="executed notebook path (default runs/launch/<name>)")
+    la.set_defaults(func=cmd_launch)
+
     teach = sub.add_parser("teaching", help="train or load the teaching model and report how it reads beyond L0")
     teach.add_argument("--preset", default="quality", choices=["quality", "ci"])
     teach.add_argument("--multiples", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -501,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, SpecError, ConfigError, ValueError, OSError) as e:
+    except (CliError, SpecError, ConfigError, ValueError, OSError) as e:  # every *Error of ours is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,74 @@
+"""Real processes: training killed with SIGKILL resumes from its checkpoint to the same weights; two processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ARGS = ["--model", "teaching-ci", "--method", "yarn", "--target", "512", "--seq-len", "512", "--steps", "8",
+        "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--checkpoint-every", "2", "--threads", "1", "--quiet"]
+
+
+def _finetune(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench", "finetune", *ARGS, "--run-dir", str(run_dir), *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from workbench.models import load_model
+
+    load_model("teaching-ci")
+    folder = tmp_path_factory.mktemp("ref") / "run"
+    done = _finetune(folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return folder
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(folder / "model" / "model.safetensors")
+
+
+def test_sigkill_then_resume_gives_the_same_weights(reference, tmp_path):
+    folder = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "finetune", *ARGS, "--run-dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not list((folder / "checkpoints").glob("step-4")):  # killed after the step-4 checkpoint, mid-run
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() - t0 < 300
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not (folder / "model").exists()
+    done = _finetune(folder, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed at step" in done.stdout
+    a, b = _weights(reference), _weights(folder)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_two_processes_under_accelerate_launch(tmp_path):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    folder = tmp_path / "two"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    done = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "workbench", "finetune", *ARGS,
+                           "--run-dir", str(folder)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    assert json.loads((folder / "params.json").read_text())["world_size"] == 2
+    steps = [json.loads(x)["data"] for x in (folder / "events.jsonl").read_text().splitlines() if "train.step" in x]
+    assert len(steps) == 8 and steps[-1]["tokens"] == 8 * 2 * 2 * 512  # both processes' rows counted
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(folder / "model").config.rope_parameters["rope_type"] == "yarn"

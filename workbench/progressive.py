@@ -1,0 +1,260 @@
+"""Progressive extension (LongRoPE, SPEC section 4): search -> fine-tune -> search again -> recover short context.
+
+    01-search1    factors for L1 = s1 x L0 on the original model
+    02-finetune   fine-tune at L1 with them
+    03-search2    factors for L2 = s2 x L1 on the fine-tuned model, on top of the stage-1 factors
+                  (the composed long factor is the product)
+    04-recovery   short factors for L0 on the fine-tuned model, the final long factors fixed
+    final/        the fine-tuned weights with short and long factors in rope_parameters
+    report.json   perplexity at each length: no fine-tuning, after stage 1, after stage 2; and at L0:
+                  the original model, before recovery, after recovery
+
+Every stage writes its own folder and is skipped when complete, resumed when started (search journals,
+training checkpoints): the pipeline resumes at the stage where it stopped. Under ``accelerate launch``
+the searches and the fine-tuning use every process; rank 0 writes the results the other ranks read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .events import Event, JsonlSink, Sink, fan_out, null_sink
+from .hf import model_geometry
+from .rope import LongRopeSpec, spec_from_dict
+from .search import LongTarget, SearchConfig, ShortTarget, run_search
+from .train import TrainConfig, finetune, load_finetuned, save_model
+
+STAGES = ("search1", "finetune", "search2", "recovery", "final", "report")
+
+
+class ProgressiveError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ProgressiveConfig:
+    """Lengths and per-stage budgets. Budgets are SearchConfig / TrainConfig keyword overrides.
+
+    The defaults are the teaching model's CPU pipeline (L0 256 -> 1024 fine-tuned -> 8192 -> recovery at
+    256, about 8 minutes here); real models want the paper's budgets.
+    """
+
+    stage1_length: int
+    stage2_length: int
+    search1: dict = field(default_factory=lambda: dict(population=32, parents=16, mutants=8, crossovers=8,
+                                                       generations=8, n_hat_stage=False, n_documents=3))
+    train: dict = field(default_factory=lambda: dict(steps=120, batch_size=4, lr=5e-4, warmup=10,
+                                                     checkpoint_every=20))
+    search2: dict = field(default_factory=lambda: dict(population=12, parents=6, mutants=3, crossovers=3,
+                                                       generations=3, n_hat_stage=False, n_documents=2))
+    recovery: dict = field(default_factory=lambda: dict(population=16, parents=8, mutants=4, crossovers=4,
+                                                        generations=4, n_hat_stage=False, n_documents=4))
+    recovery_max_factor: float | None = None  # default: the largest stage-1 factor
+    corpus: str = "shakespeare"
+    eval_documents: int = 8
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _rank() -> int:
+    d = torch.distributed
+    return d.get_rank() if d.is_available() and d.is_initialized() else 0
+
+
+def _barrier() -> None:
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        d.barrier()
+
+
+@dataclass
+class ProgressiveResult:
+    folder: str
+    stages: dict[str, Any]
+    report: dict[str, Any]
+    final_dir: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | Path, *, sink: Sink = null_sink,
+                    stop: Any = lambda: False, progress: bool = True) -> ProgressiveResult | None:
+    """Run (or resume) the whole pipeline for a named model; returns the result on rank 0."""
+    from .models import load_model
+
+    folder = Path(run_dir)
+    rank = _rank()
+    folder.mkdir(parents=True, exist_ok=True)
+    params = folder / "params.json"
+    ident = {"model": model_name, "config": config.to_dict()}
+    if rank == 0:
+        if params.exists() and json.loads(params.read_text()) != ident:
+            from .search import _differences
+
+            raise ProgressiveError(f"cannot resume {folder}: made with other settings: "
+                                   + "; ".join(_differences(json.loads(params.read_text()), ident)))
+        params.write_text(json.dumps(ident, indent=1))
+    events = fan_out([sink, JsonlSink(folder / "events.jsonl") if rank == 0 else None])
+    t0 = time.time()
+    clock = [t0]
+    stages: dict[str, Any] = {}
+
+    def stage(name: str, info: dict) -> None:
+        """A stage is complete: ``seconds`` since the call began, ``stage_seconds`` spent on it in this call
+        (about 0 when a resumed run found it done)."""
+        now = time.time()
+        stages[name] = info
+        events(Event("progressive.stage", {"stage": name, **info, "seconds": now - t0, "stage_seconds": now - clock[0]}))
+        clock[0] = now
+
+    original = load_model(model_name)
+    L0 = model_geometry(original.model).original_max_position_embeddings
+    L1, L2 = config.stage1_length, config.stage2_length
+    if not L0 < L1 < L2:
+        raise ProgressiveError(f"lengths must grow: L0={L0} < stage1_length={L1} < stage2_length={L2}")
+
+    # ---- stage 1: search on the original model --------------------------------------------------------
+    s1_dir = folder / "01-search1"
+    cfg1 = SearchConfig(target_length=L1, corpus=config.corpus, seed=config.seed, **config.search1)
+    spec1 = _search_stage(original.model, original.tokenizer, cfg1, s1_dir, model_name, events, stop)
+    if spec1 is None:
+        return None
+    stage("search1", {"length": L1, "long_factor": list(spec1.long_factor), "fitness": _fitness(s1_dir)})
+
+    # ---- stage 2: fine-tune at L1 -------------------------------------------------------------------
+    ft_dir = folder / "02-finetune"
+    if not (ft_dir / "model" / "workbench_rope.json").exists():
+        tcfg = TrainConfig(seq_len=L1, corpora=(config.corpus,), seed=config.seed, **config.train)
+        model = load_model(model_name).model  # a fresh copy: the original stays for the report
+        events(Event("progressive.start", {"stage": "finetune"}))
+        result = finetune(model, original.tokenizer, spec1, tcfg, ft_dir, resume=(ft_dir / "params.json").exists(),
+                          sink=events, stop=stop, progress=progress and rank == 0, model_name=model_name)
+        if result.stopped:
+            return None
+        _barrier()
+    tuned, tokenizer, _ = load_finetuned(ft_dir / "model")
+    train_log = [json.loads(x)["data"] for x in (ft_dir / "events.jsonl").read_text().splitlines()
+                 if '"train.step"' in x] if (ft_dir / "events.jsonl").exists() else []
+    stage("finetune", {"length": L1, "steps": len(train_log),
+                       "loss_first": train_log[0]["loss"] if train_log else None,
+                       "loss_last": train_log[-1]["loss"] if train_log else None})
+
+    # ---- stage 3: search again on the fine-tuned model, on top of the stage-1 factors ----------------------
+    geom = dict(head_dim=spec1.head_dim, rope_theta=spec1.rope_theta, original_max_position_embeddings=L0)
+    s2_dir = folder / "03-search2"
+    cfg2 = SearchConfig(target_length=L2, corpus=config.corpus, seed=config.seed, **config.search2)
+    target2 = LongTarget(geom, L2, cfg2.attention_policy, base_factors=spec1.long_factor, base_length=L1)
+    spec2 = _search_stage(tuned, tokenizer, cfg2, s2_dir, f"{model_name}+finetune", events, stop, target2)
+    if spec2 is None:
+        return None
+    stage("search2", {"length": L2, "long_factor": list(spec2.long_factor), "fitness": _fitness(s2_dir)})
+
+    # ---- stage 4: short-context recovery at L0 ------------------------------------------------------------
+    rec_dir = folder / "04-recovery"
+    max_short = config.recovery_max_factor or max(spec1.long_factor)
+    cfg_r = SearchConfig(target_length=L0, corpus=config.corpus, seed=config.seed, max_factor=max(1.0, max_short),
+                         **config.recovery)
+    target_r = ShortTarget(geom, spec2.long_factor, spec2.factor, cfg_r.attention_policy)
+    spec_r = _search_stage(tuned, tokenizer, cfg_r, rec_dir, f"{model_name}+finetune", events, stop, target_r)
+    if spec_r is None:
+        return None
+    stage("recovery", {"length": L0, "short_factor": list(spec_r.short_factor), "fitness": _fitness(rec_dir)})
+
+    # ---- the final model --------------------------------------------------------------------------------
+    final_dir = folder / "final"
+    if rank == 0 and not (final_dir / "workbench_rope.json").exists():
+        save_model(tuned, tokenizer, spec_r, final_dir)
+    _barrier()
+    stage("final", {"dir": str(final_dir), "spec": spec_r.to_dict()})
+
+    # ---- report -------------------------------------------------------------------------------------
+    report = None
+    if rank == 0:
+        report_path = folder / "report.json"
+        if report_path.exists():
+            report = json.loads(report_path.read_text())
+        else:
+            report = progressive_report(original, tuned, tokenizer, spec1, spec2, spec_r, config, L0, L1, L2,
+                                        events, progress)
+            report_path.write_text(json.dumps(report, indent=1))
+        stage("report", {k: v for k, v in report.items() if k != "per_document"})
+    _barrier()
+    if rank != 0:
+        return None
+    return ProgressiveResult(str(folder), stages, report, str(final_dir), time.time() - t0)
+
+
+def _fitness(folder: Path) -> float | None:
+    p = folder / "result.json"
+    return json.loads(p.read_text())["best_fitness"] if p.exists() else None
+
+
+def _search_stage(model: Any, tokenizer: Any, cfg: SearchConfig, folder: Path, model_name: str, events: Sink,
+                  stop: Any, target: Any = None) -> LongRopeSpec | None:
+    """Run (or resume, or skip when done) one search stage; every rank returns the winning spec."""
+    if not (folder / "result.json").exists() or json.loads((folder / "result.json").read_text())["stopped"]:
+        events(Event("progressive.start", {"stage": folder.name}))
+        result = run_search(model, tokenizer, cfg, folder, resume=(folder / "params.json").exists(), sink=events,
+                            stop=stop, model_name=model_name, report=False, target=target)
+        stopped = result.stopped if result is not None else False
+        box = [stopped]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast_object_list(box, src=0)
+        if box[0]:
+            return None
+    _barrier()
+    return spec_from_dict(json.loads((folder / "result.json").read_text())["spec"])
+
+
+def progressive_report(original: Any, tuned: Any, tokenizer: Any, spec1: Any, spec2: Any, spec_r: Any,
+                       config: ProgressiveConfig, L0: int, L1: int, L2: int, sink: Sink = null_sink,
+                       progress: bool = False) -> dict[str, Any]:
+    """Held-out perplexity at L0, L1, L2: no fine-tuning (original model + stage-1 factors), after stage 1
+    (fine-tuned + stage-1 factors), after stage 2 (fine-tuned + composed factors); and at L0 the original
+    model, the final model before recovery (short factors all 1) and after recovery."""
+    from dataclasses import replace
+
+    from .data import samples
+    from .evaluate import compare_methods, perplexity
+
+    docs = samples(tokenizer, config.corpus, "heldout", L2, config.eval_documents, per_document=4, progress=False)
+    lengths = [L0, L1, L2]
+    rows: dict[str, dict[str, float]] = {}
+    per_doc: dict[str, Any] = {}
+    for label, model, spec in (("no fine-tuning", original.model, spec1), ("after stage 1", tuned, spec1),
+                               ("after stage 2", tuned, spec2)):
+        results = compare_methods(model, {label: spec}, docs, lengths, progress=progress, sink=sink)
+        rows[label] = {str(r.length): r.ppl for r in results}
+        per_doc[label] = {str(r.length): r.per_document_ppl for r in results}
+    short_docs = samples(tokenizer, config.corpus, "heldout", L0, config.eval_documents * 2, per_document=8,
+                         progress=False)
+    at_L0 = {
+        "original": perplexity(original.model, short_docs, length=L0, label="original", progress=progress).ppl,
+        "before recovery": perplexity(tuned, short_docs, spec=replace(spec_r, short_factor=None), length=L0,
+                                      label="before recovery", progress=progress).ppl,
+        "after recovery": perplexity(tuned, short_docs, spec=spec_r, length=L0, label="after recovery",
+                                     progress=progress).ppl,
+    }
+    stage2_vs_stage1 = rows["after stage 2"][str(L2)] / rows["after stage 1"][str(L1)]
+    return {
+        "lengths": lengths, "ppl": rows, "ppl_at_L0": at_L0,
+        "stage2_at_L2_over_stage1_at_L1": stage2_vs_stage1,
+        "recovery_vs_original_at_L0": at_L0["after recovery"] / at_L0["original"] - 1,
+        "documents": [d.label for d in docs], "short_documents": len(short_docs),
+        "targets": {"stage2_at_L2_over_stage1_at_L1": "<= 1.2", "recovery_vs_original_at_L0": "<= +2%"},
+        "met": {"stage2": stage2_vs_stage1 <= 1.2,
+                "recovery": at_L0["after recovery"] / at_L0["original"] - 1 <= 0.02},  # at most 2% worse
+        "per_document": per_doc,
+        "not_finite": [k for k, v in rows.items() if any(not math.isfinite(x) for x in v.values())],
+    }

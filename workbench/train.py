@@ -1,0 +1,419 @@
+"""Fine-tuning with a RoPE spec applied, through accelerate: one process, several (``accelerate launch``),
+or GPUs with the user's DeepSpeed / FSDP configs.
+
+- Packing: documents are packed into rows of ``seq_len`` tokens; position ids restart at every document
+  and attention never crosses documents (an explicit block-diagonal causal mask with SDPA; position ids
+  only with flash-attn, whose varlen kernels read them). The first token of each document is never a
+  target, so a packed row's loss is exactly its documents' losses (tested).
+- Mixed context window training (LongRoPE2): a micro-batch is either packed short documents (every
+  position below L0: the spec's short factors apply) or long rows (beyond L0: long factors), so one run
+  trains both — the patched rotary switches by length exactly as transformers' ``longrope`` does.
+- AdamW (lr 2e-5, betas 0.9 / 0.95, weight decay 0, clip 1.0), 40 warm-up steps then cosine (LongRoPE2),
+  or linear decay (LongRoPE); bf16 where this machine is fast at it; gradient checkpointing;
+  accumulation.
+- Checkpoints every N steps (model, optimizer, scheduler position); the data order is a pure function of
+  (seed, step, process), so a run killed at any moment and resumed from its last checkpoint ends, on CPU,
+  with the same weights as an uninterrupted run (tested with SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import split_documents, tokenized
+from .events import Event, JsonlSink, Sink, fan_out, null_sink
+from .hf import export_config, hf_config_from_dict, spec_from_hf
+from .models import atomic_dir
+from .patch import patch
+from .rope import RopeSpec, spec_from_dict
+
+SCHEDULES = ("cosine", "linear")
+
+
+class TrainError(ValueError):
+    """A fine-tuning request is invalid or cannot resume; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning parameters (SPEC section 4 defaults). ``corpora`` are read from their train split only."""
+
+    seq_len: int
+    steps: int = 400
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    warmup: int = 40
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    clip: float = 1.0
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 50
+    corpora: tuple[str, ...] = ("shakespeare", "bible", "stdlib")
+    mixed: bool = False
+    short_every: int = 2  # mixed: every k-th micro-batch is packed short documents
+    attn: str = "auto"  # auto, sdpa, flash_attention_2 (insisting: refuse if unavailable)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, allowed: str) -> None:
+            raise TrainError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
+
+        for name in ("seq_len", "steps", "batch_size", "grad_accum", "checkpoint_every", "short_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                bad(name, "a positive integer")
+        if self.seq_len < 2:
+            bad("seq_len", "at least 2 tokens")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", "a finite number > 0")
+        if self.warmup < 0:
+            bad("warmup", "an integer >= 0")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"one of {SCHEDULES}")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            bad("dtype", "auto, fp32 or bf16")
+        if self.attn not in ("auto", "sdpa", "flash_attention_2"):
+            bad("attn", "auto, sdpa or flash_attention_2")
+        if not self.corpora:
+            bad("corpora", "at least one corpus")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "corpora", tuple(self.corpora))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine (or linear) decay to ``min_lr_ratio * lr`` at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1 - t
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
+
+
+# ---- packing ---------------------------------------------------------------------------------------
+@dataclass
+class PackedBatch:
+    """Rows of packed documents: ids, per-row position ids restarting at each document, document ids."""
+
+    input_ids: torch.Tensor  # (batch, seq)
+    position_ids: torch.Tensor  # (batch, seq)
+    doc_ids: torch.Tensor  # (batch, seq): which document of the row each token belongs to
+    labels: torch.Tensor  # (batch, seq): -100 where a token starts a document (nothing before it to predict from)
+    long: bool  # rows of one long document (beyond L0), or packed short documents
+
+    def attention_mask(self) -> torch.Tensor:
+        """(batch, 1, seq, seq) bool: causal and within the same document."""
+        n = self.input_ids.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool).tril()  # (seq, seq)
+        same = self.doc_ids[:, :, None] == self.doc_ids[:, None, :]  # (batch, seq, seq)
+        return (same & causal)[:, None]
+
+
+def pack(documents: list[torch.Tensor], seq_len: int, long: bool = False) -> PackedBatch:
+    """Pack token sequences into rows of exactly ``seq_len``, greedily in order (a document that does not fit
+    continues, as a new document, in the next row). The documents must fill whole rows."""
+    rows_ids, rows_pos, rows_doc = [], [], []
+    ids: list[int] = []
+    pos: list[int] = []
+    doc: list[int] = []
+    k = 0
+    for d in documents:
+        d = d[:seq_len].tolist()
+        while d:
+            room = seq_len - len(ids)
+            piece, d = d[:room], d[room:]
+            ids += piece
+            pos += list(range(len(piece)))
+            doc += [k] * len(piece)
+            k += 1
+            if len(ids) == seq_len:
+                rows_ids.append(ids)
+                rows_pos.append(pos)
+                rows_doc.append(doc)
+                ids, pos, doc = [], [], []
+    if ids:
+        raise TrainError("pack() needs documents that fill whole rows; the last row is incomplete")
+    input_ids = torch.tensor(rows_ids, dtype=torch.long)
+    position_ids = torch.tensor(rows_pos, dtype=torch.long)
+    labels = input_ids.clone()
+    labels[position_ids == 0] = -100  # a document's first token has no context in its document
+    return PackedBatch(input_ids, position_ids, torch.tensor(rows_doc, dtype=torch.long), labels, long)
+
+
+class PackedData:
+    """Train-split token stream of the chosen corpora; micro-batches are a pure function of (seed, step, rank)."""
+
+    def __init__(self, tokenizer: Any, cfg: TrainConfig, original_length: int) -> None:
+        eos = tokenizer.eos_token_id
+        streams = []
+        for source in cfg.corpora:
+            corpus = tokenized(tokenizer, source, progress=False)
+            for d in split_documents(source, "train"):
+                ids = np.asarray(corpus.doc(d.name), dtype=np.int64)
+                streams.append(ids)
+                if eos is not None:
+                    streams.append(np.array([eos], dtype=np.int64))
+        self.stream = torch.from_numpy(np.concatenate(streams))
+        longest = max(len(s) for s in streams)
+        if cfg.seq_len > len(self.stream):
+            raise TrainError(f"seq_len={cfg.seq_len} is not allowed: the train split of {list(cfg.corpora)} holds only "
+                             f"{len(self.stream)} tokens")
+        if cfg.seq_len > longest and not cfg.mixed:
+            warnings.warn(f"seq_len={cfg.seq_len} exceeds every single train document (longest {longest} tokens); "
+                          "rows are cut from the concatenated stream", stacklevel=2)
+        self.cfg, self.L0 = cfg, original_length
+        # mixed training draws short documents (16 .. L0 tokens) from the starts of the train documents
+        self.short_docs = [torch.from_numpy(s[:original_length]) for s in streams if len(s) > 16]
+
+    def batch(self, step: int, micro: int, rank: int = 0, world: int = 1) -> PackedBatch:
+        """The micro-batch ``micro`` of optimizer step ``step`` for process ``rank`` (deterministic)."""
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + micro) * 131 + rank)
+        n = cfg.seq_len
+        if cfg.mixed and (step * cfg.grad_accum + micro) % cfg.short_every == 0:
+            docs: list[torch.Tensor] = []
+            need = cfg.batch_size * n
+            while sum(len(d) for d in docs) < need:  # random short documents of random lengths below L0
+                d = self.short_docs[int(torch.randint(0, len(self.short_docs), (1,), generator=gen))]
+                length = int(torch.randint(16, min(self.L0, len(d)) + 1, (1,), generator=gen))
+                start = int(torch.randint(0, len(d) - length + 1, (1,), generator=gen))
+                docs.append(d[start:start + length])
+            docs[-1] = docs[-1][: len(docs[-1]) - (sum(len(d) for d in docs) - need)]
+            if len(docs[-1]) == 0:
+                docs.pop()
+            return pack(docs, n, long=False)
+        starts = torch.randint(0, len(self.stream) - n, (cfg.batch_size,), generator=gen)
+        return pack([self.stream[s:s + n] for s in starts.tolist()], n, long=True)
+
+
+# ---- the trainer ---------------------------------------------------------------------------------------
+def _attention_implementation(cfg: TrainConfig) -> str:
+    from .models import ModelError, attention_implementation
+
+    if cfg.attn == "flash_attention_2":
+        try:
+            return attention_implementation("flash_attention_2")
+        except ModelError as e:
+            raise TrainError(f"attn='flash_attention_2' was insisted on but is not usable here: {e}") from None
+    impl = attention_implementation("auto")
+    if cfg.attn == "auto" and impl == "sdpa" and torch.cuda.is_available():
+        warnings.warn("flash-attn is not importable: training with SDPA", stacklevel=2)
+    return impl if cfg.attn == "auto" else cfg.attn
+
+
+def _identity(model: Any, spec: RopeSpec, cfg: TrainConfig, model_name: str) -> dict[str, Any]:
+    from .search import model_fingerprint
+
+    return {"model": model_name, "model_fingerprint": model_fingerprint(model), "spec": spec.to_dict(),
+            "config": cfg.to_dict()}
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict[str, float]]
+    seconds: float
+    tokens: int
+    final_dir: str | None
+    resumed_from: int | None
+    stopped: bool
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in (folder / "checkpoints").glob("step-*"):
+        try:
+            out.append((int(p.name.split("-")[1]), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_dir: str | Path, *,
+             resume: bool = False, sink: Sink = null_sink, stop: Any = lambda: False, progress: bool = True,
+             model_name: str = "model", accelerator: Any = None) -> TrainResult:
+    """Fine-tune ``model`` in place with ``spec`` applied; checkpoints, events and the final model go to ``run_dir``.
+
+    Raises:
+        TrainError: bad configuration, data too short for ``seq_len``, or a resume that does not match.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from .evaluate import resolve_dtype
+    from .runs import versions
+
+    folder = Path(run_dir)
+    L0 = spec.original_max_position_embeddings
+    if cfg.mixed and not spec.is_length_dependent:
+        raise TrainError("mixed=True needs a spec with different short and long factors (LongRoPE / LongRoPE2)")
+    if cfg.mixed and cfg.seq_len <= L0:
+        raise TrainError(f"mixed=True needs seq_len above L0={L0} for its long rows; got {cfg.seq_len}")
+    impl = _attention_implementation(cfg)
+    if model.config._attn_implementation != impl:
+        model.set_attn_implementation(impl)
+    bf16 = resolve_dtype(cfg.dtype) == "bf16"
+    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                                     mixed_precision="bf16" if bf16 else "no",
+                                     cpu=not torch.cuda.is_available())
+    acc.gradient_accumulation_steps = cfg.grad_accum
+    rank, world = acc.process_index, acc.num_processes
+    data = PackedData(tokenizer, cfg, L0)
+
+    ident = _identity(model, spec, cfg, model_name)
+    error = None
+    start_step, resumed_from = 0, None
+    params = folder / "params.json"
+    if acc.is_main_process:
+        if params.exists():
+            if not resume:
+                error = f"{folder} already holds a fine-tuning run; pass resume=True (--resume) or another folder"
+            else:
+                from .search import _differences
+
+                diffs = _differences(json.loads(params.read_text()).get("identity", {}), ident)
+                if diffs:
+                    error = f"cannot resume {folder}: its checkpoints are from other settings: " + "; ".join(diffs)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            params.write_text(json.dumps({"identity": ident, "versions": versions(), "world_size": world,
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+    box = [error]
+    if world > 1:
+        torch.distributed.broadcast_object_list(box, src=0)
+    if box[0]:
+        raise TrainError(box[0])
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    checkpoints = _checkpoints(folder) if resume else []
+    if checkpoints:
+        resumed_from, ck = checkpoints[-1]
+        state = torch.load(ck / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_step = resumed_from
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    events = fan_out([sink, JsonlSink(folder / "events.jsonl") if acc.is_main_process else None])
+    if start_step and acc.is_main_process:
+        events(Event("train.resume", {"step": start_step, "steps": cfg.steps}))
+    history: list[dict[str, float]] = []
+    t0 = time.time()
+    tokens = 0
+    stopped = False
+    use_mask = impl != "flash_attention_2"
+    with patch(model, spec):  # before prepare, so a DDP wrapper sees the final module tree
+        prepared, opt = acc.prepare(model, opt)
+        bar = tqdm(range(start_step, cfg.steps), desc="fine-tuning", disable=not (progress and acc.is_main_process),
+                   initial=start_step, total=cfg.steps)
+        for step in bar:
+            if stop():
+                stopped = True
+                break
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss_sum, n_tok = 0.0, 0
+            long_rows = 0
+            for micro in range(cfg.grad_accum):
+                b = data.batch(step, micro, rank, world)
+                long_rows += b.long
+                with acc.accumulate(prepared):
+                    out = prepared(input_ids=b.input_ids.to(acc.device), position_ids=b.position_ids.to(acc.device),
+                                   attention_mask=b.attention_mask().to(acc.device) if use_mask else None,
+                                   labels=b.labels.to(acc.device), use_cache=False)
+                    acc.backward(out.loss)
+                    if acc.sync_gradients and cfg.clip:
+                        acc.clip_grad_norm_(prepared.parameters(), cfg.clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                loss_sum += float(out.loss.detach())
+                n_tok += int(b.input_ids.numel())
+            tokens += n_tok * world
+            loss = loss_sum / cfg.grad_accum
+            if world > 1:
+                t = torch.tensor([loss], dtype=torch.float64)
+                torch.distributed.all_reduce(t)
+                loss = float(t) / world
+            row = {"step": step + 1, "loss": loss, "lr": lr, "seconds": time.time() - t0,
+                   "long_micro_batches": long_rows, "tokens": tokens}
+            history.append(row)
+            if acc.is_main_process:
+                events(Event("train.step", row))
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    _save_checkpoint(folder, step + 1, acc.unwrap_model(prepared), opt, events)
+                acc.wait_for_everyone()
+    model.eval()
+    final = None
+    if not stopped and acc.is_main_process:
+        final = str(save_model(acc.unwrap_model(prepared), tokenizer, spec, folder / "model"))
+        events(Event("train.done", {"steps": cfg.steps, "final_dir": final, "seconds": time.time() - t0}))
+    acc.wait_for_everyone()
+    return TrainResult(steps=len(history) + start_step, history=history, seconds=time.time() - t0, tokens=tokens,
+                       final_dir=final, resumed_from=resumed_from, stopped=stopped)
+
+
+def _save_checkpoint(folder: Path, step: int, model: Any, opt: Any, events: Sink) -> None:
+    """Atomic: a checkpoint folder exists complete or not at all; older ones are pruned after."""
+    target = folder / "checkpoints" / f"step-{step}"
+    with atomic_dir(target) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp / "state.pt")
+    for s, p in _checkpoints(folder):
+        if s < step:
+            shutil.rmtree(p, ignore_errors=True)
+    events(Event("train.checkpoint", {"step": step, "path": str(target)}))
+
+
+def save_model(model: Any, tokenizer: Any, spec: RopeSpec, target: str | Path) -> Path:
+    """Save weights, tokenizer and a config whose ``rope_parameters`` carry ``spec`` (stock transformers loads it).
+
+    ``workbench_rope.json`` keeps the exact spec (including what transformers cannot express, like n_hat).
+    """
+    from .hf import to_hf
+
+    target = Path(target)
+    exp = to_hf(spec, allow_lossy=True)
+    full, notes = export_config(spec, model.config, allow_lossy=True)
+    with atomic_dir(target) as tmp:
+        model.config = hf_config_from_dict(full)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "workbench_rope.json").write_text(json.dumps({"spec": spec.to_dict(), "notes": list(notes),
+                                                             "rope_parameters": exp.rope_parameters}, indent=1))
+    return target
+
+
+def load_finetuned(folder: str | Path) -> tuple[Any, Any, RopeSpec]:
+    """A saved fine-tuned model, its tokenizer, and the exact spec it was trained with."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    meta = folder / "workbench_rope.json"
+    spec = spec_from_dict(json.loads(meta.read_text())["spec"]) if meta.exists() else spec_from_hf(model.config)
+    return model, tokenizer, spec
