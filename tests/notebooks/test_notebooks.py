@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
 
 from workbench.demo import NOTEBOOKS, execute
+from workbench.launch import declared_parameters
 
 TINY = {
     "01_rope_frequencies": {"model": "tiny-random", "target_length": 512},
@@ -16,6 +18,15 @@ TINY = {
     "07_evaluation": {"model": "teaching-ci", "methods": ["default", "yarn"], "multiples": [1, 2], "n_documents": 2,
                       "passkey_trials": 1, "needle_depths": [0.0, 1.0]},
     "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"]},
+    "05_progressive_extension": {
+        "model": "teaching-ci", "stage1_multiple": 2, "stage2_multiple": 2,
+        "search1": {"population": 4, "parents": 2, "mutants": 1, "crossovers": 1, "generations": 1, "n_documents": 1},
+        "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "warmup": 1},
+        "search2": {"population": 4, "parents": 2, "mutants": 1, "crossovers": 1, "generations": 1, "n_documents": 1},
+        "recovery": {"population": 4, "parents": 2, "mutants": 1, "crossovers": 1, "generations": 1, "n_documents": 1},
+        "eval_documents": 2},
+    "06_short_context_recovery": {"model": "teaching-ci", "population": 4, "generations": 1, "n_documents": 2,
+                                  "eval_documents": 2},
 }
 
 
@@ -29,6 +40,9 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
         src = tagged[0].source
         assert "live: bool" in src and "output_dir: str" in src, name
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has outputs committed"
+        # papermill must understand every declared line (it silently drops one whose comment holds "=")
+        declared = [re.match(r"(\w+)", line).group(1) for line in src.splitlines() if re.match(r"\w+\s*:", line)]
+        assert sorted(declared_parameters(NOTEBOOKS / f"{name}.ipynb")) == sorted(declared), name
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
