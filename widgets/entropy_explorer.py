@@ -40,8 +40,9 @@ class EntropyExplorer:
                                  layout=W.Layout(width="260px"))
         self.temperature = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="extra logits ×",
                                          style=style, layout=W.Layout(width="320px"))
-        self.sampled = W.Dropdown(options=[("all query rows", None), ("64 rows per bucket", 64),
-                                           ("16 rows per bucket", 16)], value=None, description="queries",
+        # 0 = every row (a None value would show as an empty dropdown)
+        self.sampled = W.Dropdown(options=[("all query rows", 0), ("64 rows per bucket", 64),
+                                           ("16 rows per bucket", 16)], value=0, description="queries",
                                   style=style, layout=W.Layout(width="320px"))
         self.button = W.Button(description="Compute", icon="play", button_style="primary")
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
@@ -73,7 +74,7 @@ class EntropyExplorer:
         if self.job is not None and self.job.running:
             return None
         name, multiple, method = self.model.value, self.multiple.value, self.method.value
-        t, sampled = float(self.temperature.value), self.sampled.value
+        t, sampled = float(self.temperature.value), (self.sampled.value or None)
         self.button.disabled, self.stop_button.disabled = True, False
         self.progress.value, self.status.value = 0, f"loading {name} ..."
         t0 = time.time()

@@ -53,7 +53,7 @@ def wavelength_figure(spec: RopeSpec) -> go.Figure:
     _hline(fig, spec.original_max_position_embeddings, f"L0 = {spec.original_max_position_embeddings}", log_axis=True)
     _hline(fig, spec.target_length, f"target = {spec.target_length}", "#d62728", log_axis=True)
     _vline(fig, d.critical_dim, f"critical pair {d.critical_dim}")
-    fig.update_layout(title="Wavelength of each frequency pair (tokens per full turn)",
+    fig.update_layout(title="Wavelength per pair (tokens per turn)",
                       xaxis_title="pair i (fast → slow)", yaxis_title="wavelength (tokens)", yaxis_type="log")
     return fig
 
@@ -80,6 +80,8 @@ def ood_figure(spec: RopeSpec, n_positions: int = 96) -> go.Figure:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.log2(np.where(ratio > 0, ratio, np.nan))
     z = np.clip(z, -4, 4)
+    # gaps (no angle yet, position 0) as null: NaN is not JSON, and a live FigureWidget would warn on every draw
+    z = [[None if not math.isfinite(v) else float(v) for v in row] for row in z]
     fig = go.Figure(layout={**BASE_LAYOUT, "height": 360})
     fig.add_heatmap(x=positions, y=np.arange(ratio.shape[0]), z=z, zmin=-4, zmax=4, zmid=0,
                     colorscale=[[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
@@ -105,7 +107,8 @@ def attention_figure(spec: RopeSpec, max_s: float = 64.0) -> go.Figure:
     fig.add_scatter(x=[spec.factor], y=[m], name=f"{spec.method}: {m:.3f}", mode="markers",
                     marker=dict(size=13, color=color_of(spec.method), symbol="diamond", line=dict(width=1)))
     fig.update_layout(title="Attention factor m (cos, sin × m; logits × m²)", xaxis_title="extension ratio s",
-                      yaxis_title="m", xaxis_type="log")
+                      yaxis_title="m", xaxis_type="log",
+                      xaxis_tickvals=[v for v in (1, 2, 4, 8, 16, 32, 64, 128) if v <= max_s])
     return fig
 
 
@@ -215,6 +218,8 @@ def entropy_heatmap_figure(result, baseline=None) -> go.Figure:
                     zmin=-lim if lim else None, zmax=lim if lim else None,
                     colorbar=dict(title="nats"), name="entropy")
     fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer")
+    fig.update_xaxes(dtick=1)  # heads and layers are whole numbers
+    fig.update_yaxes(dtick=1)
     return fig
 
 
@@ -226,7 +231,7 @@ def entropy_position_figure(results: Iterable, original_length: int | None = Non
         x = [(k + 0.5) * r.bucket_size for k in range(len(r.rows_per_bucket))]
         fig.add_scatter(x=x, y=r.by_position(), name=r.label, mode="lines+markers", marker=dict(size=4),
                         line=dict(color=color_of(r.label, i), width=2.5 if i else 2,
-                                  dash="dot" if "without" in r.label else None))
+                                  dash="dot" if "without" in r.label else "dash" if "logits ×" in r.label else None))
     if results:
         r = max(results, key=lambda r: r.length)
         x = [(k + 0.5) * r.bucket_size for k in range(len(r.rows_per_bucket))]
@@ -234,7 +239,7 @@ def entropy_position_figure(results: Iterable, original_length: int | None = Non
                         line=dict(color="#bbbbbb", dash="dash", width=1))
     if original_length:
         _vline(fig, original_length, "L0")
-    fig.update_layout(title="Attention entropy by query position (mean over layers and heads)",
+    fig.update_layout(title="Entropy by query position (mean of layers, heads)",
                       xaxis_title="query position", yaxis_title="entropy (nats)")
     return fig
 

@@ -53,6 +53,7 @@ class FinetuneLauncher:
                                             "xaxis_title": "step", "yaxis_title": "loss"})
         self.losses: dict[int, dict] = {}  # step -> its train.step event; a resumed run redoes steps after its checkpoint
         self.job: Launch | None = None
+        self._stopping = False
         self._last_draw = 0.0
         self.processes.observe(lambda _: self._show_hardware(), names="value")
         self.launch_button.on_click(lambda _: self.launch())
@@ -66,7 +67,7 @@ class FinetuneLauncher:
     def widget(self) -> W.Widget:
         form = W.VBox([W.HTML(f"<b>{html.escape(self.notebook.name)}</b> parameters"), *self.fields.values(),
                        self.processes, self.output, self.hardware,
-                       W.HBox([self.launch_button, self.stop_button])])
+                       W.HBox([self.launch_button, self.stop_button])], layout=W.Layout(min_width="540px"))
         return W.VBox([W.HBox([form, self.loss]), self.status, self.link, self.log])
 
     def _ipython_display_(self) -> None:
@@ -88,6 +89,7 @@ class FinetuneLauncher:
         if self.job is not None and self.job.running:
             return None
         self.losses, self.link.value, self.log.value = {}, "", ""
+        self._stopping = False
         try:
             job = Launch(self.notebook, self.parameters(), self.output.value, processes=self.processes.value,
                          on_event=self._on_event, on_line=self._on_line)
@@ -101,19 +103,25 @@ class FinetuneLauncher:
         return job
 
     def stop(self) -> None:
-        if self.job is not None:
-            self.job.stop()
-            self.status.value = "stopped"
+        """Stop every process of the launch; the status says *stopped* once they have ended and their last
+        events are drawn (in a thread: the kernel stays responsive meanwhile)."""
+        if self.job is not None and self.job.running:
+            self._stopping = True
+            self.stop_button.disabled = True
+            self.status.value = "stopping ..."
+            threading.Thread(target=self.job.stop, daemon=True).start()
 
     def _wait(self) -> None:
         assert self.job is not None
         result = self.job.wait()
         self._draw()
-        if result.ok:
+        if self._stopping:
+            at = f" after step {max(self.losses)}" if self.losses else ""
+            self.status.value = f"stopped{at}; Launch again to resume where it stopped"
+        elif result.ok:
             self.status.value = f"done in {result.seconds:.0f} s"
-            self.link.value = (f"executed notebook: <a href='{html.escape(result.output)}' target='_blank'>"
-                               f"{html.escape(result.output)}</a>")
-        elif self.status.value != "stopped":
+            self.link.value = f"executed notebook: {_link(result.output)}"
+        else:
             self.status.value = (f"<span style='color:#b2182b'>⚠ failed (exit {result.returncode}); see the log "
                                  "below</span>")
         self.launch_button.disabled, self.stop_button.disabled = False, True
@@ -148,3 +156,12 @@ class FinetuneLauncher:
             if steps:
                 self.loss.add_scatter(x=[s["step"] for s in steps], y=[s["loss"] for s in steps],
                                       mode="lines", name="loss", line=dict(color="#1f77b4"))
+
+
+def _link(path: str) -> str:
+    """A link JupyterLab opens (relative to the notebook's folder, the kernel's working directory), or the
+    path as text when the file lies outside it (Lab can only open files under its root)."""
+    rel = os.path.relpath(os.path.abspath(path), os.getcwd())
+    if rel.startswith(".."):
+        return f"<code>{html.escape(path)}</code>"
+    return f"<a href='{html.escape(rel)}' target='_blank'>{html.escape(rel)}</a>"

@@ -24,7 +24,8 @@ from workbench.rope import RopeSpec, critical_dimension, longrope2_factors
 from .figures import BASE_LAYOUT, color_of
 from .jobs import BackgroundJob
 
-MODELS = [("teaching model (L0 256, seconds)", "teaching"), ("SmolLM2-135M (L0 8192, minutes per document)", "smollm2")]
+MODELS = [("teaching model (L0 256, seconds)", "teaching"), ("teaching-ci: smaller, trains in ~40 s", "teaching-ci"),
+          ("SmolLM2-135M (L0 8192, minutes per document)", "smollm2")]
 
 
 def resample(curve: tuple[float, ...], n_pairs: int) -> tuple[float, ...]:
@@ -74,7 +75,7 @@ class MeasurePanel:
         self.model = W.Dropdown(options=options, value=model, description="model", style={"description_width": "60px"},
                                 layout=W.Layout(width="420px"))
         self.n_documents = W.IntSlider(value=4 if model == "teaching" else 1, min=1, max=8, description="documents",
-                                       style={"description_width": "70px"}, layout=W.Layout(width="260px"))
+                                       style={"description_width": "80px"}, layout=W.Layout(width="280px"))
         self.button = W.Button(description="Measure", icon="play", button_style="primary", layout=W.Layout(width="120px"))
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True, layout=W.Layout(width="90px"))
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px"))

@@ -111,7 +111,10 @@ class SearchMonitor:
         replayed = sum(e.get("replayed", False) for e in self.evals)
         self.progress.value = min(1.0, n / self.budget) if self.budget else 0
         best = f"best PPL {gens[-1]['best']:.3f}; " if gens else ""
-        state = "done" if self.done else ("running" if self.job and self.job.running else "")
+        if self.done:
+            state = "<b>stopped</b> (press Resume to continue from the journal):" if self.done.get("stopped") else "<b>done</b>:"
+        else:
+            state = "running:" if self.job and self.job.running else ""
         extra = ""
         if self.report:
             extra = (f"<br>held-out: searched {self.report['settings']['searched']['ppl']:.3f} vs YaRN "
@@ -166,9 +169,7 @@ class SearchMonitor:
 
         def done(result: Any) -> None:
             self.result = result
-            self.draw()
-            if result is not None and result.stopped:
-                self.status.value += " — stopped; press Resume to continue from the journal"
+            self.draw()  # the status line says done, or stopped and how to resume
             self._finish()
 
         def error(text: str) -> None:

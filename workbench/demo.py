@@ -39,13 +39,16 @@ def execute(name: str, params: dict[str, Any], out: Path, log: bool = True) -> P
     return target
 
 
-_NOISE = ("Executing Cell", "Ending Cell", "Executing notebook", "<IPython.core.display", "PosixPath(")
+# papermill's per-cell log lines (also filtered from a launch's log tail): the notebooks' own output is what
+# a person wants to read
+PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook", "Output Notebook",
+                     "<IPython.core.display", "PosixPath(")
 
 
 def _quiet(record: logging.LogRecord) -> bool:
     """Keep the notebooks' own progress lines; drop papermill's per-cell chatter."""
     msg = record.getMessage().strip()
-    return bool(msg) and not msg.startswith(_NOISE)
+    return bool(msg) and not msg.startswith(PAPERMILL_CHATTER)
 
 
 def run_demo(out: Path, quick: bool = False) -> int:

@@ -344,9 +344,18 @@ def _greedy(model: Any, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tens
     device = next(model.parameters()).device
     ids = tokens[None].to(device)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=None)
+    # reading beyond max_position_embeddings is the point here: silence transformers' "friendly reminder"
+    import logging
+
+    reminder = logging.getLogger("transformers.generation.stopping_criteria")
+    level = reminder.level
+    reminder.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=pad, eos_token_id=None)
+    finally:
+        reminder.setLevel(level)
     return out[0, ids.shape[1]:].cpu()
 
 

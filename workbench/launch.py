@@ -9,6 +9,7 @@ notebook's library calls share the work); rank 0's executed notebook is the one 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .demo import PAPERMILL_CHATTER
 from .events import Event, read_events
 
 
@@ -160,7 +162,7 @@ class Launch:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             line = line.rstrip()
-            if not line or "Kernel is running over TCP" in line:
+            if not line or "Kernel is running over TCP" in line or line.startswith(PAPERMILL_CHATTER):
                 continue
             self.lines.append(line)
             if self.on_line:
@@ -183,13 +185,33 @@ class Launch:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Stop every process of the launch (the whole process group)."""
-        if self.proc is not None and self.proc.poll() is None:
+        """Stop every process of the launch: the worker(s) and the notebook kernels they started.
+
+        Kernels run in sessions of their own (jupyter_client starts them so), out of reach of the launch's
+        process group; left alone they would go on training until they notice their parent is gone. So every
+        descendant is collected first (once the parent dies they are re-parented and cannot be found), then
+        all of them get SIGTERM, and SIGKILL if they are still there after 20 s.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        import psutil  # a dependency of ipykernel, which papermill needs
+
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=20)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
 
     def wait(self, timeout: float | None = None) -> LaunchResult:
         assert self.proc is not None

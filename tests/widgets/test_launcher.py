@@ -47,8 +47,13 @@ def test_launch_draws_loss_stops_and_resumes(tmp_path):
     _wait(lambda: len(ui.steps) >= 3, 300, ui)  # the fine-tuning stage has started and reports its loss
     ui.stop()
     _wait(lambda: not ui.launch_button.disabled, 30, ui)
-    assert ui.status.value == "stopped" and not job.running and ui.link.value == ""
+    assert ui.status.value.startswith("stopped after step") and not job.running and ui.link.value == ""
+    assert f"after step {max(ui.losses)};" in ui.status.value
     assert (run / "02-finetune").exists() and not (run / "final").exists()
+    # Stop stops everything, the notebook's kernel included: nothing writes to the run folder any more
+    written = (run / "events.jsonl").stat().st_size
+    time.sleep(4)
+    assert (run / "events.jsonl").stat().st_size == written
     before = {s["step"]: s["loss"] for s in ui.steps}
 
     ui.launch()  # the same run folder: the pipeline resumes in the fine-tuning stage, from its checkpoint
