@@ -61,6 +61,7 @@ def test_demo_quick_writes_notebooks_figures_and_summary(tmp_path, capsys):
     assert (tmp_path / "01_rope_frequencies.ipynb").exists() and (tmp_path / "02_interpolation_methods.ipynb").exists()
     summary = (tmp_path / "README.md").read_text()
     assert "| longrope |" in summary and "perplexity.png" in summary
+    assert "attention entropy beyond L0" in summary and "entropy.png" in summary  # the evaluation table
 
 
 def test_export_save_model_loads_in_stock_transformers(tmp_path, capsys):

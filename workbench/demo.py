@@ -89,4 +89,8 @@ def _summary(out: Path, timings: dict[str, float], total: float, quick: bool) ->
                       f"{res['dtype']}", "", table.read_text().strip(), "",
                   "Seconds are wall time of each forward on this machine; `(prefix)` rows are read off the longer "
                   "run (exact for a causal model with length-independent RoPE)."]
+        evaluation = out / "02_interpolation_methods" / "evaluation_table.md"
+        if evaluation.exists():
+            lines += ["", "## Evaluation table (with attention entropy; figure: "
+                          "[entropy.png](02_interpolation_methods/entropy.png))", "", evaluation.read_text().strip()]
     return "\n".join(lines) + "\n"
