@@ -4,8 +4,6 @@ two processes under accelerate launch give the same result as one."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -70,12 +68,11 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path):
 
 
 def test_two_processes_under_accelerate_launch_equal_one(reference, tmp_path):
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    from workbench.launch import accelerate_command, accelerate_env
+
     folder = tmp_path / "two"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    done = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "workbench", "search", *ARGS,
-                           "--run-dir", str(folder)], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(accelerate_command(2, ["-m", "workbench", "search", *ARGS, "--run-dir", str(folder)]),
+                          capture_output=True, text=True, env=accelerate_env(2), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 processes" in done.stdout
     per_rank = {p.name: sum('"kind": "eval"' in line for line in p.read_text().splitlines())

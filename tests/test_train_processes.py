@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -57,12 +55,11 @@ def test_sigkill_then_resume_gives_the_same_weights(reference, tmp_path):
 
 
 def test_two_processes_under_accelerate_launch(tmp_path):
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    from workbench.launch import accelerate_command, accelerate_env
+
     folder = tmp_path / "two"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    done = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "workbench", "finetune", *ARGS,
-                           "--run-dir", str(folder)], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(accelerate_command(2, ["-m", "workbench", "finetune", *ARGS, "--run-dir", str(folder)]),
+                          capture_output=True, text=True, env=accelerate_env(2), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     import json
 

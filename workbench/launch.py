@@ -97,6 +97,25 @@ def hardware(processes: int) -> dict[str, Any]:
     return {"gpus": gpus, "flash_attn": flash, "processes": processes, "words": words}
 
 
+def accelerate_command(processes: int, python_args: list[str]) -> list[str]:
+    """``accelerate launch`` of ``python <python_args>`` with ``processes`` processes on one machine.
+
+    ``--multi_gpu`` together with ``ACCELERATE_USE_CPU`` (:func:`accelerate_env`) really starts N CPU processes
+    on gloo; accelerate's ``--cpu`` would quietly start one.
+    """
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    return [accelerate, "launch", "--num_processes", str(processes), "--num_machines", "1", "--multi_gpu",
+            "--mixed_precision", "no", "--dynamo_backend", "no", *python_args]
+
+
+def accelerate_env(processes: int) -> dict[str, str]:
+    """The environment for :func:`accelerate_command`: on a machine without GPUs, N processes on the CPU."""
+    env = dict(os.environ)
+    if processes > 1 and torch.cuda.device_count() == 0:
+        env["ACCELERATE_USE_CPU"] = "true"
+    return env
+
+
 @dataclass
 class LaunchResult:
     notebook: str
@@ -138,19 +157,12 @@ class Launch:
         self.t0 = 0.0
 
     def command(self) -> list[str]:
-        worker = [sys.executable, "-m", "workbench.launch", str(self.notebook), str(self.output), json.dumps(self.params)]
-        if self.processes == 1:
-            return worker
-        accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-        # --multi_gpu with ACCELERATE_USE_CPU really starts N CPU processes (--cpu would quietly start one)
-        return [accelerate, "launch", "--num_processes", str(self.processes), "--num_machines", "1", "--multi_gpu",
-                "--mixed_precision", "no", "--dynamo_backend", "no", *worker[1:]]
+        worker = ["-m", "workbench.launch", str(self.notebook), str(self.output), json.dumps(self.params)]
+        return [sys.executable, *worker] if self.processes == 1 else accelerate_command(self.processes, worker)
 
     def start(self) -> Launch:
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        if self.hardware["gpus"] == 0 and self.processes > 1:
-            env["ACCELERATE_USE_CPU"] = "true"  # accelerate's --cpu would quietly start one process
+        env = accelerate_env(self.processes)
         self.t0 = time.time()
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=env, start_new_session=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .events import Event, JsonlSink, Sink, fan_out, null_sink
+from .events import Event, JsonlSink, Sink, fan_out, null_sink, read_events
 from .hf import model_geometry
 from .rope import LongRopeSpec, spec_from_dict
 from .search import LongTarget, SearchConfig, ShortTarget, run_search
@@ -144,8 +144,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
             return None
         _barrier()
     tuned, tokenizer, _ = load_finetuned(ft_dir / "model")
-    train_log = [json.loads(x)["data"] for x in (ft_dir / "events.jsonl").read_text().splitlines()
-                 if '"train.step"' in x] if (ft_dir / "events.jsonl").exists() else []
+    train_log = [e.data for e in read_events(ft_dir / "events.jsonl") if e.kind == "train.step"]
     stage("finetune", {"length": L1, "steps": len(train_log),
                        "loss_first": train_log[0]["loss"] if train_log else None,
                        "loss_last": train_log[-1]["loss"] if train_log else None})
