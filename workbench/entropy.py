@@ -6,12 +6,15 @@ the prefix). Beyond L0 an unscaled model's attention typically spreads out; an a
 (cos, sin × m, logits × m²) sharpens it again.
 
 Forward hooks on each attention module recompute q and k from the layer input (exactly as the module
-does, rotary included) and reduce them block by block over queries: memory is
-``heads × query_block × n``, linear in the length. The forward stops after the last requested layer.
+does, rotary included) and reduce them block by block: query rows a block at a time, keys streamed a
+block at a time with a running softmax (as flash attention does), so beyond q and k themselves the
+memory is ``heads × query_block × key_block`` whatever the length. The forward stops after the last
+requested layer.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from contextlib import nullcontext
@@ -106,12 +109,74 @@ def _qk(attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: tor
     return _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
 
 
+class _Blocks:
+    """Three preallocated heads x query_block x key_block buffers, reused for every block of every layer.
+
+    Each block is computed into them with ``out=`` and in-place ops, so the reduction makes no large
+    allocation in its loop: allocations of ever-changing size (the causal prefix grows row block by
+    row block) fragment the C heap, and on a 16k forward that cost more resident memory than the
+    buffers themselves.
+    """
+
+    def __init__(self, heads: int, rows: int, keys: int, dtype: torch.dtype) -> None:
+        self.size = heads * rows * keys
+        self.raw, self.s, self.e = (torch.empty(self.size, dtype=dtype) for _ in range(3))
+
+    @staticmethod
+    def view(buf: torch.Tensor, *shape: int) -> torch.Tensor:
+        return buf[:math.prod(shape)].view(*shape)  # contiguous, whatever the block's size
+
+
+def _stream(state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, s: torch.Tensor,
+            e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fold one block of logits s (heads, B, K) into the running (m, z, y) of each row; e is scratch.
+
+    m is the running maximum, ``z = Σ exp(s − m)`` and ``y = Σ exp(s − m)(s − m)``; when m rises to
+    m', old terms are rescaled by ``a = exp(m − m')`` and their (s − m) shifts by (m − m').
+    Every row has a finite logit in the first block (key 0 is in every causal prefix). s is
+    overwritten with s − m'.
+    """
+    heads, rows, keys = s.shape
+    m_blk = s.amax(-1)  # (heads, B)
+    m = m_blk if state is None else torch.maximum(state[0], m_blk)
+    s.sub_(m[..., None])
+    torch.exp(s, out=e)
+    z_blk = e.sum(-1)
+    y_blk = torch.bmm(e.view(heads * rows, 1, keys), s.view(heads * rows, keys, 1)).view(heads, rows)
+    if state is None:
+        return m, z_blk, y_blk
+    m_old, z, y = state
+    a = torch.exp(m_old - m)
+    return m, a * z + z_blk, a * (y + (m_old - m) * z) + y_blk
+
+
 def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     backbone = getattr(model, model.base_model_prefix, model)
     layers = getattr(backbone, "layers", None)
     if layers is None:
         raise EntropyError(f"{type(model).__name__}: no decoder layers found")
     return [layer.self_attn for layer in layers]
+
+
+def _load_malloc_trim() -> Any:
+    try:  # glibc only; elsewhere a no-op
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back after a layer's reduction.
+
+    The forward's activations and the hook's q and k are freed between layers but glibc keeps the
+    pages, and the next layer's differently sized allocations do not always fit in them; on a 16k
+    forward of SmolLM2 that cost ~0.3 GB of peak resident memory.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class _Stop(Exception):
@@ -128,7 +193,9 @@ class EntropyProbe:
     Args:
         layers: layer indices (default: all).
         bucket_size: query positions per bucket (default: length / 32).
-        query_block: query rows reduced at once (memory: heads x query_block x length floats).
+        query_block: query rows reduced at once.
+        key_block: keys streamed at once (memory: a few heads x query_block x key_block floats,
+            whatever the length).
         queries_per_bucket: sample this many query rows per bucket (seeded) instead of all of them.
         temperatures: extra multipliers on the logits; 1.0 is the model as it runs.
         stop_after_last: end the forward after the last requested layer (standalone use).
@@ -136,7 +203,8 @@ class EntropyProbe:
 
     def __init__(self, model: torch.nn.Module, layers: list[int] | None = None, bucket_size: int | None = None,
                  query_block: int = 64, queries_per_bucket: int | None = None,
-                 temperatures: tuple[float, ...] = (1.0,), stop_after_last: bool = False, seed: int = 0) -> None:
+                 temperatures: tuple[float, ...] = (1.0,), stop_after_last: bool = False, seed: int = 0,
+                 key_block: int = 1024) -> None:
         self.modules = _attention_modules(model)
         n_layers = len(self.modules)
         self.layers = sorted(set(range(n_layers) if layers is None else layers))
@@ -145,9 +213,11 @@ class EntropyProbe:
             raise EntropyError(f"layers={bad} is not allowed: the model has layers 0..{n_layers - 1}")
         if query_block < 1:
             raise EntropyError(f"query_block={query_block} is not allowed: at least 1")
+        if key_block < 1:
+            raise EntropyError(f"key_block={key_block} is not allowed: at least 1")
         if queries_per_bucket is not None and queries_per_bucket < 1:
             raise EntropyError(f"queries_per_bucket={queries_per_bucket} is not allowed: at least 1 (or None: all)")
-        self.bucket_size, self.query_block = bucket_size, query_block
+        self.bucket_size, self.query_block, self.key_block = bucket_size, query_block, key_block
         self.queries_per_bucket, self.temperatures = queries_per_bucket, tuple(temperatures)
         self.stop_after_last, self.seed = stop_after_last, seed
         self.handles: list[Any] = []
@@ -188,6 +258,8 @@ class EntropyProbe:
             with torch.no_grad():
                 q, k = _qk(module, hidden.float(), cos.float(), sin.float())
                 self._reduce(layer, q[0], k[0], module.scaling)
+            del q, k
+            _trim_heap()
             if self.on_layer is not None:
                 self.on_layer(layer)
             if self.stop_after_last and layer == self.layers[-1]:
@@ -196,7 +268,14 @@ class EntropyProbe:
         return hook
 
     def _reduce(self, layer: int, q: torch.Tensor, k: torch.Tensor, scaling: float) -> None:
-        """q: (heads, n, d), k: (kv_heads, n, d) -> per temperature, sums of H and max weight per head and bucket."""
+        """q: (heads, n, d), k: (kv_heads, n, d) -> per temperature, sums of H and max weight per head and bucket.
+
+        Rows are reduced ``query_block`` at a time and, within a row block, keys are streamed
+        ``key_block`` at a time with a running maximum m, ``z = Σ exp(s − m)`` and
+        ``y = Σ exp(s − m)(s − m)``; then ``H = log z − y / z`` and the maximum weight is ``1 / z``.
+        Every buffer is heads × query_block × key_block whatever the length, so the allocator reuses
+        the same blocks instead of fragmenting over rows of growing length.
+        """
         heads, n, d = q.shape
         kv = k.shape[0]
         groups = heads // kv
@@ -205,29 +284,34 @@ class EntropyProbe:
         n_buckets = math.ceil(n / bucket)
         rows = self._rows(n, bucket)
         qg = q.view(kv, groups, n, d)  # (kv, groups, n, d): heads sharing a key head
+        blocks = _Blocks(heads, self.query_block, self.key_block, q.dtype)
         sums = {t: (torch.zeros(heads, n_buckets, dtype=torch.float64), torch.zeros(heads, n_buckets, dtype=torch.float64))
                 for t in self.temperatures}
         count = torch.zeros(n_buckets, dtype=torch.float64)
         for start in range(0, len(rows), self.query_block):
             idx = rows[start:start + self.query_block]  # (B,) query positions
             end = int(idx.max()) + 1  # keys needed: the causal prefix of the last row
-            raw = qg[:, :, idx] @ k[:, None, :end].transpose(-1, -2)  # (kv, groups, B, end)
-            raw = raw.reshape(heads, len(idx), end)  # (heads, B, end)
-            future = torch.arange(end)[None, :] > idx[:, None]  # (B, end) causal mask
+            B = len(idx)
+            q_blk = qg[:, :, idx].reshape(kv, groups * B, d)  # the rows of heads sharing a key head
+            state = {t: None for t in self.temperatures}
+            for k0 in range(0, end, self.key_block):
+                k1 = min(end, k0 + self.key_block)
+                raw = blocks.view(blocks.raw, kv, groups * B, k1 - k0)
+                torch.bmm(q_blk, k[:, k0:k1].transpose(-1, -2), out=raw)
+                raw = raw.view(heads, B, k1 - k0)
+                future = (torch.arange(k0, k1)[None, :] > idx[:, None]) if k1 - 1 > int(idx.min()) else None
+                for t in self.temperatures:
+                    s = torch.mul(raw, scaling * t, out=blocks.view(blocks.s, heads, B, k1 - k0))
+                    if future is not None:  # a large finite negative (not -inf): exp gives 0 and 0 x s stays 0
+                        s.masked_fill_(future, -1e30)
+                    state[t] = _stream(state[t], s, blocks.view(blocks.e, heads, B, k1 - k0))
             b_idx = idx // bucket
             count.index_add_(0, b_idx, torch.ones(len(idx), dtype=torch.float64))
             for t in self.temperatures:
-                s = raw * (scaling * t)
-                # a large finite negative (not -inf) keeps p * log p at exactly 0 for future keys
-                s.masked_fill_(future, -1e30)
-                logp = torch.log_softmax(s, dim=-1)  # (heads, B, end)
-                p = logp.exp()
-                flat = heads * len(idx)
-                entropy = -torch.bmm(p.view(flat, 1, end), logp.view(flat, end, 1)).view(heads, len(idx))
-                max_w = logp.amax(-1).exp()  # (heads, B)
+                _, z, y = state[t]
                 h_sum, w_sum = sums[t]
-                h_sum.index_add_(1, b_idx, entropy.double())
-                w_sum.index_add_(1, b_idx, max_w.double())
+                h_sum.index_add_(1, b_idx, (torch.log(z) - y / z).double())
+                w_sum.index_add_(1, b_idx, z.reciprocal().double())
         for t in self.temperatures:
             h_sum, w_sum = sums[t]
             old = self.stats.get((t, layer))
@@ -262,7 +346,7 @@ class EntropyProbe:
 
 def attention_entropy(model: torch.nn.Module, tokens: torch.Tensor, *, spec: RopeSpec | None = None,
                       label: str | None = None, layers: list[int] | None = None, bucket_size: int | None = None,
-                      query_block: int = 64, queries_per_bucket: int | None = None,
+                      query_block: int = 64, queries_per_bucket: int | None = None, key_block: int = 1024,
                       sink: Sink = null_sink) -> EntropyResult:
     """Attention entropy of one sequence under ``spec`` (None: the model as loaded).
 
@@ -270,12 +354,13 @@ def attention_entropy(model: torch.nn.Module, tokens: torch.Tensor, *, spec: Rop
         EntropyError: bad layers, block sizes, or an unsupported attention module.
     """
     return attention_entropies(model, tokens, spec=spec, label=label, layers=layers, bucket_size=bucket_size,
-                               query_block=query_block, queries_per_bucket=queries_per_bucket, sink=sink)[0]
+                               query_block=query_block, queries_per_bucket=queries_per_bucket, key_block=key_block,
+                               sink=sink)[0]
 
 
 def attention_entropies(model: torch.nn.Module, tokens: torch.Tensor, *, spec: RopeSpec | None = None,
                         label: str | None = None, layers: list[int] | None = None, bucket_size: int | None = None,
-                        query_block: int = 64, queries_per_bucket: int | None = None,
+                        query_block: int = 64, queries_per_bucket: int | None = None, key_block: int = 1024,
                         temperatures: tuple[float, ...] = (1.0,), sink: Sink = null_sink) -> list[EntropyResult]:
     """As :func:`attention_entropy`, with extra logit multipliers evaluated in the same forward."""
     ids = tokens if tokens.dim() == 2 else tokens[None]
@@ -284,7 +369,7 @@ def attention_entropies(model: torch.nn.Module, tokens: torch.Tensor, *, spec: R
     label = label or (spec.method if spec is not None else "model as loaded")
     backbone = getattr(model, model.base_model_prefix)
     probe = EntropyProbe(model, layers, bucket_size, query_block, queries_per_bucket, temperatures,
-                         stop_after_last=True)
+                         stop_after_last=True, key_block=key_block)
     t0 = time.time()
     probe.on_layer = lambda layer: sink(Event("entropy.layer", {"label": label, "layer": layer,
                                                                 "layers": probe.layers,
