@@ -14,7 +14,6 @@ requested layer.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import time
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from .events import Event, Sink, null_sink
+from .heap import trim_heap
 from .patch import patch
 from .rope import LongRopeSpec, RopeSpec, YarnSpec
 
@@ -158,27 +158,6 @@ def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [layer.self_attn for layer in layers]
 
 
-def _load_malloc_trim() -> Any:
-    try:  # glibc only; elsewhere a no-op
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free pages back after a layer's reduction.
-
-    The forward's activations and the hook's q and k are freed between layers but glibc keeps the
-    pages, and the next layer's differently sized allocations do not always fit in them; on a 16k
-    forward of SmolLM2 that cost ~0.3 GB of peak resident memory.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
 class _Stop(Exception):
     """Raised after the last requested layer: the rest of the forward is not needed."""
 
@@ -259,7 +238,7 @@ class EntropyProbe:
                 q, k = _qk(module, hidden.float(), cos.float(), sin.float())
                 self._reduce(layer, q[0], k[0], module.scaling)
             del q, k
-            _trim_heap()
+            trim_heap()  # q, k and this layer's activations are freed: give their pages back
             if self.on_layer is not None:
                 self.on_layer(layer)
             if self.stop_after_last and layer == self.layers[-1]:

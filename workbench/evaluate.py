@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .data import Sample
 from .events import Event, Sink, null_sink
+from .heap import TRIM_FROM, trim_heap
 from .patch import patch
 from .rope import RopeSpec
 
@@ -73,17 +74,23 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any]:
 
 
 class _LayerProgress:
-    """Calls ``on_layer(done, total)`` after each decoder layer of a forward (long forwards take minutes)."""
+    """Calls ``on_layer(done, total)`` after each decoder layer of a forward (long forwards take minutes).
 
-    def __init__(self, backbone: Any, on_layer: Any) -> None:
+    With ``trim``, also gives the C heap's free pages back after each layer (see :mod:`workbench.heap`).
+    """
+
+    def __init__(self, backbone: Any, on_layer: Any, trim: bool = False) -> None:
         layers = getattr(backbone, "layers", None)
         self.total = len(layers) if layers is not None else 0
         self.done = 0
         self.handles = []
-        if on_layer is not None and layers is not None:
+        if (on_layer is not None or trim) and layers is not None:
             def hook(*_: Any) -> None:
                 self.done += 1
-                on_layer(self.done, self.total)
+                if trim:
+                    trim_heap()
+                if on_layer is not None:
+                    on_layer(self.done, self.total)
 
             self.handles = [layer.register_forward_hook(hook) for layer in layers]
 
@@ -112,7 +119,7 @@ def token_nll(model: Any, input_ids: torch.Tensor, *, dtype: str = "fp32", chunk
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if resolve_dtype(dtype) == "bf16" else nullcontext()
-    with ctx, _LayerProgress(backbone, on_layer):
+    with ctx, _LayerProgress(backbone, on_layer, trim=ids.shape[1] >= TRIM_FROM):
         hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state  # (1, n, hidden)
         n = ids.shape[1]
         out = []
