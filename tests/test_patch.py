@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from workbench.hf import spec_for_model
 from workbench.patch import (
@@ -15,6 +17,9 @@ from workbench.patch import (
     patch,
 )
 from workbench.rope import SpecError, make_spec, ramp_factors
+
+# transformers 5.24 renamed the forward's past_key_values to cache (the old name warns until 5.40)
+CACHE = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 IDS = torch.randint(3, 128, (1, 160), generator=torch.Generator().manual_seed(3))
 
@@ -142,11 +147,11 @@ def test_rerotation_is_exact_for_the_first_layer_only(tiny_llama):
     with torch.no_grad():
         with patch(tiny_llama, spec, cache_policy="rerotate"):
             rotated = DynamicCache(config=tiny_llama.config)
-            tiny_llama(ids[:, :64], past_key_values=rotated, use_cache=True)  # short factors
-            tiny_llama(ids[:, 64:], past_key_values=rotated, use_cache=True)  # crosses L0: long factors
+            tiny_llama(ids[:, :64], **{CACHE: rotated}, use_cache=True)  # short factors
+            tiny_llama(ids[:, 64:], **{CACHE: rotated}, use_cache=True)  # crosses L0: long factors
         with patch(tiny_llama, spec):
             fresh = DynamicCache(config=tiny_llama.config)
-            tiny_llama(ids, past_key_values=fresh, use_cache=True)
+            tiny_llama(ids, **{CACHE: fresh}, use_cache=True)
     assert torch.allclose(rotated.layers[0].keys, fresh.layers[0].keys, atol=1e-6)
     assert not torch.allclose(rotated.layers[1].keys, fresh.layers[1].keys, atol=1e-4)
 
@@ -157,8 +162,8 @@ def test_reprefill_keeps_output_shape_for_manual_cache_use(tiny_llama):
     spec = spec_for_model(tiny_llama, "longrope", target_length=256, long_factor=ramp_factors(8, 1, 7, 1.0, 8.0))
     with torch.no_grad(), patch(tiny_llama, spec) as p:
         cache = DynamicCache(config=tiny_llama.config)
-        tiny_llama(IDS[:, :64], past_key_values=cache, use_cache=True)
-        out = tiny_llama(IDS[:, 64:66], past_key_values=cache, use_cache=True)
+        tiny_llama(IDS[:, :64], **{CACHE: cache}, use_cache=True)
+        out = tiny_llama(IDS[:, 64:66], **{CACHE: cache}, use_cache=True)
         full = tiny_llama(IDS[:, :66]).logits
     assert p.reprefills == 1 and out.logits.shape == (1, 2, 128) and cache.get_seq_length() == 66
     assert torch.allclose(out.logits, full[:, 64:66], atol=1e-5)
@@ -169,10 +174,10 @@ def test_cache_filled_before_patch_is_refused(tiny_llama):
 
     cache = DynamicCache(config=tiny_llama.config)
     with torch.no_grad():
-        tiny_llama(IDS[:, :10], past_key_values=cache, use_cache=True)
+        tiny_llama(IDS[:, :10], **{CACHE: cache}, use_cache=True)
     spec = spec_for_model(tiny_llama, "dynamic", target_length=256)
     with patch(tiny_llama, spec), pytest.raises(RuntimeError, match="filled before the RoPE patch"):
-        tiny_llama(IDS[:, 10:12], past_key_values=cache, use_cache=True)
+        tiny_llama(IDS[:, 10:12], **{CACHE: cache}, use_cache=True)
 
 
 def test_model_without_rotary_embeddings():

@@ -60,13 +60,15 @@ def test_mixed_window_batches_switch_short_and_long_factors():
         assert p.rotary.frequency_key(int(long.position_ids.max()) + 1) == "long"
 
 
-def test_finetune_saves_a_model_stock_transformers_loads(tmp_path):
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])  # bf16: accelerate wraps the model's forward in autocast
+def test_finetune_saves_a_model_stock_transformers_loads(tmp_path, dtype):
     from transformers import AutoModelForCausalLM
 
     lm = load_model("teaching-ci")
     spec = spec_for_model(lm.model, "longrope", target_length=512, long_factor=ramp_factors(32, 10, 31, 1.0, 2.5),
                           short_factor=[1.0] * 28 + [1.05, 1.1, 1.15, 1.2])
-    cfg = TrainConfig(seq_len=512, steps=3, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=2, mixed=True)
+    cfg = TrainConfig(seq_len=512, steps=3, batch_size=2, lr=1e-3, warmup=1, checkpoint_every=2, mixed=True,
+                      dtype=dtype)
     result = finetune(lm.model, lm.tokenizer, spec, cfg, tmp_path / "ft", progress=False, model_name="teaching-ci")
     assert result.steps == 3 and len(result.history) == 3 and not result.stopped
     assert [h["long_micro_batches"] for h in result.history] == [0, 1, 0]  # mixed: short, long, short
@@ -78,7 +80,7 @@ def test_finetune_saves_a_model_stock_transformers_loads(tmp_path):
     ids = torch.randint(0, 4096, (1, 400), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), patch(lm.model, spec):
         ours = lm.model(ids).logits
-    with torch.no_grad():
+    with torch.no_grad():  # equal in fp32: the fine-tuned model computes in fp32 again, as handed in
         assert torch.allclose(stock(ids).logits, ours, atol=1e-5)
 
 

@@ -206,7 +206,7 @@ class RopePatch:
         tokens = kwargs.get("input_ids") if embeds is None else embeds
         if tokens is None:
             return args, kwargs
-        cache = kwargs.get("past_key_values")
+        cache = _cache_of(kwargs)
         if cache is not None and not hasattr(cache, "layers"):
             raise RuntimeError(f"the RoPE patch supports transformers Cache objects, not {type(cache).__name__}")
         stored = cache.get_seq_length() if cache is not None else 0
@@ -249,7 +249,7 @@ class RopePatch:
     def _post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         """Register caches this forward filled; after a re-prefill return only the new tokens' states."""
         call, self._call = self._call, None
-        cache = getattr(output, "past_key_values", None)
+        cache = _cache_of(output)
         if cache is not None and call is not None and hasattr(cache, "layers") and cache not in self._records:
             self._records[cache] = call  # a cache created or first filled by the patched model
             self._track_reorder(cache)
@@ -295,6 +295,14 @@ class RopePatch:
             rotated = (k * emb.cos() + _rotate_half(k) * emb.sin()) * (m_new / m_old)
             keys[..., :rd] = rotated.to(keys.dtype)
         self.rerotations += 1
+
+
+def _cache_of(source: dict | Any) -> Any:
+    """The KV cache in a forward's keyword arguments or output: transformers 5.24 renamed
+    ``past_key_values`` to ``cache`` (the old keyword still works until 5.40), so look for both."""
+    get = source.get if isinstance(source, dict) else (lambda name: getattr(source, name, None))
+    cache = get("cache")
+    return cache if cache is not None else get("past_key_values")
 
 
 def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill") -> RopePatch:

@@ -273,9 +273,9 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     if model.config._attn_implementation != impl:
         model.set_attn_implementation(impl)
     bf16 = resolve_dtype(cfg.dtype) == "bf16"
-    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                                     mixed_precision="bf16" if bf16 else "no",
-                                     cpu=not torch.cuda.is_available())
+    # bf16 through our own autocast, not Accelerator(mixed_precision=...): accelerate keeps that setting
+    # in a process-wide state, so a kernel that fine-tuned once in fp32 could never switch to bf16
+    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
     acc.gradient_accumulation_steps = cfg.grad_accum
     rank, world = acc.process_index, acc.num_processes
     data = PackedData(tokenizer, cfg, L0)
@@ -340,9 +340,11 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
                 b = data.batch(step, micro, rank, world)
                 long_rows += b.long
                 with acc.accumulate(prepared):
-                    out = prepared(input_ids=b.input_ids.to(acc.device), position_ids=b.position_ids.to(acc.device),
-                                   attention_mask=b.attention_mask().to(acc.device) if use_mask else None,
-                                   labels=b.labels.to(acc.device), use_cache=False)
+                    with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        out = prepared(input_ids=b.input_ids.to(acc.device),
+                                       position_ids=b.position_ids.to(acc.device),
+                                       attention_mask=b.attention_mask().to(acc.device) if use_mask else None,
+                                       labels=b.labels.to(acc.device), use_cache=False)
                     acc.backward(out.loss)
                     if acc.sync_gradients and cfg.clip:
                         acc.clip_grad_norm_(prepared.parameters(), cfg.clip)
@@ -367,10 +369,14 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
                 if acc.is_main_process:
                     _save_checkpoint(folder, step + 1, acc.unwrap_model(prepared), opt, events)
                 acc.wait_for_everyone()
+    # an accelerator configured for mixed precision (accelerate launch --mixed_precision, or one passed in)
+    # wraps the model's own forward in autocast in prepare(): undo that, or the caller's model would go
+    # on computing in bf16 after fine-tuning
+    model = acc.unwrap_model(prepared, keep_fp32_wrapper=False)
     model.eval()
     final = None
     if not stopped and acc.is_main_process:
-        final = str(save_model(acc.unwrap_model(prepared), tokenizer, spec, folder / "model"))
+        final = str(save_model(model, tokenizer, spec, folder / "model"))
         events(Event("train.done", {"steps": cfg.steps, "final_dir": final, "seconds": time.time() - t0}))
     acc.wait_for_everyone()
     return TrainResult(steps=len(history) + start_step, history=history, seconds=time.time() - t0, tokens=tokens,
