@@ -215,3 +215,25 @@ def test_smollm2_patched_equals_stock_model_from_exported_config():
         with patch(lm.model, spec):
             got = lm.model(ids).logits
     assert torch.equal(got, expected)
+
+
+def test_patched_forwards_and_generation_log_no_deprecation(tiny_llama):
+    """The patch reads the KV cache under whichever name this transformers uses, without the old name's warning."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    logging.Logger.warning_once.cache_clear()  # warnings already logged once in this process would hide it
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    library = hf_logging.get_logger("transformers")
+    library.addHandler(handler)
+    spec = spec_for_model(tiny_llama, "yarn", target_length=256)
+    try:
+        with torch.no_grad(), patch(tiny_llama, spec):
+            tiny_llama(IDS[:, :40], use_cache=False)
+            tiny_llama.generate(IDS[:, :10], max_new_tokens=4, do_sample=False)
+    finally:
+        library.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "deprecated" in r.getMessage()]

@@ -300,9 +300,11 @@ class RopePatch:
 def _cache_of(source: dict | Any) -> Any:
     """The KV cache in a forward's keyword arguments or output: transformers 5.24 renamed
     ``past_key_values`` to ``cache`` (the old keyword still works until 5.40), so look for both."""
-    get = source.get if isinstance(source, dict) else (lambda name: getattr(source, name, None))
-    cache = get("cache")
-    return cache if cache is not None else get("past_key_values")
+    fields = getattr(source, "__dataclass_fields__", None)
+    if fields is not None:  # a ModelOutput (a dict too): with a cache field (5.24+) ask only for that,
+        # since its past_key_values alias logs a deprecation warning
+        return source.cache if "cache" in fields else getattr(source, "past_key_values", None)
+    return source["cache"] if "cache" in source else source.get("past_key_values")
 
 
 def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill") -> RopePatch:
