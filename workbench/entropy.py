@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from . import heap
 from .events import Event, Sink, null_sink
-from .heap import trim_heap
 from .patch import patch
 from .rope import LongRopeSpec, RopeSpec, YarnSpec
 
@@ -237,8 +237,10 @@ class EntropyProbe:
             with torch.no_grad():
                 q, k = _qk(module, hidden.float(), cos.float(), sin.float())
                 self._reduce(layer, q[0], k[0], module.scaling)
+            n = q.shape[2]
             del q, k
-            trim_heap()  # q, k and this layer's activations are freed: give their pages back
+            if n >= heap.TRIM_FROM:  # q, k and this layer's activations are freed: give their pages back
+                heap.trim_heap()
             if self.on_layer is not None:
                 self.on_layer(layer)
             if self.stop_after_last and layer == self.layers[-1]:

@@ -2,17 +2,19 @@
 
 A long forward frees and re-allocates tensors of many sizes, layer after layer; glibc keeps the freed
 pages and the next layer's differently sized blocks do not always fit in them, so resident memory
-creeps up. Measured on SmolLM2-135M (this repo's benchmarks): a 16k all-rows attention-entropy pass
-peaked at 1.87 GB without trimming and 1.56 GB with it (same time); a 16k perplexity forward 1.62 vs
-1.55 GB (same time); at 4k trimming costs ~12% in time, so short forwards do not trim.
+creeps up. Forwards of at least ``TRIM_FROM`` tokens (perplexity and attention entropy) call
+``malloc_trim`` after each layer; shorter ones do not, since re-faulting the pages costs time there.
+``make bench`` measures both sides (``evaluation.json``: ``heap_trim``). ``WORKBENCH_TRIM_FROM``
+overrides the threshold (1: always trim; a huge number: never).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
-TRIM_FROM = 16384  # forwards at least this long trim after each layer: there the page faults cost nothing measurable
+TRIM_FROM = int(os.environ.get("WORKBENCH_TRIM_FROM", "16384"))
 
 
 def _load_malloc_trim() -> Any:

@@ -5,12 +5,14 @@
 - peak memory of a 16k evaluation, ours vs the plain forward, each in its own process (VmHWM);
 - peak memory and time of attention entropy (every layer, every query row) at 16k;
 - the causal attention kernel alone (SDPA, SmolLM2's shapes) in fp32 and bf16 at 8k: what it costs
-  of a forward bounds any bf16 speed-up, however fast the matrix products are.
+  of a forward bounds any bf16 speed-up, however fast the matrix products are;
+- what trimming the C heap after each layer buys at 16k (peaks without it) and costs at 4k (time).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,13 +40,14 @@ CASES = {
 }
 
 
-def _in_subprocess(case: str, n: int) -> dict:
+def _in_subprocess(case: str, n: int, trim_from: int | None = None) -> dict:
+    env = dict(os.environ, **({"WORKBENCH_TRIM_FROM": str(trim_from)} if trim_from is not None else {}))
     code = SETUP.format(n=n) + CASES[case] + textwrap.dedent("""
         # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its parent's peak
         hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
         print(json.dumps({"seconds": time.time() - t, "peak_gb": hwm * 1024 / 1e9, "loss": loss}))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -95,9 +98,14 @@ def test_evaluation_speed_and_memory(record):
                     "bf16_ratio_if_all_else_were_free": plain_8k / attention["bf16"]}
     memory = {case: _in_subprocess(case, 16384) for case in ("ours", "plain")}
     entropy = _in_subprocess("entropy", 16384)
+    never, always = 10**9, 1  # WORKBENCH_TRIM_FROM: what the heap trim after each layer buys and costs
+    heap_trim = {"16k_without_trim": {"ours": _in_subprocess("ours", 16384, never),
+                                      "entropy": _in_subprocess("entropy", 16384, never)},
+                 "4k_seconds": {"default_no_trim": _in_subprocess("ours", 4096)["seconds"],
+                                "trim_every_layer": _in_subprocess("ours", 4096, always)["seconds"]}}
     record("evaluation", {"bf16_matmul_speed_vs_fp32_here": bf16_speedup(), "speed": rows,
                           "attention_kernel_8k": attention_8k, "memory_16k": memory,
-                          "entropy_16k_all_layers_all_rows": entropy,
+                          "entropy_16k_all_layers_all_rows": entropy, "heap_trim": heap_trim,
                           "targets": {"fp32_speed_ratio": ">= 0.95", "bf16_speed_ratio_8k": ">= 2.5 (needs fast bf16)",
                                       "bf16_ppl_within": "1%", "peak_16k_ours_gb": "<= 1.6", "entropy_16k_peak_gb": "<= 2"}})
     for n, row in rows.items():
