@@ -90,16 +90,15 @@ def test_bad_input(tiny_llama):
 
 
 def test_long_forwards_trim_the_heap_after_each_layer(tiny_llama, monkeypatch):
-    import workbench.evaluate as ev
-    from workbench.heap import trim_heap
+    from workbench import heap
 
-    trim_heap()  # callable here (glibc) or a no-op elsewhere: never raises
+    heap.trim_heap()  # callable here (glibc) or a no-op elsewhere: never raises
     calls = []
-    monkeypatch.setattr(ev, "trim_heap", lambda: calls.append(1))
+    monkeypatch.setattr(heap, "trim_heap", lambda: calls.append(1))
     ids = torch.randint(3, 128, (1, 40), generator=torch.Generator().manual_seed(5))
     plain = token_nll(tiny_llama, ids)
     assert calls == []  # short forwards do not pay for it
-    monkeypatch.setattr(ev, "TRIM_FROM", 32)
+    monkeypatch.setattr(heap, "TRIM_FROM", 32)
     seen = []
     trimmed = token_nll(tiny_llama, ids, on_layer=lambda done, total: seen.append(done))
     assert len(calls) == tiny_llama.config.num_hidden_layers and seen == [1, 2]  # and progress still reported

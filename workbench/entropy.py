@@ -119,8 +119,7 @@ class _Blocks:
     """
 
     def __init__(self, heads: int, rows: int, keys: int, dtype: torch.dtype) -> None:
-        self.size = heads * rows * keys
-        self.raw, self.s, self.e = (torch.empty(self.size, dtype=dtype) for _ in range(3))
+        self.raw, self.s, self.e = (torch.empty(heads * rows * keys, dtype=dtype) for _ in range(3))
 
     @staticmethod
     def view(buf: torch.Tensor, *shape: int) -> torch.Tensor:
@@ -239,7 +238,7 @@ class EntropyProbe:
                 self._reduce(layer, q[0], k[0], module.scaling)
             n = q.shape[2]
             del q, k
-            if n >= heap.TRIM_FROM:  # q, k and this layer's activations are freed: give their pages back
+            if heap.long_enough(n):  # q, k and this layer's activations are freed: give their pages back
                 heap.trim_heap()
             if self.on_layer is not None:
                 self.on_layer(layer)
@@ -272,6 +271,7 @@ class EntropyProbe:
         for start in range(0, len(rows), self.query_block):
             idx = rows[start:start + self.query_block]  # (B,) query positions
             end = int(idx.max()) + 1  # keys needed: the causal prefix of the last row
+            first = int(idx.min())  # key blocks wholly at or before the first row need no causal mask
             B = len(idx)
             q_blk = qg[:, :, idx].reshape(kv, groups * B, d)  # the rows of heads sharing a key head
             state = {t: None for t in self.temperatures}
@@ -280,7 +280,7 @@ class EntropyProbe:
                 raw = blocks.view(blocks.raw, kv, groups * B, k1 - k0)
                 torch.bmm(q_blk, k[:, k0:k1].transpose(-1, -2), out=raw)
                 raw = raw.view(heads, B, k1 - k0)
-                future = (torch.arange(k0, k1)[None, :] > idx[:, None]) if k1 - 1 > int(idx.min()) else None
+                future = (torch.arange(k0, k1)[None, :] > idx[:, None]) if k1 - 1 > first else None
                 for t in self.temperatures:
                     s = torch.mul(raw, scaling * t, out=blocks.view(blocks.s, heads, B, k1 - k0))
                     if future is not None:  # a large finite negative (not -inf): exp gives 0 and 0 x s stays 0

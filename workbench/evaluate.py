@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import heap
 from .data import Sample
 from .events import Event, Sink, null_sink
-from .heap import TRIM_FROM, trim_heap
 from .patch import patch
 from .rope import RopeSpec
 
@@ -88,7 +88,7 @@ class _LayerProgress:
             def hook(*_: Any) -> None:
                 self.done += 1
                 if trim:
-                    trim_heap()
+                    heap.trim_heap()
                 if on_layer is not None:
                     on_layer(self.done, self.total)
 
@@ -119,7 +119,7 @@ def token_nll(model: Any, input_ids: torch.Tensor, *, dtype: str = "fp32", chunk
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if resolve_dtype(dtype) == "bf16" else nullcontext()
-    with ctx, _LayerProgress(backbone, on_layer, trim=ids.shape[1] >= TRIM_FROM):
+    with ctx, _LayerProgress(backbone, on_layer, trim=heap.long_enough(ids.shape[1])):
         hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state  # (1, n, hidden)
         n = ids.shape[1]
         out = []

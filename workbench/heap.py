@@ -27,10 +27,15 @@ def _load_malloc_trim() -> Any:
 _MALLOC_TRIM = _load_malloc_trim()
 
 
+def long_enough(n_tokens: int) -> bool:
+    """True for forwards long enough to trim after each layer (read at call time, so tests may lower it)."""
+    return n_tokens >= TRIM_FROM
+
+
 def trim_heap() -> None:
     """Return free heap pages to the system (glibc's ``malloc_trim(0)``; a no-op elsewhere)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
 
-__all__ = ["TRIM_FROM", "trim_heap"]
+__all__ = ["TRIM_FROM", "long_enough", "trim_heap"]
