@@ -305,10 +305,9 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
         raise TrainError(box[0])
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    checkpoints = _checkpoints(folder) if resume else []
-    if checkpoints:
-        resumed_from, ck = checkpoints[-1]
-        state = torch.load(ck / "state.pt", map_location="cpu", weights_only=False)
+    loaded = _load_latest_checkpoint(folder, sink) if resume else None
+    if loaded is not None:
+        resumed_from, state = loaded
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_step = resumed_from
@@ -383,14 +382,53 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
                        final_dir=final, resumed_from=resumed_from, stopped=stopped)
 
 
+KEEP_CHECKPOINTS = 2  # the newest and the one before it, to fall back on if the newest is damaged
+
+
+def load_checkpoint_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's tensors and plain values, never code.
+
+    ``weights_only=True`` makes torch's unpickler refuse anything but tensors, containers and numbers, so a
+    run folder from someone else cannot execute code on ``--resume``.
+
+    Raises:
+        TrainError: the file is missing, damaged, or holds something other than a checkpoint.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {first[:160]})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+        raise TrainError(f"{path} is not a workbench checkpoint (expected model, optimizer and step)")
+    return state
+
+
+def _load_latest_checkpoint(folder: Path, sink: Sink) -> tuple[int, dict[str, Any]] | None:
+    """The newest checkpoint that loads, falling back to an older one (with a warning event) if it is damaged."""
+    errors = []
+    for step, ck in reversed(_checkpoints(folder)):
+        try:
+            state = load_checkpoint_state(ck / "state.pt")
+        except TrainError as e:
+            errors.append(str(e))
+            warnings.warn(f"{e}; falling back to an earlier checkpoint", stacklevel=2)
+            sink(Event("train.warning", {"message": f"{e}; falling back to an earlier checkpoint"}))
+            continue
+        return step, state
+    if errors:
+        raise TrainError("no checkpoint of this run loads: " + "; ".join(errors)
+                         + ". Start again in a new folder (or remove the damaged checkpoints)")
+    return None
+
+
 def _save_checkpoint(folder: Path, step: int, model: Any, opt: Any, events: Sink) -> None:
-    """Atomic: a checkpoint folder exists complete or not at all; older ones are pruned after."""
+    """Atomic: a checkpoint folder exists complete or not at all; all but the newest two are pruned after."""
     target = folder / "checkpoints" / f"step-{step}"
     with atomic_dir(target) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp / "state.pt")
-    for s, p in _checkpoints(folder):
-        if s < step:
-            shutil.rmtree(p, ignore_errors=True)
+    for _, p in _checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(p, ignore_errors=True)
     events(Event("train.checkpoint", {"step": step, "path": str(target)}))
 
 
