@@ -198,8 +198,40 @@ def train_teaching_model(cfg: TeachingConfig, folder: Path, *, progress: bool = 
     return info
 
 
-def teaching_folder(preset: str = "quality") -> Path:
+SHIPPED = Path(__file__).resolve().parent / "assets" / "teaching"
+WEIGHT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+
+
+def shipped_folder(preset: str | TeachingConfig = "quality") -> Path:
+    """Where the package keeps the trained weights of a preset (present for the named presets)."""
     cfg = _preset(preset)
+    return SHIPPED / f"{cfg.preset}-{cfg.key()}"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(folder: Path) -> bool:
+    """The folder holds a complete model whose files match the checksums recorded when it was made."""
+    info = folder / "training.json"
+    if not info.exists():
+        return False
+    sums = json.loads(info.read_text()).get("sha256", {})
+    return all(name in sums and (folder / name).exists() and _file_sha256(folder / name) == sums[name]
+               for name in WEIGHT_FILES)
+
+
+def teaching_folder(preset: str = "quality") -> Path:
+    """The folder a preset loads from: the shipped weights when they are intact, else the cache entry."""
+    cfg = _preset(preset)
+    shipped = shipped_folder(cfg)
+    if shipped.exists() and _verified(shipped):
+        return shipped
     return cache_dir() / f"teaching-{cfg.preset}-{cfg.key()}"
 
 
@@ -213,8 +245,15 @@ def _preset(preset: str | TeachingConfig) -> TeachingConfig:
 
 def ensure_teaching_model(preset: str | TeachingConfig = "quality", *, progress: bool = True,
                           sink: Sink = null_sink) -> Path:
-    """The cached teaching model's folder, training it first if needed."""
+    """The teaching model's folder: the weights shipped with the package, or else the cache, training first."""
     cfg = _preset(preset)
+    shipped = shipped_folder(cfg)
+    if shipped.exists():
+        if _verified(shipped):
+            return shipped
+        if progress:
+            print(f"the shipped teaching model in {shipped} does not match its recorded checksums; "
+                  "using (or training) a cached copy instead", flush=True)
     folder = cache_dir() / f"teaching-{cfg.preset}-{cfg.key()}"
     if not (folder / "training.json").exists():
         with atomic_dir(folder) as tmp:
@@ -222,9 +261,57 @@ def ensure_teaching_model(preset: str | TeachingConfig = "quality", *, progress:
     return folder
 
 
+def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> Path:
+    """Train ``preset`` from scratch and store it in the package (``workbench/assets/teaching``) with provenance.
+
+    The record names the commit the training code came from, the machine, the date and the command, and
+    the SHA-256 of every weight file, which :func:`ensure_teaching_model` checks before trusting them.
+    """
+    import platform
+    import subprocess
+
+    cfg = _preset(preset)
+    target = shipped_folder(cfg)
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "workbench"], cwd=root,
+                                capture_output=True, text=True).stdout.strip())
+    with atomic_dir(target) as tmp:
+        info = train_teaching_model(cfg, tmp, progress=progress)
+        info["provenance"] = {
+            "commit": commit + (" (with uncommitted changes under workbench/)" if dirty else ""),
+            "machine": {"cpu": _cpu_name(), "bf16_native": _has_bf16_instructions(), "python": platform.python_version(),
+                        "torch": torch.__version__, "threads": torch.get_num_threads()},
+            "date": time.strftime("%Y-%m-%d %H:%M"), "command": command,
+        }
+        info["sha256"] = {name: _file_sha256(tmp / name) for name in WEIGHT_FILES}
+        (tmp / "training.json").write_text(json.dumps(info, indent=1))
+    return target
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _has_bf16_instructions() -> bool:
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def load_teaching(preset: str = "quality", dtype: torch.dtype = torch.float32, progress: bool = True,
                   **_: Any) -> LoadedModel:
-    """The teaching model (trained and cached on first use)."""
+    """The teaching model: the weights shipped with the package (or, for a preset without them, trained and
+    cached on first use)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     folder = ensure_teaching_model(preset, progress=progress)
@@ -238,9 +325,28 @@ def training_info(preset: str = "quality") -> dict:
     """The recorded ``training.json`` of a trained preset."""
     path = teaching_folder(preset) / "training.json"
     if not path.exists():
-        raise TeachingError(f"teaching model {preset!r} is not trained yet (load_model('teaching') trains it)")
+        name = "teaching" if preset == "quality" else f"teaching-{preset}"
+        raise TeachingError(f"teaching model {preset!r} is not trained yet (load_model({name!r}) trains it)")
     return json.loads(path.read_text())
 
 
 register_model("teaching", lambda **kw: load_teaching("quality", **kw))
 register_model("teaching-ci", lambda **kw: load_teaching("ci", **kw))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workbench.teaching ship PRESET``: re-train a preset and store it in the package."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.teaching", description=main.__doc__)
+    parser.add_argument("action", choices=["ship"])
+    parser.add_argument("preset", choices=sorted(PRESETS))
+    args = parser.parse_args(argv)
+    folder = ship_teaching_model(args.preset, command=f"python -m workbench.teaching ship {args.preset}")
+    info = json.loads((folder / "training.json").read_text())
+    print(f"shipped {folder}: held-out PPL at L0 {info['heldout_ppl_at_L0']:.2f}, trained in {info['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
