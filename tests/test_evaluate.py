@@ -103,3 +103,19 @@ def test_long_forwards_trim_the_heap_after_each_layer(tiny_llama, monkeypatch):
     trimmed = token_nll(tiny_llama, ids, on_layer=lambda done, total: seen.append(done))
     assert len(calls) == tiny_llama.config.num_hidden_layers and seen == [1, 2]  # and progress still reported
     assert torch.equal(plain, trimmed)
+
+
+def test_range_ppl_reads_a_span_of_positions_off_the_bucketed_curve():
+    from workbench.data import Sample
+    from workbench.evaluate import _result
+
+    nll = torch.rand(1023, generator=torch.Generator().manual_seed(0))  # 1024 tokens: 1023 predictions
+    sample = Sample(torch.zeros(1024, dtype=torch.long), "t", "?", ["d"])
+    r = _result("x", 1024, "truncated", [sample], [nll], nll, 64, 0.0, 0, "fp32", None, None)
+    assert r.range_ppl(0, 256) == pytest.approx(math.exp(float(nll[:256].mean())), rel=1e-6)
+    assert r.range_ppl(256) == pytest.approx(math.exp(float(nll[256:].mean())), rel=1e-6)  # the last bucket is short
+    assert r.range_ppl(0) == pytest.approx(r.ppl, rel=1e-6)
+    with pytest.raises(EvalError, match="not on a bucket boundary"):
+        r.range_ppl(100)
+    with pytest.raises(EvalError, match="not inside"):
+        r.range_ppl(2048, 4096)

@@ -160,6 +160,30 @@ class PerplexityResult:
         k = max(1, round(len(self.per_position_nll) * fraction))
         return math.exp(sum(self.per_position_nll[-k:]) / k)
 
+    def range_ppl(self, start: int, end: int | None = None) -> float:
+        """PPL of the predictions at positions ``start <= position < end`` (from the bucketed curve).
+
+        Raises:
+            EvalError: ``start`` or ``end`` is not on a bucket boundary (choose ``bucket_size`` to divide them).
+        """
+        end = self.length - 1 if end is None else end
+        for x in (start, end):
+            if x % self.bucket_size and x != self.length - 1:
+                raise EvalError(f"position {x} is not on a bucket boundary of bucket_size={self.bucket_size}")
+        lo, hi = start // self.bucket_size, -(-end // self.bucket_size)
+        if not 0 <= lo < hi <= len(self.per_position_nll):
+            raise EvalError(f"positions {start}..{end} are not inside the {self.length}-token window")
+        return _weighted_ppl(self.per_position_nll[lo:hi], self.bucket_size, start, end - start)
+
+
+def _weighted_ppl(bucket_nll: list[float], bucket_size: int, start: int, n: int) -> float:
+    """exp of the token-weighted mean NLL over buckets starting at ``start`` (the last one may be shorter)."""
+    total = 0.0
+    for k, v in enumerate(bucket_nll):
+        lo = start + k * bucket_size
+        total += v * (min(lo + bucket_size, start + n) - lo)
+    return math.exp(total / n)
+
 
 def _buckets(nll: torch.Tensor, bucket_size: int) -> list[float]:
     return [float(nll[i:i + bucket_size].mean()) for i in range(0, len(nll), bucket_size)]
