@@ -31,6 +31,7 @@ import torch
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = "smollm2-135m-instruct-fp32"
+SMOLLM2_VOCAB = 49152
 
 
 class ModelError(ValueError):
@@ -222,8 +223,7 @@ def load_path(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
 
     folder = Path(path)
     if not folder.exists():
-        raise ModelError(f"model path {str(folder)!r} does not exist; give 'smollm2', 'tiny-random' or a local "
-                         "transformers model folder")
+        raise ModelError(f"model {str(folder)!r} is not a known name or an existing folder; give {MODEL_CHOICES}")
     if not (folder / "config.json").exists():
         raise ModelError(f"{str(folder)!r} has no config.json: not a transformers model folder")
     try:
@@ -250,6 +250,45 @@ register_model("tiny-random", load_tiny_random)
 
 def _register_builtin() -> None:
     from . import teaching  # noqa: F401  (registers "teaching" and "teaching-ci")
+
+
+MODEL_CHOICES = "'teaching', 'teaching-ci', 'smollm2', 'tiny-random', a transformers model folder or a config.json file"
+
+
+def load_model_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """A model's config as a dict, without loading (or converting) its weights.
+
+    Raises:
+        ModelError: not a known model name, folder or config file (the message lists what is accepted).
+    """
+    from .hf import ConfigError, load_config_dict
+
+    name = str(name_or_path)
+    if name == "smollm2":
+        cached = cache_dir() / SMOLLM2_CACHE / "config.json"
+        if cached.exists():
+            return load_config_dict(cached)
+        from transformers import AutoConfig
+
+        gguf = smollm2_gguf_path()  # the GGUF's metadata only; its tensors are not dequantised
+        return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).to_dict()
+    if name == "tiny-random":
+        return tiny_random_config(SMOLLM2_VOCAB).to_dict()
+    _register_builtin()
+    if name in _CONFIG_READERS:
+        return _CONFIG_READERS[name]()
+    try:
+        return load_config_dict(name_or_path)
+    except ConfigError as e:
+        raise ModelError(f"{e}; give {MODEL_CHOICES}") from None
+
+
+_CONFIG_READERS: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def register_model_config(name: str, reader: Callable[[], dict[str, Any]]) -> None:
+    """Make ``load_model_config(name)`` call ``reader()`` (for named models whose config needs no weights)."""
+    _CONFIG_READERS[name] = reader
 
 
 def available_models() -> list[str]:

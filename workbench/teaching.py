@@ -29,11 +29,19 @@ import torch
 
 from .data import samples, split_documents, tokenized
 from .events import Event, Sink, null_sink
-from .models import LoadedModel, _quiet_loading, atomic_dir, cache_dir, register_model
+from .models import (
+    LoadedModel,
+    _quiet_loading,
+    atomic_dir,
+    cache_dir,
+    register_model,
+    register_model_config,
+)
 
 TEACHING_SOURCES = ("shakespeare", "bible", "stdlib")
 TOKENIZER_VERSION = "bpe4096-v1"
 EOS = "<|endoftext|>"
+EOS_ID = 0  # the tokenizer's only special token, added before any merge
 
 
 @dataclass(frozen=True)
@@ -121,10 +129,9 @@ def _train_stream(tokenizer: Any, progress: bool) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
-def _model_config(cfg: TeachingConfig, tokenizer: Any):
+def _model_config(cfg: TeachingConfig, eos: int = EOS_ID):
     from transformers import LlamaConfig
 
-    eos = tokenizer.convert_tokens_to_ids(EOS)
     return LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
         num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.num_attention_heads,
@@ -154,7 +161,8 @@ def train_teaching_model(cfg: TeachingConfig, folder: Path, *, progress: bool = 
     stream = torch.from_numpy(_train_stream(tokenizer, progress))
     L0 = cfg.original_max_position_embeddings
     torch.manual_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_config(_model_config(cfg, tokenizer), attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(_model_config(cfg, tokenizer.convert_tokens_to_ids(EOS)),
+                                             attn_implementation="sdpa")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -276,13 +284,14 @@ def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "workbench"], cwd=root,
                                 capture_output=True, text=True).stdout.strip())
+    started = time.strftime("%Y-%m-%d %H:%M")  # commit, tree state and date as the training starts
     with atomic_dir(target) as tmp:
         info = train_teaching_model(cfg, tmp, progress=progress)
         info["provenance"] = {
             "commit": commit + (" (with uncommitted changes under workbench/)" if dirty else ""),
             "machine": {"cpu": _cpu_name(), "bf16_native": _has_bf16_instructions(), "python": platform.python_version(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
-            "date": time.strftime("%Y-%m-%d %H:%M"), "command": command,
+            "date": started, "command": command,
         }
         info["sha256"] = {name: _file_sha256(tmp / name) for name in WEIGHT_FILES}
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
@@ -330,8 +339,18 @@ def training_info(preset: str = "quality") -> dict:
     return json.loads(path.read_text())
 
 
+def teaching_config(preset: str = "quality") -> dict[str, Any]:
+    """The config of a preset's model, without its weights (and without training it)."""
+    folder = teaching_folder(preset)
+    if (folder / "config.json").exists():
+        return json.loads((folder / "config.json").read_text())
+    return _model_config(_preset(preset)).to_dict()
+
+
 register_model("teaching", lambda **kw: load_teaching("quality", **kw))
 register_model("teaching-ci", lambda **kw: load_teaching("ci", **kw))
+register_model_config("teaching", lambda: teaching_config("quality"))
+register_model_config("teaching-ci", lambda: teaching_config("ci"))
 
 
 def main(argv: list[str] | None = None) -> int:
