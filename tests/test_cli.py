@@ -59,7 +59,7 @@ def test_doctor_exit_code_reflects_errors(tmp_path, capsys):
 def test_demo_quick_writes_notebooks_figures_and_summary(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "01_rope_frequencies.ipynb").exists() and (tmp_path / "02_interpolation_methods.ipynb").exists()
-    summary = (tmp_path / "README.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
     assert "| longrope |" in summary and "perplexity.png" in summary
     assert "attention entropy beyond L0" in summary and "entropy.png" in summary  # the evaluation table
 

@@ -46,3 +46,35 @@ def test_ci_preset_is_cached_and_described():
 def test_unknown_preset():
     with pytest.raises(TeachingError, match="preset='huge' is not allowed"):
         load_teaching("huge")
+
+
+def test_named_presets_load_the_shipped_weights():
+    from workbench.teaching import shipped_folder
+
+    for preset in PRESETS:
+        assert load_teaching(preset, progress=False).source == str(shipped_folder(preset))
+        info = training_info(preset)
+        assert info["provenance"]["commit"] and info["provenance"]["command"].endswith(f"ship {preset}")
+
+
+def test_shipped_weights_that_do_not_match_their_checksums_are_not_used(tmp_path, monkeypatch):
+    import shutil
+
+    import workbench.teaching as teaching
+
+    copy = tmp_path / teaching.shipped_folder("ci").name
+    shutil.copytree(teaching.shipped_folder("ci"), copy)
+    monkeypatch.setattr(teaching, "SHIPPED", tmp_path)
+    assert teaching.teaching_folder("ci") == copy
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit pattern in the last weight
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    assert teaching.teaching_folder("ci") != copy
+
+
+def test_the_shipped_ci_preset_is_what_its_recipe_trains(tmp_path):
+    """Re-train the CI preset from scratch: its held-out perplexity matches the shipped record within 1 %
+    (fp32 kernels round differently on different CPUs, so bit equality is not expected across machines)."""
+    recorded = training_info("ci")["heldout_ppl_at_L0"]
+    info = train_teaching_model(PRESETS["ci"], tmp_path, progress=False)
+    assert info["heldout_ppl_at_L0"] == pytest.approx(recorded, rel=0.01)

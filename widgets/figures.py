@@ -152,18 +152,35 @@ def ppl_by_length_figure(results: Iterable, original_length: int | None = None) 
     return fig
 
 
-def position_loss_figure(results: Iterable, original_length: int | None = None) -> go.Figure:
-    """Mean loss per position bucket: where beyond L0 a method breaks."""
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Centred moving average; the window shrinks at the ends so every point keeps its own position."""
+    half = window // 2
+    out = []
+    for k in range(len(values)):
+        part = values[max(0, k - half):k + half + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def position_loss_figure(results: Iterable, original_length: int | None = None, smooth: int = 5) -> go.Figure:
+    """Mean loss per position bucket (raw, faint) and its moving average over ``smooth`` buckets: where beyond
+    L0 a method breaks."""
+    results = list(results)
     fig = go.Figure(layout=BASE_LAYOUT)
     for i, r in enumerate(results):
         x = [(k + 0.5) * r.bucket_size for k in range(len(r.per_position_nll))]
-        fig.add_scatter(x=x, y=r.per_position_nll, name=f"{r.label} (PPL {r.ppl:.1f})", mode="lines",
-                        line=dict(color=color_of(r.label, i), width=2))
+        color = color_of(r.label, i)
+        if smooth > 1:
+            fig.add_scatter(x=x, y=r.per_position_nll, name=f"{r.label} (raw)", mode="lines", opacity=0.3,
+                            showlegend=False, line=dict(color=color, width=1), hoverinfo="skip")
+        fig.add_scatter(x=x, y=moving_average(r.per_position_nll, smooth) if smooth > 1 else r.per_position_nll,
+                        name=f"{r.label} (PPL {r.ppl:.1f})", mode="lines", line=dict(color=color, width=2.5))
     if original_length:
         _vline(fig, original_length, "L0")
     length = max((r.length for r in results), default=0)
+    note = f", {smooth}-bucket moving average; faint: raw" if smooth > 1 else ""
     fig.update_layout(title=f"Loss by position at {length} tokens", xaxis_title="position",
-                      yaxis_title="mean NLL (nats)")
+                      yaxis_title=f"mean NLL (nats){note}")
     return fig
 
 

@@ -358,7 +358,7 @@ def format_table(results: list[PerplexityResult]) -> str:
     labels = list(dict.fromkeys(r.label for r in results))
     by = {(r.label, r.length): r for r in results}
     head = "| method | " + " | ".join(f"PPL @ {L}" for L in lengths) + " | " + " | ".join(
-        f"s @ {L}" for L in lengths) + " |"
+        f"seconds @ {L}" for L in lengths) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(lengths))]
     for lab in labels:
         cells = [f"{by[(lab, L)].ppl:.2f}" if (lab, L) in by else "" for L in lengths]
@@ -579,22 +579,31 @@ def save(result: Any, path: str | Path) -> Path:
 
 def evaluation_table(results: list[PerplexityResult], original_length: int,
                      entropy_beyond: dict[str, float] | None = None) -> str:
-    """A markdown table per method: PPL at each length, last-quarter PPL at the longest, the change of PPL at
-    L0 against the first setting (short-context regression), and mean attention entropy beyond L0 if measured."""
+    """A markdown table per method: PPL at each length, at the longest length also the PPL of the positions
+    within and beyond L0 (where the curve's buckets allow) and of the last quarter, the change of PPL at L0
+    against the first setting (short-context regression), and mean attention entropy beyond L0 if measured."""
     lengths = sorted({r.length for r in results})
     labels = list(dict.fromkeys(r.label for r in results))
     by = {(r.label, r.length): r for r in results}
     top = lengths[-1]
     base = by.get((labels[0], original_length))
-    head = ["method", *(f"PPL @ {L}" for L in lengths), f"last-quarter PPL @ {top}"]
+    split = top > original_length and all(original_length % r.bucket_size == 0 for r in results if r.length == top)
+    head = ["method", *(f"PPL @ {L}" for L in lengths)]
+    if split:
+        head += [f"PPL of positions < L0 @ {top}", f"PPL of positions ≥ L0 @ {top}"]
+    head.append(f"last-quarter PPL @ {top}")
     if base is not None:
         head.append(f"PPL @ L0 vs {labels[0]}")
     if entropy_beyond:
         head.append("attention entropy beyond L0 (nats)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for lab in labels:
-        cells = [lab, *(f"{by[(lab, L)].ppl:.2f}" if (lab, L) in by else "" for L in lengths),
-                 f"{by[(lab, top)].tail_ppl():.2f}" if (lab, top) in by else ""]
+        r_top = by.get((lab, top))
+        cells = [lab, *(f"{by[(lab, L)].ppl:.2f}" if (lab, L) in by else "" for L in lengths)]
+        if split:
+            cells += [f"{r_top.range_ppl(0, original_length):.2f}", f"{r_top.range_ppl(original_length):.2f}"] \
+                if r_top is not None else ["", ""]
+        cells.append(f"{r_top.tail_ppl():.2f}" if r_top is not None else "")
         if base is not None:
             r = by.get((lab, original_length))
             cells.append(f"{r.ppl / base.ppl - 1:+.1%}" if r is not None else "")

@@ -32,6 +32,19 @@ class FactorSet:
     spec: RopeSpec
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def fitted_to(self, geometry: RopeSpec) -> FactorSet:
+        """This set, after checking that it was made for a model with ``geometry``'s RoPE.
+
+        Raises:
+            FactorSetError: head_dim, rope_theta or original_max_position_embeddings differ (names which).
+        """
+        for name in ("head_dim", "rope_theta", "original_max_position_embeddings"):
+            mine, theirs = getattr(self.spec, name), getattr(geometry, name)
+            if mine != theirs:
+                raise FactorSetError(f"factor set {self.name!r} was made for {name}={mine:g}, this model has "
+                                     f"{theirs:g}: it fits {self.model or 'another model'}, not this one")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "description": self.description,
                 "spec": self.spec.to_dict(), "provenance": self.provenance}

@@ -282,13 +282,13 @@ def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> 
     target = shipped_folder(cfg)
     root = Path(__file__).resolve().parent.parent
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "workbench"], cwd=root,
-                                capture_output=True, text=True).stdout.strip())
+    dirty = [line[3:] for line in subprocess.run(["git", "status", "--porcelain", "--", "workbench"], cwd=root,
+                                                 capture_output=True, text=True).stdout.splitlines()]
     started = time.strftime("%Y-%m-%d %H:%M")  # commit, tree state and date as the training starts
     with atomic_dir(target) as tmp:
         info = train_teaching_model(cfg, tmp, progress=progress)
         info["provenance"] = {
-            "commit": commit + (" (with uncommitted changes under workbench/)" if dirty else ""),
+            "commit": commit, "uncommitted_library_files": dirty,
             "machine": {"cpu": _cpu_name(), "bf16_native": _has_bf16_instructions(), "python": platform.python_version(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
             "date": started, "command": command,
