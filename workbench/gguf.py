@@ -1,0 +1,385 @@
+"""GGUF out: a copy of a model's GGUF that carries a RoPE spec the way llama.cpp applies it.
+
+How llama.cpp (0.3.36's vendored copy) computes a rotation, and so what each method becomes:
+
+- ``{arch}.rope.freq_base`` is ``b``; the optional tensor ``rope_freqs.weight`` (float32, one value
+  ``f_i`` per pair; read by the ``llama`` architecture loader) divides pair ``i``'s frequency:
+  ``theta_i / f_i`` -- exactly LongRoPE's ``theta_i / lambda_i``. PI, Llama-3, LongRoPE and LongRoPE2
+  are written as this tensor, NTK-aware as a new ``freq_base``.
+- YaRN is native: ``rope.scaling.type = yarn``, ``rope.scaling.factor = s``,
+  ``rope.scaling.original_context_length = L0`` (beta_fast 32 / beta_slow 1 are the loader's fixed
+  defaults for ``llama``; it reads no beta keys). llama.cpp then multiplies cos and sin by
+  ``0.1 ln s + 1`` itself, and the runtime ``yarn_attn_factor`` is overwritten in that case.
+- ``rope.scaling.attn_factor`` (hparams ``rope_attn_factor``) multiplies cos and sin of every pair at
+  every position, on top of YaRN's own factor -- as transformers' ``attention_factor`` does. So a
+  LongRoPE attention factor ``m`` is written as ``m``, a YaRN one as ``m / (0.1 ln s + 1)``.
+  (Measured: see ``tests/test_llamacpp.py``.)
+
+Not expressible on a Llama GGUF, refused with the reason: ``n_hat > 0`` (no start-token window),
+dynamic NTK / dynamic YaRN (frequencies follow the current length), and LongRoPE short factors that
+differ from 1 (llama.cpp would pick rope_factors_long/short by the context size ``n_ctx``, not by the
+sequence length as transformers does).
+
+The output records the spec that made it (``workbench.rope_spec``, JSON; ``workbench.spec_hash``);
+it is written to a temporary file beside ``out`` and renamed into place, and the source is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .rope import (
+    DefaultSpec,
+    DynamicSpec,
+    LinearSpec,
+    Llama3Spec,
+    LongRopeSpec,
+    NTKSpec,
+    RopeSpec,
+    YarnSpec,
+    spec_from_dict,
+    yarn_attention_factor,
+)
+
+GGUF_MAGIC = b"GGUF"
+# architectures whose llama.cpp loader reads rope_freqs.weight (per-pair factors) -- checked in the
+# vendored llama.cpp of llama-cpp-python 0.3.36 (src/models/llama.cpp)
+PER_PAIR_ARCHITECTURES = ("llama",)
+SPEC_KEY = "workbench.rope_spec"
+HASH_KEY = "workbench.spec_hash"
+ROPE_FREQS = "rope_freqs.weight"
+YARN_BETAS = (32.0, 1.0)  # what llama.cpp's llama loader uses (it reads no yarn beta keys)
+
+
+class GGUFError(ValueError):
+    """A GGUF file or an export request is invalid; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What a GGUF says about its architecture and RoPE."""
+
+    path: Path
+    architecture: str
+    rope_dimension_count: int  # rotary dims d: d / 2 frequency pairs
+    rope_theta: float
+    context_length: int
+    original_context_length: int | None
+    scaling_type: str | None
+    scaling_factor: float | None
+    attn_factor: float | None
+    rope_freqs: list[float] | None
+    spec: dict[str, Any] | None  # the workbench spec recorded by export_gguf, if any
+    tensor_count: int
+    tokenizer_hash: str  # sha256 prefix of the tokenizer.ggml.* fields: equal hashes, equal tokenizers
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_pairs(self) -> int:
+        return self.rope_dimension_count // 2
+
+    @property
+    def original_max_position_embeddings(self) -> int:
+        """L0: the original context the model was trained at."""
+        return self.original_context_length or self.context_length
+
+    @property
+    def is_scaled(self) -> bool:
+        """True when the file already carries a RoPE rescaling."""
+        return (self.rope_freqs is not None or self.scaling_type not in (None, "none", "linear")
+                or (self.scaling_factor not in (None, 0.0, 1.0)) or self.attn_factor not in (None, 1.0))
+
+
+def _check_gguf(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise GGUFError(f"{str(p)!r} does not exist")
+    if not p.is_file():
+        raise GGUFError(f"{str(p)!r} is not a file")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise GGUFError(f"{str(p)!r} is not a GGUF file (it does not start with the 'GGUF' magic)")
+    return p
+
+
+def _reader(path: str | os.PathLike) -> Any:
+    import gguf
+
+    p = _check_gguf(path)
+    try:
+        return gguf.GGUFReader(p)
+    except Exception as e:  # a truncated or corrupt file: the reader raises assorted errors
+        raise GGUFError(f"{str(p)!r} starts like a GGUF but cannot be read: {e}") from None
+
+
+def _value(reader: Any, key: str) -> Any:
+    f = reader.fields.get(key)
+    return None if f is None else f.contents()
+
+
+def read_gguf(path: str | os.PathLike) -> GGUFInfo:
+    """Read a GGUF's architecture and RoPE metadata (not its weights).
+
+    Raises:
+        GGUFError: not a GGUF, unreadable, or without the keys a RoPE model has.
+    """
+    return _info(_reader(path), Path(path))
+
+
+def _info(r: Any, path: Path) -> GGUFInfo:
+    arch = _value(r, "general.architecture")
+    if not arch:
+        raise GGUFError(f"{str(path)!r} has no general.architecture")
+
+    def get(suffix: str) -> Any:
+        return _value(r, f"{arch}.{suffix}")
+
+    ctx = get("context_length")
+    dims = get("rope.dimension_count")
+    if dims is None:
+        n_embd, n_head = get("embedding_length"), get("attention.head_count")
+        dims = get("attention.key_length") or (n_embd // n_head if n_embd and n_head else None)
+    if ctx is None or dims is None:
+        raise GGUFError(f"{str(path)!r} ({arch}) has no {arch}.context_length or rope dimension count: "
+                        "not a RoPE language model")
+    freqs = None
+    for t in r.tensors:
+        if t.name == ROPE_FREQS:
+            freqs = [float(x) for x in np.asarray(t.data, dtype=np.float32).reshape(-1)]
+    spec_text = _value(r, SPEC_KEY)
+    h = hashlib.sha256()
+    for k in sorted(k for k in r.fields if k.startswith("tokenizer.ggml.")):
+        h.update(k.encode())
+        for part in r.fields[k].parts:
+            h.update(part.tobytes())
+    return GGUFInfo(
+        path=Path(path), architecture=str(arch), rope_dimension_count=int(dims),
+        rope_theta=float(get("rope.freq_base") or 10000.0), context_length=int(ctx),
+        original_context_length=get("rope.scaling.original_context_length"),
+        scaling_type=get("rope.scaling.type"), scaling_factor=get("rope.scaling.factor"),
+        attn_factor=get("rope.scaling.attn_factor"), rope_freqs=freqs,
+        spec=json.loads(spec_text) if spec_text else None, tensor_count=len(r.tensors),
+        tokenizer_hash=h.hexdigest()[:16],
+        fields={k: f.contents() for k, f in r.fields.items()
+                if not k.startswith("GGUF.") and not k.startswith("tokenizer.ggml.")},
+    )
+
+
+def gguf_spec(path: str | os.PathLike) -> RopeSpec | None:
+    """The spec :func:`export_gguf` recorded in a GGUF, or None for a file it did not write."""
+    info = read_gguf(path)
+    return spec_from_dict(info.spec) if info.spec else None
+
+
+@dataclass(frozen=True)
+class GGUFPlan:
+    """What a spec becomes in a GGUF: metadata to set, metadata to drop, an optional rope_freqs tensor."""
+
+    metadata: dict[str, tuple[Any, str]]  # key -> (value, "uint32" | "float32" | "string")
+    rope_freqs: list[float] | None
+    notes: list[str]
+
+
+def plan_gguf(spec: RopeSpec, info: GGUFInfo) -> GGUFPlan:
+    """How ``spec`` is carried by a copy of the GGUF ``info`` describes.
+
+    Raises:
+        GGUFError: the spec does not fit the file, or llama.cpp cannot express it (the message says why).
+    """
+    arch = info.architecture
+    D = info.n_pairs
+    if spec.n_pairs != D:
+        what = "factors" if isinstance(spec, LongRopeSpec) else "pairs (head_dim / 2)"
+        raise GGUFError(f"the spec has {spec.n_pairs} {what} but {info.path.name}'s rope dimension count "
+                        f"{info.rope_dimension_count} needs {D}")
+    if not math.isclose(spec.rope_theta, info.rope_theta, rel_tol=1e-6):
+        raise GGUFError(f"the spec's rope_theta={spec.rope_theta:g} differs from the GGUF's freq_base "
+                        f"{info.rope_theta:g}: it was made for another model")
+    L0 = info.original_max_position_embeddings
+    if spec.original_max_position_embeddings != L0:
+        raise GGUFError(f"the spec's original_max_position_embeddings={spec.original_max_position_embeddings} "
+                        f"differs from the GGUF's context length {L0}: it was made for another model")
+    if info.is_scaled:
+        raise GGUFError(f"{info.path.name} already carries a RoPE rescaling (rope_freqs / rope.scaling.*); "
+                        "export from the unscaled GGUF")
+    if spec.start_window > 0:
+        raise GGUFError(f"n_hat={spec.start_window} is not expressible in llama.cpp: it has no start-token "
+                        "window (positions below n_hat keeping the original rotation); use n_hat=0")
+    if isinstance(spec, DynamicSpec) or (isinstance(spec, YarnSpec) and spec.dynamic):
+        raise GGUFError(f"dynamic {spec.method} is not expressible in a GGUF: llama.cpp's frequencies do not "
+                        "follow the current sequence length; export a static method")
+    if isinstance(spec, LongRopeSpec) and any(x != 1.0 for x in spec.short_factor):
+        raise GGUFError("a short/long factor switch is not expressible on a Llama GGUF: llama.cpp would choose "
+                        "rope_factors_long/short by the context size n_ctx, not by the sequence length as "
+                        "transformers does; export the long factors alone (short_factor all 1)")
+
+    L = spec.target_length
+    key = f"{arch}."
+    meta: dict[str, tuple[Any, str]] = {}
+    notes: list[str] = []
+    freqs: list[float] | None = None
+    attn = 1.0
+    if isinstance(spec, DefaultSpec):
+        pass
+    elif isinstance(spec, NTKSpec):
+        meta[key + "rope.freq_base"] = (float(spec.scaled_base), "float32")
+    elif isinstance(spec, LinearSpec):
+        meta[key + "rope.scaling.type"] = ("linear", "string")
+        meta[key + "rope.scaling.factor"] = (float(spec.factor), "float32")
+    elif isinstance(spec, YarnSpec):
+        if (float(spec.beta_fast), float(spec.beta_slow)) != YARN_BETAS or not spec.truncate:
+            raise GGUFError(f"YaRN with beta_fast={spec.beta_fast:g}, beta_slow={spec.beta_slow:g}, "
+                            f"truncate={spec.truncate} is not expressible in a {arch} GGUF: llama.cpp's loader "
+                            "reads no beta keys and uses 32 / 1 with floor/ceil boundaries")
+        meta[key + "rope.scaling.type"] = ("yarn", "string")
+        meta[key + "rope.scaling.factor"] = (float(spec.factor), "float32")
+        meta[key + "rope.scaling.original_context_length"] = (L0, "uint32")
+        a = spec.frequencies().attention_factor
+        attn = a / yarn_attention_factor(spec.factor)  # llama.cpp applies 0.1 ln s + 1 itself
+    elif isinstance(spec, (Llama3Spec, LongRopeSpec)):
+        if arch not in PER_PAIR_ARCHITECTURES:
+            raise GGUFError(f"per-pair factors ({spec.method}) need rope_freqs.weight, which llama.cpp reads only "
+                            f"for the {', '.join(PER_PAIR_ARCHITECTURES)} architecture; this GGUF is {arch!r}")
+        if isinstance(spec, LongRopeSpec):
+            freqs = [float(x) for x in spec.long_factor]
+            attn = spec.resolved_attention_factor()
+            if attn != 1.0:
+                notes.append(f"llama.cpp applies the long factors and the attention factor {attn:.4f} at every "
+                             f"length; transformers uses short_factor (all 1) for sequences <= L0={L0}, with the "
+                             "same attention factor")
+        else:
+            freqs = [float(x) for x in (spec.original_inv_freq() / spec.frequencies().inv_freq)]
+        meta[key + "rope.scaling.type"] = ("none", "string")  # never let a runtime rope_freq_scale apply on top
+    else:
+        raise GGUFError(f"{spec.method} has no GGUF export")
+    if not math.isclose(attn, 1.0, rel_tol=0, abs_tol=1e-9):
+        meta[key + "rope.scaling.attn_factor"] = (float(attn), "float32")
+    if not isinstance(spec, DefaultSpec):
+        meta[key + "context_length"] = (int(L), "uint32")
+        meta.setdefault(key + "rope.scaling.original_context_length", (L0, "uint32"))
+    meta[SPEC_KEY] = (json.dumps(spec.to_dict()), "string")
+    meta[HASH_KEY] = (spec.spec_hash(), "string")
+    return GGUFPlan(meta, freqs, notes)
+
+
+@dataclass(frozen=True)
+class GGUFExport:
+    path: Path
+    spec: RopeSpec
+    metadata: dict[str, Any]
+    rope_freqs: list[float] | None
+    notes: list[str]
+    bytes: int
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def export_gguf(spec: RopeSpec, source_gguf: str | os.PathLike, out: str | os.PathLike) -> GGUFExport:
+    """Copy ``source_gguf`` to ``out`` with ``spec`` carried as llama.cpp applies it.
+
+    All metadata and tensors are copied byte for byte; the RoPE keys of the plan are set, a
+    ``rope_freqs.weight`` tensor is added for per-pair methods, and the spec is recorded. The file is
+    written beside ``out`` under a temporary name and renamed into place; ``source_gguf`` is only read.
+
+    Raises:
+        GGUFError: see :func:`plan_gguf`; also a source that is not a GGUF, or ``out`` equal to it.
+    """
+    import gguf
+
+    src, dst = Path(source_gguf), Path(out)
+    _check_gguf(src)
+    if _same_file(src, dst):
+        raise GGUFError(f"the output {str(dst)!r} is the input GGUF: choose another path (the source is never "
+                        "modified)")
+    if dst.exists() and dst.is_dir():
+        raise GGUFError(f"the output {str(dst)!r} is a directory: give a file name")
+    reader = _reader(src)
+    info = _info(reader, src)
+    plan = plan_gguf(spec, info)
+    if any(t.name == ROPE_FREQS for t in reader.tensors) and plan.rope_freqs is not None:
+        raise GGUFError(f"{src.name} already has {ROPE_FREQS}")
+    types = {"uint32": gguf.GGUFValueType.UINT32, "float32": gguf.GGUFValueType.FLOAT32,
+             "string": gguf.GGUFValueType.STRING}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        writer = gguf.GGUFWriter(tmp, info.architecture, endianess=reader.endianess)
+        pending = dict(plan.metadata)
+        for f in reader.fields.values():
+            if f.name == "general.architecture" or f.name.startswith("GGUF."):
+                continue  # the writer writes these itself
+            if f.name in pending:
+                value, kind = pending.pop(f.name)
+                writer.add_key_value(f.name, value, types[kind])
+                continue
+            vtype = f.types[0]
+            sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(f.name, f.contents(), vtype, sub_type=sub)
+        for k, (value, kind) in pending.items():
+            writer.add_key_value(k, value, types[kind])
+        extra = None
+        if plan.rope_freqs is not None:
+            extra = np.asarray(plan.rope_freqs, dtype=np.float32)  # (D,)
+        for t in reader.tensors:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        if extra is not None:
+            writer.add_tensor_info(ROPE_FREQS, extra.shape, extra.dtype, extra.nbytes, gguf.GGMLQuantizationType.F32)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in reader.tensors:
+            writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+        if extra is not None:
+            writer.write_tensor_data(extra)
+        writer.close()
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return GGUFExport(dst, spec, {k: v for k, (v, _) in plan.metadata.items()}, plan.rope_freqs, plan.notes,
+                      dst.stat().st_size)
+
+
+def llama_cpp_equivalent(spec: RopeSpec) -> RopeSpec:
+    """The spec under which transformers computes what ``spec``'s exported GGUF computes in llama.cpp at every
+    length.
+
+    The same spec, except LongRoPE / LongRoPE2: llama.cpp applies the long factors (and the attention factor)
+    to every sequence, where transformers uses short_factor up to L0. Beyond L0 both are ``spec`` itself.
+    """
+    if not isinstance(spec, LongRopeSpec):
+        return spec
+    return LongRopeSpec(head_dim=spec.head_dim, rope_theta=spec.rope_theta,
+                        original_max_position_embeddings=spec.original_max_position_embeddings, factor=spec.factor,
+                        long_factor=spec.long_factor, short_factor=spec.long_factor, n_hat=spec.n_hat,
+                        attention_policy="constant", attention_factor=spec.resolved_attention_factor(),
+                        enforce_monotone=spec.enforce_monotone)
+
+
+def export_command(spec: RopeSpec, source: str = "smollm2", out: str = "model.gguf",
+                   factors_file: str = "factors.json") -> str:
+    """The ``workbench export gguf`` command line that writes ``spec`` (for the doctor and notebooks)."""
+    cmd = f"workbench export gguf --model {source} --method {spec.method} --target {spec.target_length}"
+    if isinstance(spec, LongRopeSpec):
+        cmd += f" --factors {factors_file}"
+    return cmd + f" --out {out}"
+
+
+__all__ = ["GGUFError", "GGUFExport", "GGUFInfo", "GGUFPlan", "PER_PAIR_ARCHITECTURES", "export_command",
+           "export_gguf", "gguf_spec", "llama_cpp_equivalent", "plan_gguf", "read_gguf"]
