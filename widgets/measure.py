@@ -24,7 +24,7 @@ from workbench.rope import RopeSpec, critical_dimension, longrope2_factors
 from .figures import BASE_LAYOUT, color_of
 from .jobs import BackgroundJob
 
-MODELS = [("teaching model (L0 256, seconds)", "teaching"), ("teaching-ci: smaller, trains in ~40 s", "teaching-ci"),
+MODELS = [("teaching model (L0 256, seconds)", "teaching"), ("teaching-ci: smaller and weaker, shipped", "teaching-ci"),
           ("SmolLM2-135M (L0 8192, minutes per document)", "smollm2")]
 
 

@@ -47,7 +47,7 @@ def test_frequency_explorer_follows_its_sliders(page, lab, shots):
     shoot(area, shots, "frequency_explorer")
 
     # the Measure button: perplexity and loss by position of a real (teaching) model under these settings
-    choose(area, "model", "teaching-ci: smaller, trains in ~40 s")
+    choose(area, "model", "teaching-ci: smaller and weaker, shipped")
     loss = graph(area, "Loss by position")
     button(area, "Measure").click()
     wait_until(lambda: "PPL" in area.locator(".widget-html", has_text="no scaling").first.inner_text()
