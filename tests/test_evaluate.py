@@ -119,3 +119,10 @@ def test_range_ppl_reads_a_span_of_positions_off_the_bucketed_curve():
         r.range_ppl(100)
     with pytest.raises(EvalError, match="not inside"):
         r.range_ppl(2048, 4096)
+
+
+@pytest.mark.parametrize("length, L0, width", [(12288, 8192, 128), (2048, 256, 32), (16384, 8192, 256), (100, 7, 1)])
+def test_aligned_bucket_gives_about_64_points_with_a_boundary_at_L0(length, L0, width):
+    from workbench.evaluate import aligned_bucket
+
+    assert aligned_bucket(length, L0) == width and L0 % width == 0

@@ -178,9 +178,9 @@ def position_loss_figure(results: Iterable, original_length: int | None = None, 
     if original_length:
         _vline(fig, original_length, "L0")
     length = max((r.length for r in results), default=0)
-    note = f", {smooth}-bucket moving average; faint: raw" if smooth > 1 else ""
-    fig.update_layout(title=f"Loss by position at {length} tokens", xaxis_title="position",
-                      yaxis_title=f"mean NLL (nats){note}")
+    note = f" (moving average of {smooth} buckets; faint: raw)" if smooth > 1 else ""
+    fig.update_layout(title=f"Loss by position at {length} tokens{note}", xaxis_title="position",
+                      yaxis_title="mean NLL (nats)")
     return fig
 
 

@@ -84,7 +84,7 @@ def execute(name: str, params: dict[str, Any], out: Path, log: bool = True, run:
 # papermill's per-cell log lines (also filtered from a launch's log tail): the notebooks' own output is what
 # a person wants to read
 PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook", "Output Notebook",
-                     "<IPython.core.display", "PosixPath(")
+                     "<IPython.core.display", "PosixPath(", "[IPKernelApp] WARNING | Kernel is running over TCP")
 
 
 def _quiet(record: logging.LogRecord) -> bool:

@@ -176,6 +176,15 @@ class PerplexityResult:
         return _weighted_ppl(self.per_position_nll[lo:hi], self.bucket_size, start, end - start)
 
 
+def aligned_bucket(length: int, original_length: int, buckets: int = 64) -> int:
+    """A bucket width for a ``length``-token curve of about ``buckets`` points whose boundaries include L0
+    (a power of two that divides ``original_length``), so PPL within and beyond L0 reads off the curve."""
+    width = 1
+    while width * 2 <= max(1, length // buckets) and original_length % (width * 2) == 0:
+        width *= 2
+    return width
+
+
 def _weighted_ppl(bucket_nll: list[float], bucket_size: int, start: int, n: int) -> float:
     """exp of the token-weighted mean NLL over buckets starting at ``start`` (the last one may be shorter)."""
     total = 0.0
