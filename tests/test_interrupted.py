@@ -45,16 +45,20 @@ def test_killed_smollm2_conversion_leaves_no_cache(tmp_path):
 
 
 def test_killed_teaching_training_leaves_no_cache(tmp_path):
+    # a preset without shipped weights (the named ones ship), so the child has to train it into the cache;
     # reuse the immutable tokenizer and token caches so the child starts training at once
-    from workbench.teaching import TOKENIZER_VERSION, ensure_teaching_model, teaching_folder
+    from workbench.teaching import TOKENIZER_VERSION, teaching_tokenizer
 
-    ensure_teaching_model("ci", progress=False)
+    teaching_tokenizer(progress=False)
     for name in (f"teaching-tokenizer-{TOKENIZER_VERSION}", "tokens"):
         (tmp_path / name).symlink_to(cache_dir() / name)
-    final = tmp_path / teaching_folder("ci").name
+    cfg = "replace(PRESETS['ci'], preset='ci-unshipped')"
+    key = subprocess.run([sys.executable, "-c", f"from dataclasses import replace; from workbench.teaching import "
+                          f"PRESETS; print({cfg}.key())"], capture_output=True, text=True, check=True).stdout.strip()
+    final = tmp_path / f"teaching-ci-unshipped-{key}"
     env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path)}
-    _kill_when("from workbench.teaching import ensure_teaching_model; ensure_teaching_model('ci', progress=False)",
-               env, lambda: bool(_tmp_of(final)))
+    _kill_when("from dataclasses import replace; from workbench.teaching import PRESETS, ensure_teaching_model; "
+               f"ensure_teaching_model({cfg}, progress=False)", env, lambda: bool(_tmp_of(final)))
     assert not final.exists()
     with atomic_dir(final) as tmp:  # the next attempt cleans the dead process's folder first
         assert not [p for p in _tmp_of(final) if p != tmp]

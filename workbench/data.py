@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models import atomic_dir, cache_dir
+from .models import cache_dir, cached_entry
 
 SPLITS = ("train", "heldout")
 HELDOUT_FRACTION = 0.2
@@ -172,18 +172,19 @@ def tokenized(tokenizer: Any, source: str, progress: bool = True) -> TokenizedCo
     if key in _TOKENIZED:
         return _TOKENIZED[key]
     folder = cache_dir() / "tokens" / f"{source}-{tid}"
-    if not (folder / "index.json").exists():
-        docs = documents(source)
+
+    def build(tmp: Path) -> None:
         from tqdm.auto import tqdm
 
-        arrays = []
-        for d in tqdm(docs, desc=f"tokenising {source}", disable=not progress, leave=False):
-            arrays.append(np.asarray(tokenizer(d.text, add_special_tokens=False)["input_ids"], dtype=np.int32))
+        docs = documents(source)
+        arrays = [np.asarray(tokenizer(d.text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+                  for d in tqdm(docs, desc=f"tokenising {source}", disable=not progress, leave=False)]
         offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
-        with atomic_dir(folder) as tmp:
-            np.save(tmp / "ids.npy", np.concatenate(arrays) if arrays else np.zeros(0, np.int32))
-            np.save(tmp / "offsets.npy", offsets)
-            (tmp / "index.json").write_text(json.dumps({"names": [d.name for d in docs]}))
+        np.save(tmp / "ids.npy", np.concatenate(arrays) if arrays else np.zeros(0, np.int32))
+        np.save(tmp / "offsets.npy", offsets)
+        (tmp / "index.json").write_text(json.dumps({"names": [d.name for d in docs]}))
+
+    cached_entry(folder, "index.json", build, f"tokenising {source}")
     names = json.loads((folder / "index.json").read_text())["names"]
     corpus = TokenizedCorpus(source, names, np.load(folder / "offsets.npy"), np.load(folder / "ids.npy", mmap_mode="r"))
     _TOKENIZED[key] = corpus

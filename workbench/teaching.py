@@ -34,6 +34,7 @@ from .models import (
     _quiet_loading,
     atomic_dir,
     cache_dir,
+    cached_entry,
     register_model,
     register_model_config,
 )
@@ -89,7 +90,8 @@ def teaching_tokenizer(progress: bool = True) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     folder = cache_dir() / f"teaching-tokenizer-{TOKENIZER_VERSION}"
-    if not (folder / "tokenizer.json").exists():
+
+    def build(tmp: Path) -> None:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if progress:
@@ -101,10 +103,11 @@ def teaching_tokenizer(progress: bool = True) -> Any:
         trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=[EOS], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator(texts, trainer)
-        with atomic_dir(folder) as tmp:
-            fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
-                                           unk_token=EOS)
-            fast.save_pretrained(tmp)
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
+                                       unk_token=EOS)
+        fast.save_pretrained(tmp)
+
+    cached_entry(folder, "tokenizer.json", build, "training the teaching tokenizer")
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
@@ -263,10 +266,9 @@ def ensure_teaching_model(preset: str | TeachingConfig = "quality", *, progress:
             print(f"the shipped teaching model in {shipped} does not match its recorded checksums; "
                   "using (or training) a cached copy instead", flush=True)
     folder = cache_dir() / f"teaching-{cfg.preset}-{cfg.key()}"
-    if not (folder / "training.json").exists():
-        with atomic_dir(folder) as tmp:
-            train_teaching_model(cfg, tmp, progress=progress, sink=sink)
-    return folder
+    return cached_entry(folder, "training.json", lambda tmp: train_teaching_model(cfg, tmp, progress=progress,
+                                                                                   sink=sink),
+                        f"training the teaching model ({cfg.preset})")
 
 
 def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> Path:
