@@ -3,6 +3,8 @@
     workbench rope show --model smollm2 --method yarn --target 16384
     workbench rope export --model smollm2 --method longrope --target 16384 --factors f.json --out config.json
     workbench doctor path/to/config.json
+    workbench export gguf --model smollm2 --method longrope --target 16384 --factors f.json --out long.gguf
+    workbench eval ppl --engine llama.cpp --model long.gguf --lengths 16384
     workbench demo --out runs/demo
 """
 
@@ -196,10 +198,122 @@ def _sinks(run: Any) -> Any:
     return fan_out([run.sink if run else None])
 
 
+def _gguf_source(model: str | None) -> Path:
+    """The GGUF behind --model: the wheel's SmolLM2 for "smollm2", else a .gguf path."""
+    if model == "smollm2":
+        from .models import smollm2_gguf_path
+
+        return smollm2_gguf_path()
+    if not model or not model.endswith(".gguf"):
+        raise CliError(f"--model {model!r}: the llama.cpp side needs a GGUF: --model smollm2 (the wheel's Q4_1 "
+                       "GGUF) or --model path/to/model.gguf")
+    p = Path(model)
+    if not p.is_file():
+        raise CliError(f"--model {model!r} does not exist")
+    return p
+
+
+def _spec_for_gguf(args: argparse.Namespace, source: Path):
+    """A spec from the --method options with the GGUF's geometry (rope dims, freq_base, L0)."""
+    from .gguf import read_gguf
+
+    info = read_gguf(source)
+    ns = argparse.Namespace(**vars(args))
+    ns.model, ns.config = None, None
+    ns.head_dim = args.head_dim or info.rope_dimension_count
+    ns.rope_theta = args.rope_theta or info.rope_theta
+    ns.original = args.original or info.original_max_position_embeddings
+    return _spec_from_args(ns)
+
+
+def _spec_from_run(run_dir: str):
+    """The best spec of a search run folder (its result.json)."""
+    from .rope import spec_from_dict
+
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        raise CliError(f"{run_dir!r} has no result.json: not a finished search run folder")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CliError(f"{path} is not JSON: {e.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+        raise CliError(f"{path} has no best spec (did the search evaluate anything?)")
+    return spec_from_dict(data["spec"])
+
+
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    from .gguf import export_gguf
+
+    source = _gguf_source(args.model)
+    if args.from_run:
+        spec = _spec_from_run(args.from_run)
+    elif args.method:
+        if args.target is None and args.factor is None:
+            raise CliError("--method needs --target (or --factor): the length the method extends to")
+        spec = _spec_for_gguf(args, source)
+    else:
+        raise CliError("give --method (with --target) or --from-run SEARCH_RUN_DIR")
+    result = export_gguf(spec, source, args.out)
+    print(f"wrote {result.path} ({spec.describe()}; {result.bytes / 1e6:.1f} MB; from {source.name})")
+    for key, value in result.metadata.items():
+        if not key.startswith("workbench."):
+            print(f"  {key} = {value}")
+    if result.rope_freqs is not None:
+        print("  rope_freqs.weight = [" + ", ".join(f"{x:.4g}" for x in result.rope_freqs) + "]")
+    for n in result.notes:
+        print(f"note: {n}", file=sys.stderr)
+    return 0
+
+
+def _eval_ppl_llamacpp(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import llamacpp
+    from .data import samples
+    from .gguf import export_gguf, gguf_spec
+    from .runs import RunFolder
+
+    llamacpp.llama_cpp_module()  # one clear line when llama-cpp-python is missing
+    if args.mode != "truncated":
+        raise CliError("--engine llama.cpp evaluates truncated windows only (--mode truncated)")
+    if args.dtype != "fp32":
+        raise CliError("--dtype applies to the transformers engine; llama.cpp runs the GGUF's own weight types")
+    source = _gguf_source(args.model)
+    with tempfile.TemporaryDirectory(prefix="workbench-gguf-") as tmp:
+        if args.method:
+            if args.target is None and args.factor is None:
+                raise CliError("--method needs --target (or --factor): the length the method extends to")
+            spec = _spec_for_gguf(args, source)
+            path = export_gguf(spec, source, Path(tmp) / f"{spec.method}.gguf").path
+        else:
+            spec, path = gguf_spec(source), source
+        label = args.label or (spec.method if spec is not None else "no scaling")
+        params = {k: v for k, v in vars(args).items() if k != "func"}
+        run = RunFolder(args.run_dir, params, spec) if args.run_dir else None
+        tokenizer = llamacpp.gguf_tokenizer(path)
+        docs = samples(tokenizer, args.corpus, args.split, max(args.lengths), args.n_documents,
+                       per_document=args.per_document)
+        results = []
+        for L in sorted(args.lengths):
+            r = llamacpp.perplexity(path, docs, label=label, length=L, kv_type=args.kv_type, sink=_sinks(run))
+            results.append(r)
+            print(f"{label} @ {L} [llama.cpp]: PPL {r.ppl:.3f} (last quarter {r.tail_ppl():.3f}; {r.n_documents} "
+                  f"documents, {r.seconds:.1f} s)")
+    if run:
+        print(f"wrote {run.write('ppl', results)}")
+    return 0
+
+
 def cmd_eval_ppl(args: argparse.Namespace) -> int:
     from .data import samples
     from .evaluate import perplexity
 
+    if args.engine == "llama.cpp":
+        return _eval_ppl_llamacpp(args)
+    if args.model and args.model.endswith(".gguf"):
+        raise CliError(f"--model {args.model!r} is a GGUF: evaluate it with --engine llama.cpp (the transformers "
+                       "engine loads smollm2, teaching, tiny-random or a model folder)")
     lm, spec, run, label = _eval_setup(args)
     longest = max(args.lengths) if args.mode == "truncated" else max(args.lengths) * 2
     docs = samples(lm.tokenizer, args.corpus, args.split, longest, args.n_documents, per_document=args.per_document)
@@ -494,6 +608,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--save-model", metavar="DIR", help="also save --model's weights and tokenizer with this config")
     export.set_defaults(func=cmd_rope_export)
 
+    exp = sub.add_parser("export", help="export a RoPE setting into a model file").add_subparsers(
+        dest="export_cmd", required=True)
+    eg = exp.add_parser("gguf", help="copy a GGUF with a RoPE method carried as llama.cpp applies it")
+    _add_spec_args(eg, method_required=False)
+    eg.set_defaults(model="smollm2")
+    eg.add_argument("--from-run", metavar="DIR", help="take the best spec of a search run folder (result.json)")
+    eg.add_argument("--out", required=True, help="output .gguf (never the source)")
+    eg.set_defaults(func=cmd_export_gguf)
+
     doc = sub.add_parser("doctor", help="explain a model config's RoPE setting and flag inconsistencies")
     doc.add_argument("config", help="config.json, a model folder, or smollm2")
     doc.add_argument("--json", action="store_true")
@@ -520,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-document", type=int, default=1, help="non-overlapping windows per document")
     p.add_argument("--mode", choices=["truncated", "sliding"], default="truncated")
     p.add_argument("--stride", type=int, default=256)
+    p.add_argument("--engine", choices=["transformers", "llama.cpp"], default="transformers",
+                   help="llama.cpp: run a GGUF (--model smollm2 or a .gguf) through llama-cpp-python; with --method "
+                        "the GGUF is exported with it first")
+    p.add_argument("--kv-type", choices=["f16", "f32"], default="f16", help="llama.cpp's KV cache type")
     p.set_defaults(func=cmd_eval_ppl)
     p = eval_parser("passkey", "passkey retrieval accuracy by length")
     p.add_argument("--lengths", type=int, nargs="+", required=True)
