@@ -69,5 +69,23 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # ---- llama.cpp (issue 14: export gguf, --engine llama.cpp) ----
+# llama-cpp-python is a source-only package: pip builds llama.cpp with cmake and g++. Only the library is
+# built (no server, tools, tests, examples or multimodal library), and GGML_NATIVE=OFF compiles for the
+# AVX2/FMA/F16C baseline instead of -march=native, so one build runs on both CPU kinds this project lands on.
+LLAMACPP_VERSION ?= 0.3.36
+LLAMACPP_STAMP := $(VENV)/.llamacpp-stamp
+LLAMACPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+
+setup-llamacpp: setup $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP): | $(STAMP)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install --quiet --no-cache-dir "llama-cpp-python==$(LLAMACPP_VERSION)"
+	touch $(LLAMACPP_STAMP)
+
+# the engine-parity tests (SmolLM2 in llama.cpp and in transformers); `make test` skips them
+test-llamacpp: setup-llamacpp
+	$(BIN)/python -m pytest -q -m llamacpp tests/test_llamacpp.py -p no:cacheprovider
 
 # ---- GPU kit (issue 16: make gpu-pack here, make gpu-run on the device) ----
