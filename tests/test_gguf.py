@@ -273,3 +273,22 @@ def test_eval_ppl_engine_input_errors(tiny_gguf, capsys, monkeypatch):
         assert message in capsys.readouterr().err
     assert main(["eval", "ppl", "--model", str(tiny_gguf), "--lengths", "64"]) == 2
     assert "evaluate it with --engine llama.cpp" in capsys.readouterr().err
+
+
+def test_doctor_gives_the_export_command_for_per_pair_factors():
+    from workbench.hf import doctor
+
+    cfg = {"model_type": "llama", "hidden_size": 576, "num_attention_heads": 9, "head_dim": 64,
+           "max_position_embeddings": 16384,
+           "rope_parameters": {"rope_type": "longrope", "short_factor": [1.0] * 32, "long_factor": [2.0] * 32,
+                               "original_max_position_embeddings": 8192, "rope_theta": 100000.0}}
+    report = doctor(cfg)
+    assert report.llama_cpp == ("workbench export gguf --model model.gguf --method longrope --target 16384 "
+                                "--factors factors.json --out model-longrope.gguf")
+    assert "verified by execution" in report.llama_cpp_reason
+    switch = {**cfg, "rope_parameters": {**cfg["rope_parameters"], "short_factor": [1.1] * 32}}
+    assert doctor(switch).llama_cpp is None and "short/long" in doctor(switch).llama_cpp_reason
+    yarn = {**cfg, "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 8192,
+                                       "rope_theta": 100000.0, "attention_factor": 1.2}}
+    flags = doctor(yarn).llama_cpp
+    assert "--override-kv llama.rope.scaling.attn_factor=float:" in flags and "--yarn-attn-factor" not in flags

@@ -513,29 +513,50 @@ def _vllm_overrides(spec: RopeSpec) -> tuple[str | None, str]:
     return flags, "; ".join(exp.notes)
 
 
+# What tests/test_llamacpp.py checks by running llama.cpp (llama-cpp-python 0.3.36) against transformers
+# on SmolLM2-135M (Llama architecture, Q4_1 GGUF).
+LLAMA_CPP_VERIFIED = ("verified by execution on a Llama GGUF: llama.cpp reproduces transformers' perplexity "
+                      "(tests/test_llamacpp.py, SmolLM2 beyond L0)")
+
+
+def _export_gguf_command(spec: RopeSpec) -> str:
+    cmd = f"workbench export gguf --model model.gguf --method {spec.method} --target {spec.target_length}"
+    if isinstance(spec, LongRopeSpec):
+        cmd += " --factors factors.json"
+    return cmd + f" --out model-{spec.method}.gguf"
+
+
 def _llama_cpp_flags(spec: RopeSpec) -> tuple[str | None, str]:
-    """llama.cpp runtime flags, where the method has one."""
+    """llama.cpp runtime flags or the `workbench export gguf` command, and whether execution verified it."""
     s, L, L0 = spec.factor, spec.target_length, spec.original_max_position_embeddings
     if spec.start_window > 0:
         return None, "llama.cpp has no start-token window (n_hat)"
     if isinstance(spec, DefaultSpec):
-        return f"-c {L0} --rope-freq-base {spec.rope_theta:g}", ""
+        return f"-c {L0} --rope-freq-base {spec.rope_theta:g}", LLAMA_CPP_VERIFIED
     if isinstance(spec, NTKSpec):
-        return f"-c {L} --rope-freq-base {spec.scaled_base:.6g}", "NTK-aware = a larger base"
+        return f"-c {L} --rope-freq-base {spec.scaled_base:.6g}", "NTK-aware = a larger base (not verified by execution)"
     if isinstance(spec, LinearSpec):
-        return f"-c {L} --rope-scaling linear --rope-scale {s:g}", ""
+        return f"-c {L} --rope-scaling linear --rope-scale {s:g}", "not verified by execution"
     if isinstance(spec, YarnSpec) and not spec.dynamic:
         flags = (f"-c {L} --rope-scaling yarn --rope-scale {s:g} --yarn-orig-ctx {L0} "
                  f"--yarn-beta-fast {spec.beta_fast:g} --yarn-beta-slow {spec.beta_slow:g}")
-        if spec.attention_factor is not None:  # llama.cpp multiplies its own 0.1 ln s + 1 by this
-            flags += f" --yarn-attn-factor {spec.attention_factor / yarn_attention_factor(s):.6g}"
-        return flags, ""
+        if spec.attention_factor is not None and not math.isclose(spec.attention_factor, yarn_attention_factor(s)):
+            # llama.cpp overwrites the runtime yarn_attn_factor when YaRN is on and multiplies cos/sin by
+            # (0.1 ln s + 1) * <arch>.rope.scaling.attn_factor; only the GGUF key carries a custom factor
+            ratio = spec.attention_factor / yarn_attention_factor(s)
+            return (flags + f" --override-kv llama.rope.scaling.attn_factor=float:{ratio:.6g}",
+                    f"or {_export_gguf_command(spec)}; --yarn-attn-factor would be ignored (llama.cpp recomputes "
+                    "it when YaRN is on)")
+        return flags, LLAMA_CPP_VERIFIED + "; the same as " + _export_gguf_command(spec)
     if isinstance(spec, Llama3Spec):
-        return None, ("llama.cpp has no runtime flag for llama3 scaling; convert_hf_to_gguf.py bakes it "
-                      "into a rope_freqs tensor from the config")
+        return _export_gguf_command(spec), ("llama.cpp has no runtime flag for llama3 scaling; the GGUF carries it "
+                                            "as rope_freqs.weight (Llama GGUFs; not verified by execution)")
     if isinstance(spec, LongRopeSpec):
-        return None, ("llama.cpp has no runtime flag for per-pair factors; convert_hf_to_gguf.py stores "
-                      "them as rope_factors_long/short tensors for Phi-3-style models")
+        if any(x != 1.0 for x in spec.short_factor):
+            return None, ("a Llama GGUF cannot switch short/long factors by sequence length (llama.cpp picks "
+                          "rope_factors_long/short by the context size); export the long factors alone")
+        return _export_gguf_command(spec), ("per-pair factors as rope_freqs.weight and the attention factor as "
+                                            "llama.rope.scaling.attn_factor; " + LLAMA_CPP_VERIFIED)
     return None, f"llama.cpp has no equivalent of {spec.method}" + (" (dynamic)" if isinstance(spec, (DynamicSpec, YarnSpec)) else "")
 
 
