@@ -586,7 +586,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), quick=args.quick)
+    return run_demo(Path(args.out), quick=args.quick, full=args.full)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -743,7 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo notebooks headless (make demo)")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--quick", action="store_true", help="tiny model and lengths (seconds, for testing)")
+    kind = demo.add_mutually_exclusive_group()
+    kind.add_argument("--quick", action="store_true", help="tiny model and lengths (seconds, for testing)")
+    kind.add_argument("--full", action="store_true",
+                      help="every method at 8k and 16k with attention entropy (make demo-full; 8-20 min)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
