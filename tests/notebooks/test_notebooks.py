@@ -30,9 +30,13 @@ TINY = {
 }
 
 
+# notebooks whose headless run needs its own set-up, in a test file of their own
+OWN_TEST = {"08_deploy": "tests/notebooks/test_deploy_notebook.py"}
+
+
 def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
     names = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    assert names == sorted(TINY), "add tiny parameters for every notebook"
+    assert sorted(set(names) - set(OWN_TEST)) == sorted(TINY), "add tiny parameters for every notebook"
     for name in names:
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
