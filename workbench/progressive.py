@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,6 +71,13 @@ def _rank() -> int:
     return d.get_rank() if d.is_available() and d.is_initialized() else 0
 
 
+def _device() -> torch.device:
+    """This process's GPU (its LOCAL_RANK under accelerate launch) when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def _barrier() -> None:
     d = torch.distributed
     if d.is_available() and d.is_initialized():
@@ -119,6 +127,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
         clock[0] = now
 
     original = load_model(model_name)
+    original.model.to(_device())  # the searches and the report run where the fine-tuning does
     L0 = model_geometry(original.model).original_max_position_embeddings
     L1, L2 = config.stage1_length, config.stage2_length
     if not L0 < L1 < L2:
@@ -144,6 +153,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
             return None
         _barrier()
     tuned, tokenizer, _ = load_finetuned(ft_dir / "model")
+    tuned.to(_device())
     train_log = [e.data for e in read_events(ft_dir / "events.jsonl") if e.kind == "train.step"]
     stage("finetune", {"length": L1, "steps": len(train_log),
                        "loss_first": train_log[0]["loss"] if train_log else None,

@@ -426,7 +426,7 @@ def model_fingerprint(model: Any) -> str:
     """A short hash of a model's config and a slice of its weights: resuming on another model is refused."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
     emb = model.get_input_embeddings().weight
-    h.update(emb.detach().flatten()[:4096].float().numpy().tobytes())
+    h.update(emb.detach().flatten()[:4096].float().cpu().numpy().tobytes())  # .cpu(): a model on a GPU too
     return h.hexdigest()[:16]
 
 
