@@ -93,3 +93,15 @@ test-llamacpp: setup-llamacpp
 	$(BIN)/python -m pytest -q -m llamacpp tests/test_llamacpp.py -p no:cacheprovider
 
 # ---- GPU kit (issue 16: make gpu-pack here, make gpu-run on the device) ----
+# gpu-pack: what the device lacks into .gpukit/ (SmolLM2's GGUF in checksummed parts, the wheels), then the exact
+# device calls (carry lists, commands, timeouts). gpu-run: every step time-boxed into $(OUT)/gpu.json + gpu.log;
+# on the device `make gpu-run OUT=$OUT WORK=.gpukit/work` (no .venv there: python3); GPU_TINY=1 runs the same
+# steps here on the CPU with the teaching model. Running it again with the same OUT (or WORK) resumes.
+GPU_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+gpu-pack: setup
+	$(BIN)/python -m workbench.gpukit pack
+
+gpu-run: $(if $(GPU_TINY),setup)
+	$(GPU_PY) -m workbench.gpukit run --out "$(or $(OUT),runs/gpu$(if $(GPU_TINY),-tiny))" \
+		$(if $(WORK),--work "$(WORK)") $(if $(GPU_TINY),--tiny)
