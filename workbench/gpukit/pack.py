@@ -364,6 +364,10 @@ def format_plan(manifest: dict[str, Any]) -> str:
         lines += [f"{head}: {c['purpose']} - {mib(c['bytes'])} with the working tree, timeout_s {c['timeout_s']}",
                   f"  carry:   {json.dumps(c['carry'])}",
                   f"  command: {c['command']}", ""]
+    required = [c for c in manifest["calls"] if not c.get("optional")]
+    lines.append(f"Device time: about 2 min to start the machine, then at most {sum(c['timeout_s'] for c in required)} s "
+                 f"for the {len(required)} calls (the receive calls take seconds); the optional call fits in what "
+                 "is left of 15 minutes only if the run call ended early.")
     lines.append("The run writes gpu.json, gpu.log, journal.jsonl and the executed notebook 05 to $OUT; its state "
                  f"stays in {PACK_DIR}/work, so a second run call resumes at the first unfinished step. "
                  "`make gpu-run OUT=$OUT WORK=.gpukit/work` is the same command where make exists.")
