@@ -291,6 +291,9 @@ def run(preset: KitPreset, out: Path, work: Path | None = None, *, budget_s: flo
                 break
             if worker is None or worker.proc.poll() is not None:
                 worker = Worker(preset, work, pack_dir, log)
+            for stale in (f"{step}.json", f"{step}.partial.json"):  # from a call that was killed mid-step
+                with contextlib.suppress(FileNotFoundError):
+                    (work / "steps" / stale).unlink()
             journal.append(event="start", call=call, step=step, box_s=round(box, 1))
             log(f"start (box {box:.0f} s)", step)
             started = time.time()
