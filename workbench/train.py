@@ -239,7 +239,8 @@ class TrainResult:
         return asdict(self)
 
 
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """A fine-tune run folder's checkpoints as (step, folder), oldest first."""
     out = []
     for p in (folder / "checkpoints").glob("step-*"):
         try:
@@ -407,7 +408,7 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
 def _load_latest_checkpoint(folder: Path, sink: Sink) -> tuple[int, dict[str, Any]] | None:
     """The newest checkpoint that loads, falling back to an older one (with a warning event) if it is damaged."""
     errors = []
-    for step, ck in reversed(_checkpoints(folder)):
+    for step, ck in reversed(list_checkpoints(folder)):
         try:
             state = load_checkpoint_state(ck / "state.pt")
         except TrainError as e:
@@ -427,7 +428,7 @@ def _save_checkpoint(folder: Path, step: int, model: Any, opt: Any, events: Sink
     target = folder / "checkpoints" / f"step-{step}"
     with atomic_dir(target) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp / "state.pt")
-    for _, p in _checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+    for _, p in list_checkpoints(folder)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(p, ignore_errors=True)
     events(Event("train.checkpoint", {"step": step, "path": str(target)}))
 

@@ -542,7 +542,7 @@ def _rate(history: list[dict[str, Any]]) -> dict[str, float | None]:
 def step_train(ctx: StepContext) -> dict[str, Any]:
     """A few steps of mixed-context-window fine-tuning with packing, stopped half-way at a checkpoint and resumed."""
     from workbench.events import Event
-    from workbench.train import TrainConfig, _checkpoints, finetune
+    from workbench.train import TrainConfig, finetune, list_checkpoints
 
     p = ctx.preset
     ctx.device()
@@ -562,7 +562,7 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
             ctx.log(f"  {e.kind.split('.')[1]} at step {e.data['step']}")
 
     peaks = []
-    if not (folder / "model").exists() and max((s for s, _ in _checkpoints(folder)), default=0) < half:
+    if not (folder / "model").exists() and max((s for s, _ in list_checkpoints(folder)), default=0) < half:
         lm = _load(ctx, to_device=False)  # finetune places it (accelerate)
         ctx.reset_peak()
         r1 = finetune(lm.model, lm.tokenizer, _ramp_spec(lm.model, cfg.seq_len), cfg, folder,
@@ -577,7 +577,7 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
         if ctx.stop():
             ctx.cut_short = True
             return res
-    ck = dict(_checkpoints(folder)).get(half)
+    ck = dict(list_checkpoints(folder)).get(half)
     res["checkpoint_bytes"] = (ck / "state.pt").stat().st_size if ck is not None else None
     lm = _load(ctx, to_device=False)
     ctx.reset_peak()
