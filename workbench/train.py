@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
 import warnings
@@ -397,7 +398,10 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files)
+    except pickle.UnpicklingError:
+        raise TrainError(f"{path} is not a loadable checkpoint: it holds objects other than tensors and plain "
+                         "values, and loading those could run code; it was refused") from None
+    except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, ... for damaged files)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrainError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {first[:160]})") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
