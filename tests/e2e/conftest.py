@@ -1,4 +1,4 @@
-"""JupyterLab in a real browser: a session-wide server on a free 127.0.0.1 port with its own token-free
+"""JupyterLab in a real browser: a session-wide server on a free 127.0.0.1 port with a random token and its own
 configuration (news, update checks and toasts off), a temporary root holding copies of the notebooks with
 their parameters injected, and Debian's chromium driven by Playwright. Run with ``make test-e2e``."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,8 +35,8 @@ def _free_port() -> int:
 
 
 class Lab:
-    def __init__(self, root: Path, url: str, proc: subprocess.Popen, log: Path) -> None:
-        self.root, self.url, self.proc, self.log = root, url, proc, log
+    def __init__(self, root: Path, url: str, token: str, proc: subprocess.Popen, log: Path) -> None:
+        self.root, self.url, self.token, self.proc, self.log = root, url, token, proc, log
 
     def notebook(self, name: str, parameters: dict) -> str:
         """Copy ``notebooks/<name>.ipynb`` into the root with ``parameters`` injected (papermill, not executed);
@@ -64,11 +65,11 @@ def lab(tmp_path_factory):
            "JUPYTER_RUNTIME_DIR": str(cfg / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(cfg / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(cfg / "workspaces"), "TOKENIZERS_PARALLELISM": "false"}
     port = _free_port()
+    token = secrets.token_hex(24)  # a random token (and XSRF checks on): nothing else on the machine gets in
     log = base / "jupyter.log"
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-           "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           "--ServerApp.open_browser=False"]
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--ServerApp.password=",
+           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"]
     if os.getuid() == 0:
         cmd.append("--allow-root")
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -76,7 +77,8 @@ def lab(tmp_path_factory):
     t0 = time.time()
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
+            status = urllib.request.Request(f"{url}/api/status", headers={"Authorization": f"token {token}"})
+            with urllib.request.urlopen(status, timeout=2) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -85,7 +87,7 @@ def lab(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
             pytest.fail("JupyterLab did not start:\n" + log.read_text()[-3000:])
         time.sleep(0.3)
-    yield Lab(root, url, proc, log)
+    yield Lab(root, url, token, proc, log)
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(15)
@@ -108,6 +110,8 @@ def page(browser, lab):
     ctx = browser.new_context(viewport={"width": 1500, "height": 2400})
     pg = ctx.new_page()
     pg.set_default_timeout(60_000)
+    # one request with the token makes the server set its login cookie in this context; pages then need no token
+    assert pg.request.get(f"{lab.url}/lab?token={lab.token}").ok
     yield pg
     try:  # shut the notebook's kernel down, so the next test has the machine's cores to itself
         pg.evaluate("async () => { const m = window.jupyterapp.serviceManager;"
