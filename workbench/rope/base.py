@@ -16,10 +16,12 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+
+MAX_TARGET_LENGTH = 2**24  # float32 positions (the rotary embedding's dtype) are exact up to 2**24
 
 
 class SpecError(ValueError):
@@ -70,6 +72,11 @@ class RopeSpec:
             fail("original_max_position_embeddings", L0, "an integer >= 2")
         if not _finite_positive(self.factor):
             fail("factor", self.factor, "a finite number >= 1")
+        if self.factor * L0 > MAX_TARGET_LENGTH:
+            raise SpecError(
+                f"target length {self.factor * L0:.0f} (factor={self.factor:g} x L0={L0}) is not allowed: at most "
+                f"{MAX_TARGET_LENGTH} (2**24) tokens: positions are float32 in the rotary embedding, exact only up "
+                "to 2**24")
         if self.factor < 1:
             raise SpecError(
                 f"factor={self.factor:g} is not allowed: the target length "
@@ -262,6 +269,8 @@ def make_spec(
     """
     cls = get_method(method).spec_cls
     L0 = original_max_position_embeddings
+    if isinstance(L0, bool) or not isinstance(L0, int) or L0 < 2:
+        fail("original_max_position_embeddings", L0, "an integer >= 2")
     if target_length is not None and factor is not None:
         raise SpecError("give target_length or factor, not both")
     if target_length is not None:
@@ -280,6 +289,11 @@ def make_spec(
             f"unknown parameter(s) {sorted(unknown)} for method {method!r}; allowed: "
             f"{sorted(allowed - _GEOMETRY)}"
         )
+    required = sorted(f.name for f in fields(cls) if f.init and f.default is MISSING
+                      and f.default_factory is MISSING and f.name not in _GEOMETRY and f.name not in params)
+    if required:
+        hint = " (the per-pair factors; on the command line: --factors FILE)" if "long_factor" in required else ""
+        raise SpecError(f"method {method!r} needs {', '.join(required)}{hint}")
     return cls(
         head_dim=head_dim,
         rope_theta=rope_theta,
