@@ -82,8 +82,84 @@ class RopeLayout:
     theta_source: str  # where rope_theta came from
 
 
+_INT_KEYS = ("hidden_size", "num_attention_heads", "head_dim", "max_position_embeddings",
+             "original_max_position_embeddings")
+_ROPE_KEYS_COMMON = {"rope_type", "type", "rope_theta", "partial_rotary_factor"}
+_ROPE_KEYS = {
+    "default": set(),
+    "linear": {"factor"},
+    "dynamic": {"factor", "original_max_position_embeddings"},
+    "yarn": {"factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
+             "mscale_all_dim", "truncate"},
+    "llama3": {"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"},
+    "longrope": {"factor", "original_max_position_embeddings", "attention_factor", "short_factor", "long_factor"},
+}
+_ROPE_KEYS["su"] = _ROPE_KEYS["longrope"]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def config_value_errors(cfg: dict[str, Any]) -> list[str]:
+    """What in a config's RoPE-related values has the wrong type; each entry names the key, value and what is allowed.
+
+    Checked before any arithmetic, so a bad value is reported by name instead of failing somewhere inside.
+    """
+    errors = []
+    for key in ("rope_parameters", "rope_scaling"):
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, dict):
+            errors.append(f"{key}={v!r} is not allowed: a dict such as {{\"rope_type\": \"linear\", \"factor\": 4.0}} "
+                          "(or null)")
+    for key in _INT_KEYS:
+        v = cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            errors.append(f"{key}={v!r} is not allowed: a positive integer")
+    rope = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else (
+        cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), dict) else {})
+    where = "rope_parameters." if isinstance(cfg.get("rope_parameters"), dict) else "rope_scaling."
+    for key, value, prefix in (("rope_theta", cfg.get("rope_theta"), ""), ("rope_theta", rope.get("rope_theta"), where),
+                               ("partial_rotary_factor", cfg.get("partial_rotary_factor"), "")):
+        if value is not None and not (_is_number(value) and value > 0):
+            errors.append(f"{prefix}{key}={value!r} is not allowed: a finite number > 0")
+    for key in ("factor", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "low_freq_factor",
+                "high_freq_factor", "partial_rotary_factor"):
+        v = rope.get(key)
+        if v is not None and not _is_number(v):
+            errors.append(f"{where}{key}={v!r} is not allowed: a finite number")
+    v = rope.get("original_max_position_embeddings")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        errors.append(f"{where}original_max_position_embeddings={v!r} is not allowed: a positive integer")
+    for key in ("short_factor", "long_factor"):
+        v = rope.get(key)
+        if v is not None and not (isinstance(v, list) and all(_is_number(x) for x in v)):
+            errors.append(f"{where}{key}={v!r} is not allowed: a list of numbers, one per frequency pair")
+    return errors
+
+
+def unknown_rope_keys(cfg: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+    """(where, unknown keys, allowed keys) of the config's RoPE dict for its rope_type (transformers ignores unknown ones)."""
+    for where in ("rope_parameters", "rope_scaling"):
+        rope = cfg.get(where)
+        if isinstance(rope, dict):
+            kind = rope.get("rope_type", rope.get("type", "default"))
+            if kind not in _ROPE_KEYS:
+                return where, [], []
+            allowed = _ROPE_KEYS_COMMON | _ROPE_KEYS[kind]
+            return where, sorted(set(rope) - allowed), sorted(allowed)
+    return "", [], []
+
+
 def read_layout(cfg: dict[str, Any]) -> RopeLayout:
-    """Find the RoPE dict and theta in either layout."""
+    """Find the RoPE dict and theta in either layout.
+
+    Raises:
+        ConfigError: a RoPE value of the wrong type (the message names the key).
+    """
+    errors = config_value_errors(cfg)
+    if errors:
+        raise ConfigError("; ".join(errors))
     if isinstance(cfg.get("rope_parameters"), dict):
         params, layout = dict(cfg["rope_parameters"]), "v5"
     elif isinstance(cfg.get("rope_scaling"), dict):
@@ -309,9 +385,19 @@ def to_hf(spec: RopeSpec, layout: str = "v5", *, allow_lossy: bool = False) -> H
 
 def export_config(spec: RopeSpec, base_config: Any, layout: str = "v5", *,
                   allow_lossy: bool = False) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """A full config dict: ``base_config`` with ``spec`` written into it, and the export notes."""
+    """A full config dict: ``base_config`` with ``spec`` written into it, and the export notes.
+
+    Raises:
+        ConfigError: ``base_config`` describes a model without rotary embeddings (nothing would read the
+            RoPE settings written into it).
+    """
+    base = load_config_dict(base_config)
+    if base and not is_rope_config(base):
+        raise ConfigError(
+            f"base config of model_type={base.get('model_type')!r} has no rotary embeddings (no rope_parameters, "
+            "rope_scaling or rope_theta): rope_parameters written into it would be ignored; give a RoPE model's config")
     exp = to_hf(spec, layout, allow_lossy=allow_lossy)
-    return exp.apply(load_config_dict(base_config)), exp.notes
+    return exp.apply(base), exp.notes
 
 
 def hf_config_from_dict(cfg: dict[str, Any]):
@@ -345,6 +431,7 @@ class DoctorReport:
     vllm_reason: str
     llama_cpp: str | None
     llama_cpp_reason: str
+    stock: dict[str, Any] = field(default_factory=dict)  # what stock transformers' own config class says
 
     @property
     def ok(self) -> bool:
@@ -354,17 +441,21 @@ class DoctorReport:
         return {"summary": self.summary, "numbers": self.numbers,
                 "findings": [f.__dict__ for f in self.findings], "vllm": self.vllm,
                 "vllm_reason": self.vllm_reason, "llama_cpp": self.llama_cpp,
-                "llama_cpp_reason": self.llama_cpp_reason}
+                "llama_cpp_reason": self.llama_cpp_reason, "stock_transformers": self.stock}
 
     def __str__(self) -> str:
         lines = [self.summary, ""]
-        width = max(len(k) for k in self.numbers)
+        width = max((len(k) for k in self.numbers), default=0)
         lines += [f"  {k:<{width}}  {v}" for k, v in self.numbers.items()]
         lines.append("")
         if self.findings:
             lines += [f"  [{f.level}] {f.message}" for f in self.findings]
         else:
             lines.append("  no inconsistencies found")
+        if self.stock:
+            lines += ["", f"stock transformers {self.stock['version']}: {self.stock['verdict']}"]
+            if self.stock.get("repaired") is not None:
+                lines.append("  repaired (accepted): " + json.dumps(self.stock["repaired"]))
         lines += ["", "vLLM:      " + (self.vllm or f"(not expressible) {self.vllm_reason}")]
         if self.vllm and self.vllm_reason:
             lines.append("           " + self.vllm_reason)
@@ -385,6 +476,73 @@ _WORDS = {
 }
 
 
+def stock_transformers_check(cfg: dict[str, Any]) -> tuple[bool, str, list[str]]:
+    """Build ``cfg`` with stock transformers' own config class: (accepted, why not, the warnings it logged).
+
+    transformers validates RoPE settings when a config object is made; some problems it refuses outright,
+    others it only logs (and then computes something else than the config says).
+    """
+    import logging
+
+    import transformers
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if msg not in records:
+                records.append(msg)
+
+    logger = logging.getLogger("transformers")
+    handler = Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    transformers.utils.logging.disable_default_handler()  # the doctor reports these itself
+    try:
+        hf_config_from_dict(cfg)
+    except Exception as e:  # noqa: BLE001 - any refusal by transformers is the finding
+        text = " ".join(str(e).split())
+        return False, f"{type(e).__name__}: {text[:300]}", records
+    finally:
+        logger.removeHandler(handler)
+        transformers.utils.logging.enable_default_handler()
+    return True, "", records
+
+
+def _stock_verdict(cfg: dict[str, Any], spec: RopeSpec | None, add: Any) -> dict[str, Any]:
+    """The doctor's stock-transformers check; a refusal comes with the repaired config that it accepts."""
+    import transformers
+
+    version = transformers.__version__
+    if cfg.get("model_type") is None:
+        return {"version": version, "verdict": "not tried (the config has no model_type)", "accepted": None}
+    accepted, why, warned = stock_transformers_check(cfg)
+    rope_warnings = [w for w in warned if "rope" in w.lower() or "factor" in w.lower()]
+    out: dict[str, Any] = {"version": version, "accepted": accepted, "warnings": rope_warnings, "repaired": None}
+    repaired = None
+    if spec is not None and (not accepted or rope_warnings):
+        try:
+            full, _ = export_config(spec, cfg, "v5", allow_lossy=True)
+            ok, _, again = stock_transformers_check(full)
+            if ok and not [w for w in again if "rope" in w.lower() or "factor" in w.lower()]:
+                repaired = {k: full[k] for k in ("rope_parameters", "max_position_embeddings") if k in full}
+        except (NotExpressibleError, SpecError, ConfigError):
+            repaired = None
+    out["repaired"] = repaired
+    fix = (f"; repaired, it accepts: {json.dumps(repaired)}" if repaired is not None
+           else "; no repaired config: fix the values named above first")
+    if not accepted:
+        out["verdict"] = f"REFUSES this config ({why})"
+        add("error", f"stock transformers {version} refuses this config ({why}){fix}")
+    elif rope_warnings:
+        out["verdict"] = "accepts this config with warnings: " + "; ".join(rope_warnings)
+        add("warning", f"stock transformers {version} accepts this config but warns: {'; '.join(rope_warnings)}"
+                       f"{fix if repaired is not None else ''}")
+    else:
+        out["verdict"] = "accepts this config"
+    return out
+
+
 def doctor(source: Any) -> DoctorReport:
     """Explain a model config's RoPE setting and flag what is inconsistent.
 
@@ -392,13 +550,25 @@ def doctor(source: Any) -> DoctorReport:
         ConfigError: the config cannot be read or is not a RoPE model.
     """
     cfg = load_config_dict(source)
-    lay = read_layout(cfg)
-    p = lay.params
-    kind = p["rope_type"]
     findings: list[Finding] = []
 
     def add(level: str, msg: str) -> None:
         findings.append(Finding(level, msg))
+
+    errors = config_value_errors(cfg)
+    if errors:
+        for e in errors:
+            add("error", e)
+        stock = _stock_verdict(cfg, None, add)
+        return DoctorReport("RoPE settings with values of the wrong type (see findings)", {}, tuple(findings), None,
+                            "invalid config", None, "invalid config", stock)
+    lay = read_layout(cfg)
+    p = lay.params
+    kind = p["rope_type"]
+    where, unknown, allowed = unknown_rope_keys(cfg)
+    if unknown:
+        add("warning", f"unknown key(s) {unknown} in {where} for rope_type={kind!r}: transformers ignores them "
+                       f"(allowed: {allowed})")
 
     # layout
     if lay.layout == "v4":
@@ -426,8 +596,10 @@ def doctor(source: Any) -> DoctorReport:
 
     if kind not in HF_ROPE_TYPES and kind != "su":
         add("error", f"rope_type={kind!r} is not one of {HF_ROPE_TYPES}")
-        return DoctorReport(f"RoPE type {kind!r} (unknown)", {}, tuple(findings), None,
-                            "unknown rope_type", None, "unknown rope_type")
+        stock = _stock_verdict(cfg, None, add)
+        return DoctorReport(f"RoPE type {kind!r} (unknown; supported: {', '.join(HF_ROPE_TYPES)})", {},
+                            tuple(findings), None,
+                            "unknown rope_type", None, "unknown rope_type", stock)
 
     spec = None
     try:
@@ -497,9 +669,10 @@ def doctor(source: Any) -> DoctorReport:
                    f"L0 {L0} -> {spec.target_length} tokens (s = {spec.factor:g})")
     else:
         summary = f"{_WORDS.get(kind, kind)} (invalid: see findings)"
+    stock = _stock_verdict(cfg, spec, add)
     vllm, vllm_reason = _vllm_overrides(spec) if spec is not None else (None, "invalid config")
     cpp, cpp_reason = _llama_cpp_flags(spec) if spec is not None else (None, "invalid config")
-    return DoctorReport(summary, numbers, tuple(findings), vllm, vllm_reason, cpp, cpp_reason)
+    return DoctorReport(summary, numbers, tuple(findings), vllm, vllm_reason, cpp, cpp_reason, stock)
 
 
 def _vllm_overrides(spec: RopeSpec) -> tuple[str | None, str]:
