@@ -399,6 +399,9 @@ def needle_sample(tokenizer: Any, source: str, split: str, length: int, depths: 
 def needle_samples(tokenizer: Any, source: str, split: str, length: int, n: int, n_needles: int = 3,
                    seed: int = 0) -> list[NeedleSample]:
     """``n`` needle-driven documents; each has ``n_needles`` copies of its needle at seeded random depths."""
+    for name, value in (("n", n), ("n_needles", n_needles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{name}={value!r} is not allowed: a positive integer")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):

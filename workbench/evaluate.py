@@ -34,6 +34,22 @@ class EvalError(ValueError):
     """An evaluation request is invalid."""
 
 
+def check_finite(result: Any) -> Any:
+    """``result`` when its perplexity is finite; else an EvalError naming the likely causes.
+
+    A NaN or infinite perplexity is never a measurement: damaged weights (flipped bytes in a cached
+    file), an overflow in a low-precision dtype, or a RoPE setting that produced non-finite angles.
+    """
+    ppl = getattr(result, "ppl", None)
+    if ppl is not None and not math.isfinite(ppl):
+        raise EvalError(
+            f"perplexity of {getattr(result, 'label', 'the model')!r} at {getattr(result, 'length', '?')} tokens is "
+            f"{ppl}: not a measurement. Likely causes: damaged model weights (rebuild the cached model), an "
+            "overflow in bf16 (try --dtype fp32), or a RoPE setting with non-finite frequencies")
+    return result
+
+
+
 @functools.lru_cache(maxsize=1)
 def bf16_speedup() -> float:
     """Measured speed of a 1024^2 bf16 matrix product relative to fp32 on the GPU if there is one, else this CPU.
@@ -431,6 +447,8 @@ def passkey_accuracy(model: Any, tokenizer: Any, lengths: list[int], *, n_trials
 
     from .data import passkey_prompts
 
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise EvalError(f"n_trials={n_trials!r} is not allowed: a positive integer (prompts per length)")
     label = label or (spec.method if spec is not None else "model as loaded")
     prompts = [p for L in lengths for p in passkey_prompts(tokenizer, L, n_trials, seed)]  # built first: fail fast
     trials = []
@@ -524,6 +542,8 @@ def needle_grid(model: Any, tokenizer: Any, depths: list[float], lengths: list[i
 
     from .data import needle_sample
 
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise EvalError(f"n_trials={n_trials!r} is not allowed: a positive integer (needles per cell)")
     label = label or (spec.method if spec is not None else "model as loaded")
     cells = [(i, j, d, L, k) for i, d in enumerate(depths) for j, L in enumerate(lengths) for k in range(n_trials)]
     docs = {c: needle_sample(tokenizer, source, split, c[3], [c[2]], seed * 104729 + c[4] * 131 + c[1]) for c in cells}

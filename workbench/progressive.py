@@ -62,6 +62,46 @@ class ProgressiveConfig:
     eval_documents: int = 8
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Every length and budget is checked here, so a bad one is refused before any stage runs."""
+        from .search import SearchError
+        from .train import TrainError
+
+        for name in ("stage1_length", "stage2_length", "eval_documents"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "eval_documents" else 2):
+                raise ProgressiveError(f"{name}={v!r} is not allowed: "
+                                       + ("a positive integer" if name == "eval_documents" else "an integer >= 2"))
+        if self.stage2_length <= self.stage1_length:
+            raise ProgressiveError(f"stage2_length={self.stage2_length} is not allowed: it must be above "
+                                   f"stage1_length={self.stage1_length} (lengths must grow: L0 < L1 < L2)")
+        r = self.recovery_max_factor
+        if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r >= 1):
+            raise ProgressiveError(f"recovery_max_factor={r!r} is not allowed: None or a finite number >= 1")
+        for name, fixed in (("search1", {"target_length", "corpus", "seed"}), ("search2", {"target_length", "corpus", "seed"}),
+                            ("recovery", {"target_length", "corpus", "seed", "max_factor"})):
+            budget = getattr(self, name)
+            if not isinstance(budget, dict):
+                raise ProgressiveError(f"{name}={budget!r} is not allowed: a dict of SearchConfig overrides")
+            allowed = set(SearchConfig.__dataclass_fields__) - fixed
+            unknown = sorted(set(budget) - allowed)
+            if unknown:
+                raise ProgressiveError(f"{name}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+            try:
+                SearchConfig(target_length=self.stage2_length, corpus=self.corpus, seed=self.seed, **budget)
+            except SearchError as e:
+                raise ProgressiveError(f"{name}: {e}") from None
+        if not isinstance(self.train, dict):
+            raise ProgressiveError(f"train={self.train!r} is not allowed: a dict of TrainConfig overrides")
+        allowed = set(TrainConfig.__dataclass_fields__) - {"seq_len", "corpora", "seed"}
+        unknown = sorted(set(self.train) - allowed)
+        if unknown:
+            raise ProgressiveError(f"train: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        try:
+            TrainConfig(seq_len=self.stage1_length, corpora=(self.corpus,), seed=self.seed, **self.train)
+        except TrainError as e:
+            raise ProgressiveError(f"train: {e}") from None
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
@@ -99,10 +139,14 @@ class ProgressiveResult:
 def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | Path, *, sink: Sink = null_sink,
                     stop: Any = lambda: False, progress: bool = True) -> ProgressiveResult | None:
     """Run (or resume) the whole pipeline for a named model; returns the result on rank 0."""
-    from .models import load_model
+    from .models import load_model, load_model_config
 
     folder = Path(run_dir)
     rank = _rank()
+    L0 = model_geometry(load_model_config(model_name)).original_max_position_embeddings  # the config only: fast
+    if not L0 < config.stage1_length:
+        raise ProgressiveError(f"stage1_length={config.stage1_length} is not allowed: lengths must grow: "
+                               f"L0={L0} < stage1_length < stage2_length={config.stage2_length}")
     folder.mkdir(parents=True, exist_ok=True)
     params = folder / "params.json"
     ident = {"model": model_name, "config": config.to_dict()}

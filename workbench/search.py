@@ -103,8 +103,26 @@ class SearchConfig:
         def bad(name: str, allowed: str) -> None:
             raise SearchError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
 
+        from .data import SOURCES
+        from .rope.base import MAX_TARGET_LENGTH
+
+        t = self.target_length
+        if isinstance(t, bool) or not isinstance(t, int) or not 2 <= t <= MAX_TARGET_LENGTH:
+            bad("target_length", f"an integer in [2, {MAX_TARGET_LENGTH}] (tokens; above the model's L0)")
         if self.mode not in MODES:
             bad("mode", f"one of {MODES}")
+        if self.corpus not in SOURCES:
+            bad("corpus", f"one of {tuple(SOURCES)}")
+        if self.attention_policy == "constant":
+            bad("attention_policy", "'su' or 'yarn': 'constant' needs a fixed attention_factor, which a search does "
+                                    "not carry (the factor follows s)")
+        if self.attention_policy not in ("su", "yarn"):
+            bad("attention_policy", "'su' (sqrt(1 + ln s / ln L0)) or 'yarn' (0.1 ln s + 1)")
+        if self.critical_dim is not None and (isinstance(self.critical_dim, bool) or not isinstance(
+                self.critical_dim, int) or self.critical_dim < 1):
+            bad("critical_dim", "None (the theoretical one) or a pair index >= 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            bad("seed", "an integer >= 0")
         for name in ("population", "parents", "generations", "n_documents", "per_document", "n_needles"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "generations" else 1):
@@ -125,6 +143,19 @@ class SearchConfig:
                 bad(name, "a probability in [0, 1]")
         if isinstance(self.max_factor, str) and self.max_factor not in ("1+s", "1.25s"):
             bad("max_factor", "'1+s', '1.25s' or a number >= s")
+        if not isinstance(self.max_factor, str) and not (
+                isinstance(self.max_factor, (int, float)) and not isinstance(self.max_factor, bool)
+                and math.isfinite(self.max_factor) and self.max_factor >= 1):
+            bad("max_factor", "'1+s', '1.25s' or a finite number >= s")
+        for i, seed_factors in enumerate(self.user_seeds):
+            try:
+                ok = len(seed_factors) > 0 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                    for x in seed_factors)
+            except TypeError:
+                ok = False
+            if not ok:
+                raise SearchError(f"user_seeds[{i}]={seed_factors!r} is not allowed: a list of finite factors > 0")
         unknown = set(self.seed_methods) - {"linear", "ntk", "yarn"}
         if unknown:
             bad("seed_methods", "a subset of ('linear', 'ntk', 'yarn')")
@@ -514,6 +545,17 @@ class Search:
         self.geometry = geom
         self.s, self.max_grid = s, int(math.floor(max_factor * GRID + 1e-9))
         self.n_pairs = geometry.head_dim // 2
+        # everything the model decides is checked here, before the documents are read or the folder written
+        for i, factors in enumerate(config.user_seeds):
+            if len(factors) != self.n_pairs:
+                raise SearchError(f"user_seeds[{i}] has {len(factors)} factors (--factors); the model has "
+                                  f"{self.n_pairs} frequency pairs (head_dim {geometry.head_dim}): give {self.n_pairs}")
+        if config.mode == "longrope2" and config.critical_dim is not None and not (
+                1 <= config.critical_dim - config.critical_dim_span
+                and config.critical_dim + config.critical_dim_span <= self.n_pairs - 2):
+            raise SearchError(f"critical_dim={config.critical_dim} (span {config.critical_dim_span}) is not allowed: "
+                              f"the model has {self.n_pairs} frequency pairs, so critical_dim +- span must stay in "
+                              f"[1, {self.n_pairs - 2}]")
         self.comm = _Comm()
         self.folder = Path(run_dir)
         self.sink = sink if self.comm.rank == 0 else null_sink
@@ -565,6 +607,10 @@ class Search:
                     error = f"cannot resume {self.folder}: it was made with different settings: " + "; ".join(diffs)
             elif resume and self.folder.exists() and any(self.folder.glob("journal-*.jsonl")):
                 error = f"cannot resume {self.folder}: params.json is missing"
+            elif resume:
+                error = (f"cannot resume {self.folder}: "
+                         + ("it does not exist" if not self.folder.exists() else "it holds no search (no params.json)")
+                         + "; check the path, or drop resume (--resume) to start a new search there")
             else:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 params.write_text(json.dumps({"identity": ident, "versions": versions(),
@@ -853,8 +899,17 @@ def run_search(model: Any, tokenizer: Any, config: SearchConfig, run_dir: str | 
     from .events import JsonlSink
 
     folder = Path(run_dir)
-    jsonl = JsonlSink(folder / "events.jsonl") if _rank() == 0 else None
-    both = fan_out([sink, jsonl])
+    jsonl: list[JsonlSink] = []
+
+    def journal_events(event: Event) -> None:
+        """events.jsonl, opened at the first event: a search refused by its checks leaves no folder behind."""
+        if _rank() != 0:
+            return
+        if not jsonl:
+            jsonl.append(JsonlSink(folder / "events.jsonl"))
+        jsonl[0](event)
+
+    both = fan_out([sink, journal_events])
     search = Search(model, tokenizer, config, folder, sink=both, stop=stop, resume=resume, model_name=model_name,
                     target=target)
     result = search.run()

@@ -81,8 +81,24 @@ class TrainConfig:
             bad("seq_len", "at least 2 tokens")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             bad("lr", "a finite number > 0")
-        if self.warmup < 0:
-            bad("warmup", "an integer >= 0")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            bad("warmup", "an integer >= 0 (steps of linear warm-up)")
+        if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool) and self.clip >= 0):
+            bad("clip", "a number >= 0 (the gradient-norm limit; 0: no clipping; a negative one would flip the "
+                        "gradient)")
+        try:
+            b1, b2 = self.betas
+            ok = all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in (b1, b2))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            bad("betas", "two numbers in [0, 1), e.g. (0.9, 0.95)")
+        if not (isinstance(self.weight_decay, (int, float)) and not isinstance(self.weight_decay, bool)
+                and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "a finite number >= 0")
+        if not (isinstance(self.min_lr_ratio, (int, float)) and not isinstance(self.min_lr_ratio, bool)
+                and 0 <= self.min_lr_ratio <= 1):
+            bad("min_lr_ratio", "a number in [0, 1] (the final learning rate as a fraction of lr)")
         if self.schedule not in SCHEDULES:
             bad("schedule", f"one of {SCHEDULES}")
         if self.dtype not in ("auto", "fp32", "bf16"):
