@@ -22,10 +22,11 @@ class Event:
     time: float = field(default_factory=time.time)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), default=_jsonable)
+        return json.dumps(asdict(self), default=jsonable)
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``json.dumps``'s ``default``: arrays and tensors as lists, objects with ``to_dict`` as dicts, else str."""
     if hasattr(x, "tolist"):
         return x.tolist()
     if hasattr(x, "to_dict"):

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..events import jsonable
 from .pack import REPO, KitError, assemble, load_manifest, receive
 from .presets import KitPreset
 
@@ -98,16 +99,8 @@ class StepContext:
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
+    tmp.write_text(json.dumps(data, indent=1, default=jsonable))
     os.replace(tmp, path)
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    if hasattr(x, "to_dict"):
-        return x.to_dict()
-    return str(x)
 
 
 def _dtype(name: str) -> Any:
