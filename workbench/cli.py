@@ -32,6 +32,68 @@ class CliError(Exception):
     """A user error worth one line, not a traceback."""
 
 
+def _int_at_least(low: int, what: str = "") -> Any:
+    """An argparse type: an integer >= ``low``; the error names the value and what is allowed."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an integer >= {low}{what}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: an integer >= {low}{what}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _finite_float(low: float, strict: bool = True, what: str = "") -> Any:
+    """An argparse type: a finite number > ``low`` (>= when not strict)."""
+    allowed = f"a finite number {'>' if strict else '>='} {low:g}{what}"
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: {allowed}")
+        return value
+
+    parse.__name__ = allowed
+    return parse
+
+
+def _max_factor(text: str) -> str | float:
+    """--max-factor: '1+s', '1.25s' or a finite number >= 1."""
+    if text in ("1+s", "1.25s"):
+        return text
+    return _finite_float(1.0, strict=False, what=", '1+s' or '1.25s'")(text)
+
+
+def _json_flag(flag: str, text: str, allowed: set[str] | None = None) -> dict[str, Any]:
+    """A JSON object given on the command line; errors name the flag (and the keys it accepts)."""
+    example = """'{"steps": 60, "lr": 0.001}'""" if flag == "--train" else """'{"generations": 4}'"""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CliError(f"{flag} {text!r} is not JSON: {e.msg} at column {e.colno}; give an object such as "
+                       f"{example}") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{flag} {text!r} is not allowed: a JSON object of overrides such as {example}")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise CliError(f"{flag}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return value
+
+
+POSITIVE = _int_at_least(1)
+NON_NEGATIVE = _int_at_least(0)
+
+
 def _parse_value(text: str) -> Any:
     if text.startswith("@"):
         return _load_factors(text[1:])
@@ -64,15 +126,18 @@ def _geometry_source(args: argparse.Namespace) -> Any:
     if args.config:
         return args.config
     if args.model:
-        if args.model in ("smollm2", "tiny-random"):
-            from .models import load_model
+        from .models import available_models, load_model_config
 
-            return load_model(args.model).model.config
+        if args.model in available_models():
+            return load_model_config(args.model)  # the config alone: no weights loaded or converted
         return args.model
     return None
 
 
 def _spec_from_args(args: argparse.Namespace, model: Any = None):
+    if model is not None and getattr(args, "config", None):
+        raise CliError(f"--config {args.config!r} is not allowed with --model {args.model!r} here: the geometry comes "
+                       "from the loaded model's own config; drop --config (or pass the model folder as --model)")
     params: dict[str, Any] = {}
     for item in args.param or []:
         if "=" not in item:
@@ -105,13 +170,13 @@ def _add_spec_args(p: argparse.ArgumentParser, method_required: bool = True) -> 
                    help=None if method_required else "RoPE method to apply (default: the model as loaded)")
     p.add_argument("--model", help="smollm2, tiny-random, or a local model folder (geometry source)")
     p.add_argument("--config", help="a config.json (geometry source)")
-    p.add_argument("--head-dim", type=int)
-    p.add_argument("--rope-theta", type=float)
-    p.add_argument("--original", type=int, help="original_max_position_embeddings (L0)")
-    p.add_argument("--target", type=int, help="target length L")
-    p.add_argument("--factor", type=float, help="extension ratio s (instead of --target)")
+    p.add_argument("--head-dim", type=_int_at_least(2))
+    p.add_argument("--rope-theta", type=_finite_float(1.0))
+    p.add_argument("--original", type=_int_at_least(2), help="original_max_position_embeddings (L0)")
+    p.add_argument("--target", type=POSITIVE, help="target length L")
+    p.add_argument("--factor", type=_finite_float(1.0, strict=False), help="extension ratio s (instead of --target)")
     p.add_argument("--factors", help="JSON file with the per-pair long_factor (LongRoPE)")
-    p.add_argument("--n-hat", type=int, help="LongRoPE start-token window")
+    p.add_argument("--n-hat", type=NON_NEGATIVE, help="LongRoPE start-token window")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="method parameter, value as JSON (or @file.json), e.g. beta_fast=16")
 
@@ -177,19 +242,36 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _eval_setup(args: argparse.Namespace):
+    """The model, the spec and the label; every argument is checked here, before the run folder is written."""
     from .models import load_model
+
+    if args.config:
+        raise CliError(f"--config {args.config!r} is not allowed with eval: it reads --model {args.model!r} with the "
+                       "model's own config; pass the model folder as --model (and --method for a RoPE setting)")
+    if args.method and args.target is None and args.factor is None:
+        raise CliError("--method needs --target (or --factor): the length the method extends to")
+    if args.method in ("longrope", "longrope2") and not args.factors and not any(
+            p.startswith("long_factor=") for p in args.param or []):
+        raise CliError(f"--method {args.method} needs --factors FILE (the per-pair long_factor, e.g. a search run's "
+                       "result.json or workbench/assets/factors/*.json)")
+    lm = load_model(args.model)
+    spec = _spec_from_args(args, lm.model) if args.method else None
+    label = args.label or (spec.method if spec is not None else "no scaling")
+    return lm, spec, label
+
+
+def _run_folder(args: argparse.Namespace, spec: Any) -> Any:
+    """The run folder of an eval command, written only once every argument has been checked."""
     from .runs import RunFolder
 
-    lm = load_model(args.model)
-    spec = None
-    if args.method:
-        if args.target is None and args.factor is None:
-            raise CliError("--method needs --target (or --factor): the length the method extends to")
-        spec = _spec_from_args(args, lm.model)
     params = {k: v for k, v in vars(args).items() if k != "func"}
-    run = RunFolder(args.run_dir, params, spec) if args.run_dir else None
-    label = args.label or (spec.method if spec is not None else "no scaling")
-    return lm, spec, run, label
+    return RunFolder(args.run_dir, params, spec) if args.run_dir else None
+
+
+def _check_documents(docs: list, asked: int, args: argparse.Namespace, length: int) -> None:
+    if len(docs) < asked:
+        raise CliError(f"--n-documents {asked} is not allowed here: the {args.split} split of {args.corpus!r} gives "
+                       f"only {len(docs)} samples of {length} tokens; ask for at most {len(docs)}")
 
 
 def _sinks(run: Any) -> Any:
@@ -307,20 +389,22 @@ def _eval_ppl_llamacpp(args: argparse.Namespace) -> int:
 
 def cmd_eval_ppl(args: argparse.Namespace) -> int:
     from .data import samples
-    from .evaluate import perplexity
+    from .evaluate import check_finite, perplexity
 
     if args.engine == "llama.cpp":
         return _eval_ppl_llamacpp(args)
     if args.model and args.model.endswith(".gguf"):
         raise CliError(f"--model {args.model!r} is a GGUF: evaluate it with --engine llama.cpp (the transformers "
                        "engine loads smollm2, teaching, tiny-random or a model folder)")
-    lm, spec, run, label = _eval_setup(args)
+    lm, spec, label = _eval_setup(args)
     longest = max(args.lengths) if args.mode == "truncated" else max(args.lengths) * 2
     docs = samples(lm.tokenizer, args.corpus, args.split, longest, args.n_documents, per_document=args.per_document)
+    _check_documents(docs, args.n_documents, args, longest)
+    run = _run_folder(args, spec)
     results = []
     for L in sorted(args.lengths):
-        r = perplexity(lm.model, docs, spec=spec, label=label, length=L, mode=args.mode, stride=args.stride,
-                       dtype=args.dtype, sink=_sinks(run))
+        r = check_finite(perplexity(lm.model, docs, spec=spec, label=label, length=L, mode=args.mode,
+                                    stride=args.stride, dtype=args.dtype, sink=_sinks(run)))
         results.append(r)
         print(f"{label} @ {L}: PPL {r.ppl:.3f} (last quarter {r.tail_ppl():.3f}; {r.n_documents} documents, "
               f"{r.seconds:.1f} s)")
@@ -332,7 +416,8 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
 def cmd_eval_passkey(args: argparse.Namespace) -> int:
     from .evaluate import passkey_accuracy
 
-    lm, spec, run, label = _eval_setup(args)
+    lm, spec, label = _eval_setup(args)
+    run = _run_folder(args, spec)
     r = passkey_accuracy(lm.model, lm.tokenizer, sorted(args.lengths), n_trials=args.trials, spec=spec, label=label,
                          seed=args.seed, sink=_sinks(run))
     for L, acc in zip(r.lengths, r.accuracy, strict=True):
@@ -344,19 +429,27 @@ def cmd_eval_passkey(args: argparse.Namespace) -> int:
 
 def cmd_eval_needle(args: argparse.Namespace) -> int:
     from .data import needle_samples
-    from .evaluate import needle_grid, needle_perplexity
+    from .evaluate import check_finite, needle_grid, needle_perplexity
 
-    lm, spec, run, label = _eval_setup(args)
+    bad = [d for d in args.depths if not 0 <= d <= 1]
+    if bad:
+        raise CliError(f"--depths {bad} is not allowed: fractions of the document in [0, 1]")
+
+    lm, spec, label = _eval_setup(args)
     if args.ppl:
         out = []
-        for L in sorted(args.lengths):
-            docs = needle_samples(lm.tokenizer, args.corpus, args.split, L, args.n_documents, args.needles, args.seed)
-            r = needle_perplexity(lm.model, docs, spec=spec, label=label, dtype=args.dtype, sink=_sinks(run))
+        by_length = {L: needle_samples(lm.tokenizer, args.corpus, args.split, L, args.n_documents, args.needles,
+                                       args.seed) for L in sorted(args.lengths)}
+        run = _run_folder(args, spec)
+        for L, docs in by_length.items():
+            r = check_finite(needle_perplexity(lm.model, docs, spec=spec, label=label, dtype=args.dtype,
+                                               sink=_sinks(run)))
             out.append(r)
             print(f"{label} needle-driven PPL @ {L}: {r.ppl:.3f} ({r.n_documents} documents, answer tokens only)")
         if run:
             print(f"wrote {run.write('needle_ppl', out)}")
         return 0
+    run = _run_folder(args, spec)
     r = needle_grid(lm.model, lm.tokenizer, args.depths, sorted(args.lengths), n_trials=args.trials, source=args.corpus,
                     split=args.split, spec=spec, label=label, seed=args.seed, sink=_sinks(run))
     print(f"{label} needle accuracy (rows: depth, columns: {r.lengths}):")
@@ -371,8 +464,9 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
     from .data import samples
     from .entropy import attention_entropy, without_attention_factor
 
-    lm, spec, run, label = _eval_setup(args)
+    lm, spec, label = _eval_setup(args)
     doc = samples(lm.tokenizer, args.corpus, args.split, args.length, 1)[0]
+    run = _run_folder(args, spec)
     settings = [(label, spec)]
     if args.without_factor and spec is not None:
         settings.append((f"{label} without attention factor", without_attention_factor(spec)))
@@ -460,12 +554,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.max_factor is not None:
-        params["max_factor"] = float(args.max_factor) if args.max_factor not in ("1+s", "1.25s") else args.max_factor
+        params["max_factor"] = args.max_factor
     if args.factors:
         params["user_seeds"] = (tuple(_load_factors(args.factors)),)
     config = SearchConfig(target_length=args.target_length, mode=args.mode, corpus=args.corpus,
                           n_documents=args.documents, racing=not args.no_racing, n_hat_stage=not args.no_n_hat,
                           **params)
+    if args.resume and not (Path(args.run_dir) / "params.json").is_file():
+        raise CliError(f"--resume --run-dir {args.run_dir!r}: "
+                       + ("it does not exist" if not Path(args.run_dir).exists() else "it holds no search "
+                          "(no params.json)") + "; check the path, or drop --resume to start a new search there")
     lm = load_model(args.model)
     rank = accelerator.process_index if accelerator else 0
     if rank == 0:
@@ -515,6 +613,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                       lr=args.lr, warmup=args.warmup, schedule=args.schedule, checkpoint_every=args.checkpoint_every,
                       mixed=args.mixed, dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
                       attn=args.attn, seed=args.seed, corpora=tuple(args.corpora))
+    if args.resume and not (Path(args.run_dir) / "params.json").is_file():
+        raise CliError(f"--resume --run-dir {args.run_dir!r}: "
+                       + ("it does not exist" if not Path(args.run_dir).exists() else "it holds no fine-tune "
+                          "(no params.json)") + "; check the path, or drop --resume to start a new fine-tune there")
+    if args.method in ("longrope", "longrope2") and not args.factors and not any(
+            p.startswith("long_factor=") for p in args.param or []):
+        raise CliError(f"--method {args.method} needs --factors FILE (the per-pair long_factor)")
+    if args.config:
+        raise CliError(f"--config {args.config!r} is not allowed with finetune: the geometry comes from --model "
+                       f"{args.model!r}'s own config")
     lm = load_model(args.model)
     spec = _spec_from_args(args, lm.model)
     # under accelerate launch, finetune's Accelerator joins the process group from the environment
@@ -522,12 +630,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                       progress=not args.quiet)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    if result.final_dir:
+    if result.final_dir and not result.history and result.resumed_from == cfg.steps:
+        print(f"{args.run_dir} was already complete: {cfg.steps} of {cfg.steps} steps{_last_loss(args.run_dir)}; "
+              f"nothing to do; the model is in {result.final_dir}")
+    elif result.final_dir:
         last = result.history[-1] if result.history else {}
         print(f"fine-tuned {args.model} with {spec.method} for {result.steps} steps at {cfg.seq_len} tokens"
               f"{f' (resumed at step {result.resumed_from})' if result.resumed_from else ''}: last loss "
               f"{last.get('loss', float('nan')):.4f}; saved to {result.final_dir} (stock transformers loads it)")
     return 0
+
+
+def _last_loss(run_dir: str) -> str:
+    """"; last loss X" from a fine-tune folder's events (empty when none was recorded)."""
+    from .events import read_events
+
+    try:
+        steps = [e.data for e in read_events(Path(run_dir) / "events.jsonl") if e.kind == "train.step"]
+    except (OSError, ValueError):
+        return ""
+    return f"; last loss {steps[-1]['loss']:.4f}" if steps and "loss" in steps[-1] else ""
 
 
 def cmd_progressive(args: argparse.Namespace) -> int:
@@ -541,7 +663,7 @@ def cmd_progressive(args: argparse.Namespace) -> int:
     for name in ("search1", "train", "search2", "recovery"):
         value = getattr(args, name)
         if value:
-            kwargs[name] = {**getattr(ProgressiveConfig(1, 2), name), **json.loads(value)}
+            kwargs[name] = {**ProgressiveConfig.__dataclass_fields__[name].default_factory(), **_json_flag(f"--{name}", value)}
     cfg = ProgressiveConfig(stage1_length=args.stage1_length, stage2_length=args.stage2_length, corpus=args.corpus,
                             eval_documents=args.eval_documents, seed=args.seed, **kwargs)
 
@@ -596,8 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     rope = sub.add_parser("rope", help="inspect and export RoPE settings").add_subparsers(dest="rope_cmd", required=True)
     show = rope.add_parser("show", help="per-pair diagnostics of a method")
     _add_spec_args(show)
-    show.add_argument("--length", type=int, help="evaluate at this sequence length (default: target)")
-    show.add_argument("--every", type=int, default=1, help="show every k-th pair")
+    show.add_argument("--length", type=POSITIVE, help="evaluate at this sequence length (default: target)")
+    show.add_argument("--every", type=POSITIVE, default=1, help="show every k-th pair")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_rope_show)
     export = rope.add_parser("export", help="write a transformers config with the method")
@@ -634,43 +756,43 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--corpus", default="shakespeare", help="shakespeare, bible or stdlib")
         p.add_argument("--split", default="heldout", choices=["heldout", "train"])
         p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=NON_NEGATIVE, default=0)
         return p
 
     p = eval_parser("ppl", "perplexity and per-position loss")
-    p.add_argument("--lengths", type=int, nargs="+", required=True)
-    p.add_argument("--n-documents", type=int, default=4)
-    p.add_argument("--per-document", type=int, default=1, help="non-overlapping windows per document")
+    p.add_argument("--lengths", type=_int_at_least(2), nargs="+", required=True)
+    p.add_argument("--n-documents", type=POSITIVE, default=4)
+    p.add_argument("--per-document", type=POSITIVE, default=1, help="non-overlapping windows per document")
     p.add_argument("--mode", choices=["truncated", "sliding"], default="truncated")
-    p.add_argument("--stride", type=int, default=256)
+    p.add_argument("--stride", type=POSITIVE, default=256)
     p.add_argument("--engine", choices=["transformers", "llama.cpp"], default="transformers",
                    help="llama.cpp: run a GGUF (--model smollm2 or a .gguf) through llama-cpp-python; with --method "
                         "the GGUF is exported with it first")
     p.add_argument("--kv-type", choices=["f16", "f32"], default="f16", help="llama.cpp's KV cache type")
     p.set_defaults(func=cmd_eval_ppl)
     p = eval_parser("passkey", "passkey retrieval accuracy by length")
-    p.add_argument("--lengths", type=int, nargs="+", required=True)
-    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--lengths", type=_int_at_least(2), nargs="+", required=True)
+    p.add_argument("--trials", type=POSITIVE, default=5)
     p.set_defaults(func=cmd_eval_passkey)
     p = eval_parser("needle", "needle-in-a-haystack grid, or needle-driven perplexity with --ppl")
-    p.add_argument("--lengths", type=int, nargs="+", required=True)
+    p.add_argument("--lengths", type=_int_at_least(2), nargs="+", required=True)
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    p.add_argument("--trials", type=int, default=1)
+    p.add_argument("--trials", type=POSITIVE, default=1)
     p.add_argument("--ppl", action="store_true", help="needle-driven perplexity (answer tokens only)")
-    p.add_argument("--n-documents", type=int, default=4)
-    p.add_argument("--needles", type=int, default=3, help="needle copies per document (with --ppl)")
+    p.add_argument("--n-documents", type=POSITIVE, default=4)
+    p.add_argument("--needles", type=POSITIVE, default=3, help="needle copies per document (with --ppl)")
     p.set_defaults(func=cmd_eval_needle)
     p = eval_parser("entropy", "attention entropy by layer, head and position")
-    p.add_argument("--length", type=int, required=True)
-    p.add_argument("--layers", type=int, nargs="+")
-    p.add_argument("--bucket-size", type=int)
-    p.add_argument("--queries-per-bucket", type=int)
+    p.add_argument("--length", type=_int_at_least(2), required=True)
+    p.add_argument("--layers", type=NON_NEGATIVE, nargs="+")
+    p.add_argument("--bucket-size", type=POSITIVE)
+    p.add_argument("--queries-per-bucket", type=POSITIVE)
     p.add_argument("--without-factor", action="store_true", help="also run with the attention factor set to 1")
     p.set_defaults(func=cmd_eval_entropy)
 
     sp = sub.add_parser("search", help="evolutionary search for LongRoPE / LongRoPE2 factors (resumable)")
     sp.add_argument("--model", default="teaching")
-    sp.add_argument("--target-length", type=int, required=True)
+    sp.add_argument("--target-length", type=_int_at_least(2), required=True)
     sp.add_argument("--mode", choices=["longrope", "longrope2"], default="longrope")
     sp.add_argument("--run-dir", required=True)
     sp.add_argument("--resume", action="store_true", help="continue the search in --run-dir from its journal")
@@ -678,66 +800,66 @@ def build_parser() -> argparse.ArgumentParser:
                     help="full: the paper's budget; small: minutes on a CPU; tiny: seconds")
     for name in ("population", "parents", "mutants", "crossovers", "generations", "critical-dim",
                  "critical-dim-span", "seed"):
-        sp.add_argument(f"--{name}", type=int)
-    sp.add_argument("--max-factor", help="'1+s' (default), '1.25s' or a number")
+        sp.add_argument(f"--{name}", type=POSITIVE if name in ("population", "parents", "critical-dim") else NON_NEGATIVE)
+    sp.add_argument("--max-factor", type=_max_factor, help="'1+s' (default), '1.25s' or a number")
     sp.add_argument("--factors", help="JSON file with a factor list to seed the population with")
-    sp.add_argument("--documents", type=int, default=3, help="fitness documents (train split)")
+    sp.add_argument("--documents", type=POSITIVE, default=3, help="fitness documents (train split)")
     sp.add_argument("--corpus", default="shakespeare")
     sp.add_argument("--no-racing", action="store_true", help="the plain algorithm: every candidate on every document")
     sp.add_argument("--no-n-hat", action="store_true", help="skip the n_hat stage")
     sp.add_argument("--no-report", action="store_true", help="skip the held-out report")
-    sp.add_argument("--report-documents", type=int, default=20)
-    sp.add_argument("--threads", type=int, help="torch threads per process")
+    sp.add_argument("--report-documents", type=POSITIVE, default=20)
+    sp.add_argument("--threads", type=POSITIVE, help="torch threads per process")
     sp.set_defaults(func=cmd_search)
 
     ft = sub.add_parser("finetune", help="fine-tune with a RoPE method applied (accelerate; resumable)")
     _add_spec_args(ft)
     ft.set_defaults(model="teaching")
-    ft.add_argument("--seq-len", type=int, required=True, help="tokens per packed row")
-    ft.add_argument("--steps", type=int, default=400)
-    ft.add_argument("--batch-size", type=int, default=8, help="rows per micro-batch per process")
-    ft.add_argument("--grad-accum", type=int, default=1)
-    ft.add_argument("--lr", type=float, default=2e-5)
-    ft.add_argument("--warmup", type=int, default=40)
+    ft.add_argument("--seq-len", type=_int_at_least(2), required=True, help="tokens per packed row")
+    ft.add_argument("--steps", type=POSITIVE, default=400)
+    ft.add_argument("--batch-size", type=POSITIVE, default=8, help="rows per micro-batch per process")
+    ft.add_argument("--grad-accum", type=POSITIVE, default=1)
+    ft.add_argument("--lr", type=_finite_float(0.0), default=2e-5)
+    ft.add_argument("--warmup", type=NON_NEGATIVE, default=40)
     ft.add_argument("--schedule", choices=["cosine", "linear"], default="cosine")
-    ft.add_argument("--checkpoint-every", type=int, default=50)
+    ft.add_argument("--checkpoint-every", type=POSITIVE, default=50)
     ft.add_argument("--mixed", action="store_true", help="mixed context window training (LongRoPE2)")
     ft.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     ft.add_argument("--gradient-checkpointing", action="store_true")
     ft.add_argument("--attn", choices=["auto", "sdpa", "flash_attention_2"], default="auto")
     ft.add_argument("--corpora", nargs="+", default=["shakespeare", "bible", "stdlib"])
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--seed", type=NON_NEGATIVE, default=0)
     ft.add_argument("--run-dir", required=True)
     ft.add_argument("--resume", action="store_true")
-    ft.add_argument("--threads", type=int)
+    ft.add_argument("--threads", type=POSITIVE)
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=cmd_finetune)
 
     pg = sub.add_parser("progressive", help="search -> fine-tune -> second search -> short-context recovery")
     pg.add_argument("--model", default="teaching")
-    pg.add_argument("--stage1-length", type=int, required=True)
-    pg.add_argument("--stage2-length", type=int, required=True)
+    pg.add_argument("--stage1-length", type=_int_at_least(2), required=True)
+    pg.add_argument("--stage2-length", type=_int_at_least(2), required=True)
     pg.add_argument("--run-dir", required=True, help="the pipeline resumes here at the stage where it stopped")
     for name in ("search1", "train", "search2", "recovery"):
         example = '{"steps": 60, "lr": 1e-3}' if name == "train" else '{"generations": 4}'
         pg.add_argument(f"--{name}", help=f"JSON overrides of the {name} budget, e.g. '{example}'")
     pg.add_argument("--corpus", default="shakespeare")
-    pg.add_argument("--eval-documents", type=int, default=8)
-    pg.add_argument("--seed", type=int, default=0)
-    pg.add_argument("--threads", type=int)
+    pg.add_argument("--eval-documents", type=POSITIVE, default=8)
+    pg.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    pg.add_argument("--threads", type=POSITIVE)
     pg.set_defaults(func=cmd_progressive)
 
     la = sub.add_parser("launch", help="run a notebook headless with parameters (papermill; N processes)")
     la.add_argument("notebook")
     la.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (value as JSON)")
-    la.add_argument("--processes", type=int, default=1, help="processes (accelerate launch when > 1)")
+    la.add_argument("--processes", type=POSITIVE, default=1, help="processes (accelerate launch when > 1)")
     la.add_argument("--out", help="executed notebook path (default runs/launch/<name>)")
     la.set_defaults(func=cmd_launch)
 
     teach = sub.add_parser("teaching", help="train or load the teaching model and report how it reads beyond L0")
     teach.add_argument("--preset", default="quality", choices=["quality", "ci"])
-    teach.add_argument("--multiples", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    teach.add_argument("--n-documents", type=int, default=8)
+    teach.add_argument("--multiples", type=POSITIVE, nargs="+", default=[1, 2, 4, 8, 16])
+    teach.add_argument("--n-documents", type=POSITIVE, default=8)
     teach.add_argument("--out", help="run folder for teaching.json and training_curve.png")
     teach.set_defaults(func=cmd_teaching)
 
