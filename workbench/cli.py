@@ -260,12 +260,30 @@ def _eval_setup(args: argparse.Namespace):
     return lm, spec, label
 
 
+class _LazyRun:
+    """An eval's run folder, written at its first event or result: after the library's own up-front checks."""
+
+    def __init__(self, args: argparse.Namespace, spec: Any) -> None:
+        self.args, self.spec, self._folder = args, spec, None
+
+    def _get(self) -> Any:
+        from .runs import RunFolder
+
+        if self._folder is None:
+            params = {k: v for k, v in vars(self.args).items() if k != "func"}
+            self._folder = RunFolder(self.args.run_dir, params, self.spec)
+        return self._folder
+
+    def sink(self, event: Any) -> None:
+        self._get().sink(event)
+
+    def write(self, name: str, data: Any) -> Path:
+        return self._get().write(name, data)
+
+
 def _run_folder(args: argparse.Namespace, spec: Any) -> Any:
     """The run folder of an eval command, written only once every argument has been checked."""
-    from .runs import RunFolder
-
-    params = {k: v for k, v in vars(args).items() if k != "func"}
-    return RunFolder(args.run_dir, params, spec) if args.run_dir else None
+    return _LazyRun(args, spec) if args.run_dir else None
 
 
 def _check_documents(docs: list, asked: int, args: argparse.Namespace, length: int) -> None:
@@ -396,6 +414,9 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     if args.model and args.model.endswith(".gguf"):
         raise CliError(f"--model {args.model!r} is a GGUF: evaluate it with --engine llama.cpp (the transformers "
                        "engine loads smollm2, teaching, tiny-random or a model folder)")
+    if args.mode == "sliding" and args.stride > min(args.lengths):
+        raise CliError(f"--stride {args.stride} is not allowed with --lengths {min(args.lengths)}: the window moves "
+                       f"by at most its own length (give --stride <= {min(args.lengths)})")
     lm, spec, label = _eval_setup(args)
     longest = max(args.lengths) if args.mode == "truncated" else max(args.lengths) * 2
     docs = samples(lm.tokenizer, args.corpus, args.split, longest, args.n_documents, per_document=args.per_document)
