@@ -64,7 +64,11 @@ class FrequencyExplorer:
             return dict(continuous_update=True, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
 
         self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
-                                     **slider_args())
+                                     readout=False, **slider_args())
+        # the slider moves on a log grid; the exact value lives here (typed or loaded values are never rounded)
+        self.base_text = W.FloatText(value=rope_theta, description="b exactly", style={"description_width": "100px"},
+                                     layout=W.Layout(width="240px"))
+        self._theta = float(rope_theta)
         self.head_dim = W.Dropdown(options=[32, 48, 64, 80, 96, 128, 256], value=head_dim, description="head_dim",
                                    style={"description_width": "90px"}, layout=W.Layout(width="200px"))
         self.original = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, original_max_position_embeddings),
@@ -86,11 +90,22 @@ class FrequencyExplorer:
         self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
                                     continuous_update=True, orientation="vertical",
                                     layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
-        self.config_path = W.Text(placeholder="smollm2, a model folder or config.json", layout=W.Layout(width="310px"))
+        self.config_path = W.Text(placeholder="teaching, smollm2, a model folder or config.json",
+                                  layout=W.Layout(width="310px"))
         self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="120px"))
+        self.reset_button = W.Button(description="Reset", icon="undo", layout=W.Layout(width="120px"),
+                                     tooltip="back to the loaded model's settings (or the starting ones)")
         self.status = W.HTML()
         self.export = W.HTML(layout=W.Layout(width="100%"))
+        self.export_json = W.Textarea(layout=W.Layout(width="100%", height="90px"), disabled=False,
+                                      description="copy:", style={"description_width": "50px"})
+        self._defaults = {w: w.value for w in (self.beta_fast, self.beta_slow, self.low_freq, self.high_freq,
+                                                self.n_hat, self.attention, self.attention_value)}
         self.loaded_factors: tuple[float, ...] | None = None
+        self._knot_s = target_length / max(1, original_max_position_embeddings)
+        self._start: dict[str, Any] = dict(head_dim=head_dim, rope_theta=float(rope_theta),
+                                           original_max_position_embeddings=original_max_position_embeddings,
+                                           target_length=target_length, method=method)
         self.spec: RopeSpec | None = None
         self.updates = 0
         self._muted = False
@@ -108,12 +123,15 @@ class FrequencyExplorer:
         self.spec = first
         self._render_export(first)
 
-        for w in (self.base, self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
+        for w in (self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
                   self.low_freq, self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical):
             w.observe(self._on_change, names="value")
+        self.base.observe(self._on_base_slider, names="value")
+        self.base_text.observe(self._on_base_text, names="value")
         for k in self.knots:
             k.observe(self._on_knot, names="value")
         self.load_button.on_click(self._on_load)
+        self.reset_button.on_click(self._on_reset)
         self._visibility()
         from .measure import MeasurePanel
 
@@ -136,8 +154,9 @@ class FrequencyExplorer:
     def widget(self) -> W.Widget:
         """Controls in a row of columns on top, the four plots in a 2 x 2 grid below, the export last."""
         column = dict(layout=W.Layout(width="330px", margin="0 12px 0 0"))
-        geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.head_dim, self.original, self.target,
-                           W.HTML("<b>Load from model config</b>"), self.config_path, self.load_button], **column)
+        geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.base_text, self.head_dim, self.original,
+                           self.target, W.HTML("<b>Load from a model</b>"), self.config_path,
+                           W.HBox([self.load_button, self.reset_button])], **column)
         method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.low_freq,
                          self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical], **column)
         self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b><br>λ at 0/25/50/75/100 % of the pairs"),
@@ -145,7 +164,7 @@ class FrequencyExplorer:
         f = self.figures
         plots = W.VBox([W.HBox([f["wavelength"], f["factors"]]), W.HBox([f["ood"], f["attention"]])])
         self._visibility()
-        parts = [W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export]
+        parts = [W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export, self.export_json]
         if self.measure is not None:
             parts.append(self.measure.widget)
         return W.VBox(parts)
@@ -157,7 +176,7 @@ class FrequencyExplorer:
 
     # ---- state -> spec ------------------------------------------------------------------------
     def _geometry(self) -> dict[str, Any]:
-        return dict(head_dim=int(self.head_dim.value), rope_theta=float(self.base.value),
+        return dict(head_dim=int(self.head_dim.value), rope_theta=self._theta,
                     original_max_position_embeddings=int(self.original.value), target_length=int(self.target.value))
 
     def _curve(self) -> tuple[float, ...]:
@@ -190,6 +209,32 @@ class FrequencyExplorer:
         return {**others, spec.method: spec}
 
     # ---- events -------------------------------------------------------------------------------
+    def _set_theta(self, theta: float) -> None:
+        """The exact base: the text box shows it, the slider moves to the nearest point of its grid."""
+        self._theta = float(theta)
+        with self._hold():
+            self.base_text.value = self._theta
+            self.base.value = self._theta
+
+    def _on_base_slider(self, change: dict) -> None:
+        if self._muted:
+            return
+        self._theta = float(change["new"])
+        with self._hold():
+            self.base_text.value = self._theta
+        self._on_change({"owner": self.base})
+
+    def _on_base_text(self, change: dict) -> None:
+        if self._muted:
+            return
+        value = change["new"]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 1):
+            self.status.value = ("<span style='color:#b2182b'>⚠ the base must be a number above 1 "
+                                 f"(got {html.escape(str(value))})</span>")
+            return
+        self._set_theta(value)
+        self._on_change({"owner": self.base})
+
     def _on_knot(self, change: dict) -> None:
         if self._muted:
             return
@@ -205,7 +250,7 @@ class FrequencyExplorer:
         if change is not None and change.get("owner") in (self.head_dim, self.base, self.original):
             self._sync_critical()
         if change is not None and change.get("owner") in (self.original, self.target):
-            self._sync_knot_range()
+            self._follow_s()
         self._visibility()
         try:
             spec = self._build_spec()
@@ -232,12 +277,15 @@ class FrequencyExplorer:
             exp = to_hf(spec)
             body = json.dumps(exp.rope_parameters, default=float)
             if len(body) > 600:
-                body = body[:600] + " …"
+                body = body[:600] + " … (the whole JSON is in the box below)"
             notes = "".join(f"<br><i>note:</i> {html.escape(n)}" for n in exp.notes)
             self.export.value = (f"<b>transformers rope_parameters</b> (max_position_embeddings="
                                  f"{exp.config_updates['max_position_embeddings']}): <code>{html.escape(body)}</code>{notes}")
+            self.export_json.value = json.dumps({"rope_parameters": exp.rope_parameters, **exp.config_updates},
+                                                indent=1, default=float)
         except NotExpressibleError as e:
             self.export.value = f"<b>transformers export:</b> <span style='color:#b2182b'>{html.escape(str(e))}</span>"
+            self.export_json.value = ""
 
     def _visibility(self) -> None:
         m = self.method.value
@@ -257,24 +305,38 @@ class FrequencyExplorer:
     def _sync_critical(self) -> None:
         D = int(self.head_dim.value) // 2
         self.critical.max = max(D - 1, 1)
-        self.critical.value = critical_dimension(int(self.head_dim.value), float(self.base.value),
-                                                 int(self.original.value))
+        self.critical.value = critical_dimension(int(self.head_dim.value), self._theta, int(self.original.value))
 
     def _knot_top(self) -> float:
         return max(2.0, 2 * self.target.value / self.original.value + 1)
 
-    def _sync_knot_range(self) -> None:
+    def _follow_s(self) -> None:
+        """A new s = target / L0 stretches every knot's factor above 1 by (1.5 s_new - 1) / (1.5 s_old - 1): the
+        curve keeps its shape and the starting curve (1 -> 1.5 s) stays the starting curve of the new s."""
+        s_new = self.target.value / self.original.value
         top = self._knot_top()
+        ratio = (1.5 * s_new - 1) / (1.5 * self._knot_s - 1) if self._knot_s > 1 else None
         with self._hold():
-            for k in self.knots:
-                k.max = top  # values above a lowered top are clamped by the slider
+            for k, f in zip(self.knots, KNOTS, strict=True):
+                k.max = max(k.max, top)
+                k.value = round(min(top, 1 + (k.value - 1) * ratio), 2) if ratio is not None else \
+                    self._default_knot(f, s_new, top)
+                k.max = top
+        self._knot_s = s_new
+
+    @staticmethod
+    def _default_knot(f: float, s: float, top: float) -> float:
+        """The starting curve: 1 up to 30 % of the pairs, then a straight rise to 1.5 s."""
+        return round(min(top, 1.0 + max(0.0, (f - 0.3) / 0.7) * (1.5 * s - 1.0)), 2)
 
     def _set_default_knots(self) -> None:
         s = self.target.value / self.original.value
         top = self._knot_top()
         for k, f in zip(self.knots, KNOTS, strict=True):
+            k.max = max(k.max, top)
+            k.value = self._default_knot(f, s, top)
             k.max = top
-            k.value = round(min(top, 1.0 + max(0.0, (f - 0.3) / 0.7) * (1.5 * s - 1.0)), 2)
+        self._knot_s = s
         self._sync_critical()
 
     def _on_load(self, _button: Any) -> None:
@@ -288,11 +350,12 @@ class FrequencyExplorer:
             self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(e))}</span>"
 
     def load_config(self, source: Any) -> RopeSpec:
-        """Set the sliders from a model config (path, dict, config, model, or "smollm2")."""
-        if isinstance(source, str) and source in ("smollm2", "tiny-random"):
-            from workbench.models import load_model
+        """Set the sliders from a model config: a model name (teaching, teaching-ci, smollm2, tiny-random), a
+        folder or config.json path, a dict, a transformers config or a model. Only the config is read."""
+        if isinstance(source, str):
+            from workbench.models import load_model_config
 
-            source = load_model(source).model.config
+            source = load_model_config(source)
         cfg = load_config_dict(source)
         spec = spec_from_hf(cfg)
         report = doctor(cfg)
@@ -300,7 +363,7 @@ class FrequencyExplorer:
             if spec.head_dim not in self.head_dim.options:
                 self.head_dim.options = sorted({*self.head_dim.options, spec.head_dim})
             self.head_dim.value = spec.head_dim
-            self.base.value = spec.rope_theta
+            self._set_theta(spec.rope_theta)
             self.original.value = _nearest(LENGTHS, spec.original_max_position_embeddings)
             self.target.value = max(_nearest(LENGTHS, spec.target_length), self.original.value * 2)
             self.loaded_factors = None
@@ -310,16 +373,39 @@ class FrequencyExplorer:
                 if spec.attention_policy == "constant":
                     self.attention.value, self.attention_value.value = "constant", spec.attention_factor
             self._set_default_knots()
+        self._start = dict(config=cfg, method=self.method.value)
         self._on_change()
         findings = "".join(f"<br>[{f.level}] {html.escape(f.message)}" for f in report.findings)
         self.status.value = f"<b>loaded:</b> {html.escape(report.summary)}{findings}"
         return spec
 
+    def _on_reset(self, _button: Any = None) -> None:
+        """Back to the loaded model's settings, or to the ones the explorer was opened with."""
+        if "config" in self._start:
+            with self._hold():
+                self.method.value = self._start["method"]
+            self.load_config(self._start["config"])
+            return
+        st = self._start
+        with self._hold():
+            self.head_dim.value = st["head_dim"]
+            self._set_theta(st["rope_theta"])
+            self.original.value = _nearest(LENGTHS, st["original_max_position_embeddings"])
+            self.target.value = _nearest(LENGTHS, st["target_length"])
+            self.method.value = st["method"]
+            for w in (self.beta_fast, self.beta_slow, self.low_freq, self.high_freq, self.n_hat, self.attention,
+                      self.attention_value):
+                w.value = self._defaults[w]
+            self.loaded_factors = None
+            self._set_default_knots()
+        self._on_change()
+        self.status.value = "<span style='color:#555'>reset to the starting settings</span>"
+
     @contextmanager
     def _hold(self):
-        """Suspend updates while several sliders change together."""
-        self._muted = True
+        """Suspend updates while several sliders change together (nested holds keep the outer one)."""
+        was, self._muted = self._muted, True
         try:
             yield
         finally:
-            self._muted = False
+            self._muted = was

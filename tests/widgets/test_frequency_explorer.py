@@ -81,3 +81,47 @@ def test_n_hat_export_explains_limit():
     ex = FrequencyExplorer(method="longrope")
     ex.n_hat.value = 16
     assert "cannot keep the original rotation" in ex.export.value
+
+
+def test_a_loaded_base_is_exact_and_survives_other_sliders():
+    ex = FrequencyExplorer(method="yarn")
+    ex.load_config({"model_type": "llama", "hidden_size": 576, "num_attention_heads": 9, "head_dim": 64,
+                    "max_position_embeddings": 8192, "rope_theta": 100000.0})
+    assert ex.spec.rope_theta == 100000.0 and ex.base_text.value == 100000.0
+    ex.beta_fast.value = 40  # an unrelated slider: the base is not re-read from the log slider's grid
+    assert ex.spec.rope_theta == 100000.0 and '"rope_theta": 100000.0' in ex.export_json.value
+    ex.base_text.value = 500.0  # typed: exactly 500, not the slider's 501.187
+    assert ex.spec.rope_theta == 500.0
+    ex.base_text.value = -3.0
+    assert ex.spec.rope_theta == 500.0 and "must be a number above 1" in ex.status.value
+    ex.base.value = 10000.0  # the slider still works, and the text box follows it
+    assert ex.spec.rope_theta == pytest.approx(10000.0) and ex.base_text.value == pytest.approx(10000.0)
+
+
+def test_the_knots_follow_the_scale_factor():
+    ex = FrequencyExplorer(original_max_position_embeddings=4096, target_length=8192, method="longrope")
+    assert max(ex.spec.long_factor) == pytest.approx(1.5 * 2, abs=0.01)  # the starting curve tops out at 1.5 s
+    ex.target.value = 16384  # s = 4
+    assert max(ex.spec.long_factor) == pytest.approx(1.5 * 4, abs=0.02)
+    ex.target.value = 8192
+    assert max(ex.spec.long_factor) == pytest.approx(1.5 * 2, abs=0.02)
+
+
+def test_load_by_model_name_reset_and_the_full_json():
+    import html
+    import json
+
+    ex = FrequencyExplorer(method="yarn", measure_model=None)
+    ex.config_path.value = "teaching"
+    ex.load_button.click()
+    assert ex.spec.rope_theta == 500.0 and ex.spec.original_max_position_embeddings == 256
+    ex.method.value = "linear"
+    ex.base_text.value = 1234.5
+    ex.reset_button.click()
+    assert ex.spec.rope_theta == 500.0 and ex.method.value == "yarn"
+    ex.method.value = "longrope"
+    full = json.loads(ex.export_json.value)
+    assert len(full["rope_parameters"]["long_factor"]) == 32 and full["max_position_embeddings"] == ex.target.value
+    ex.config_path.value = "no-such-model"
+    ex.load_button.click()
+    assert "give 'teaching', 'teaching-ci', 'smollm2'" in html.unescape(ex.status.value)
