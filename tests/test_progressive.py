@@ -54,3 +54,10 @@ def test_pipeline_refuses_other_settings_and_bad_lengths(tmp_path):
         run_progressive("teaching-ci", TINY, folder, progress=False)
     with pytest.raises(ProgressiveError, match="lengths must grow"):
         run_progressive("teaching-ci", ProgressiveConfig(stage1_length=1024, stage2_length=512), tmp_path / "r")
+
+
+def test_with_overrides_updates_each_stage_budget_instead_of_replacing_it():
+    cfg = ProgressiveConfig.with_overrides(512, 1024, train={"steps": 7}, search1={"generations": 2}, eval_documents=3)
+    default = ProgressiveConfig(512, 1024)
+    assert cfg.train == {**default.train, "steps": 7} and cfg.search1 == {**default.search1, "generations": 2}
+    assert cfg.search2 == default.search2 and cfg.eval_documents == 3

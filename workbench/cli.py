@@ -676,17 +676,13 @@ def _last_loss(run_dir: str) -> str:
 def cmd_progressive(args: argparse.Namespace) -> int:
     import torch
 
-    from .progressive import ProgressiveConfig, run_progressive
+    from .progressive import STAGE_BUDGETS, ProgressiveConfig, run_progressive
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    kwargs: dict[str, Any] = {}
-    for name in ("search1", "train", "search2", "recovery"):
-        value = getattr(args, name)
-        if value:
-            kwargs[name] = {**ProgressiveConfig.__dataclass_fields__[name].default_factory(), **_json_flag(f"--{name}", value)}
-    cfg = ProgressiveConfig(stage1_length=args.stage1_length, stage2_length=args.stage2_length, corpus=args.corpus,
-                            eval_documents=args.eval_documents, seed=args.seed, **kwargs)
+    budgets = {name: _json_flag(f"--{name}", getattr(args, name)) for name in STAGE_BUDGETS if getattr(args, name)}
+    cfg = ProgressiveConfig.with_overrides(args.stage1_length, args.stage2_length, corpus=args.corpus,
+                                           eval_documents=args.eval_documents, seed=args.seed, **budgets)
 
     def log(event: Any) -> None:
         d = event.data

@@ -39,6 +39,9 @@ class ProgressiveError(ValueError):
     pass
 
 
+STAGE_BUDGETS = ("search1", "train", "search2", "recovery")
+
+
 @dataclass(frozen=True)
 class ProgressiveConfig:
     """Lengths and per-stage budgets. Budgets are SearchConfig / TrainConfig keyword overrides.
@@ -61,6 +64,14 @@ class ProgressiveConfig:
     corpus: str = "shakespeare"
     eval_documents: int = 8
     seed: int = 0
+
+    @classmethod
+    def with_overrides(cls, stage1_length: int, stage2_length: int, **settings: Any) -> ProgressiveConfig:
+        """A config whose per-stage budgets (search1, train, search2, recovery) are the defaults updated with
+        the given dicts, rather than replaced by them; other settings are passed as they are."""
+        merged = {name: ({**cls.__dataclass_fields__[name].default_factory(), **value}
+                         if name in STAGE_BUDGETS else value) for name, value in settings.items()}
+        return cls(stage1_length, stage2_length, **merged)
 
     def __post_init__(self) -> None:
         """Every length and budget is checked here, so a bad one is refused before any stage runs."""
