@@ -107,11 +107,11 @@ def test_long_forwards_trim_the_heap_after_each_layer(tiny_llama, monkeypatch):
 
 def test_range_ppl_reads_a_span_of_positions_off_the_bucketed_curve():
     from workbench.data import Sample
-    from workbench.evaluate import _result
+    from workbench.evaluate import make_result
 
     nll = torch.rand(1023, generator=torch.Generator().manual_seed(0))  # 1024 tokens: 1023 predictions
     sample = Sample(torch.zeros(1024, dtype=torch.long), "t", "?", ["d"])
-    r = _result("x", 1024, "truncated", [sample], [nll], nll, 64, 0.0, 0, "fp32", None, None)
+    r = make_result("x", 1024, "truncated", [sample], [nll], nll, 64, 0.0, 0, "fp32", None, None)
     assert r.range_ppl(0, 256) == pytest.approx(math.exp(float(nll[:256].mean())), rel=1e-6)
     assert r.range_ppl(256) == pytest.approx(math.exp(float(nll[256:].mean())), rel=1e-6)  # the last bucket is short
     assert r.range_ppl(0) == pytest.approx(r.ppl, rel=1e-6)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from workbench.factors import FactorSetError, load_factor_set, shipped_factor_sets
+from workbench.hf import spec_for_model
 from workbench.models import load_model_config
 from workbench.rope import LongRopeSpec
-from workbench.hf import spec_for_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

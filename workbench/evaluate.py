@@ -238,9 +238,10 @@ def _document_nll(model: Any, tokens: torch.Tensor, mode: str, window: int, stri
     return torch.cat(parts), forwarded
 
 
-def _result(label: str, window: int, mode: str, samples: list[Sample], per_doc: list[torch.Tensor],
-            curve: torch.Tensor, bucket: int, seconds: float, forwarded: int, dtype: str, stride: int | None,
-            spec: RopeSpec | None, notes: list[str] | None = None) -> PerplexityResult:
+def make_result(label: str, window: int, mode: str, samples: list[Sample], per_doc: list[torch.Tensor],
+                curve: torch.Tensor, bucket: int, seconds: float, forwarded: int, dtype: str, stride: int | None,
+                spec: RopeSpec | None, notes: list[str] | None = None) -> PerplexityResult:
+    """A PerplexityResult from per-document NLLs and the mean per-position curve (shared by both engines)."""
     nll_all = torch.cat(per_doc)
     mean = float(nll_all.mean())
     return PerplexityResult(
@@ -253,7 +254,8 @@ def _result(label: str, window: int, mode: str, samples: list[Sample], per_doc: 
     )
 
 
-def _as_samples(data: list[Sample] | list[torch.Tensor]) -> list[Sample]:
+def as_samples(data: list[Sample] | list[torch.Tensor]) -> list[Sample]:
+    """Samples as given, or token tensors wrapped as samples; refuses empty data."""
     if not data:
         raise EvalError("no documents to evaluate")
     return [d if isinstance(d, Sample) else Sample(d, "tensor", "?", [f"doc{i}"]) for i, d in enumerate(data)]
@@ -282,13 +284,14 @@ def _evaluate(model: Any, samples: list[Sample], spec: RopeSpec | None, label: s
             sink(Event("ppl.document", {"label": label, "length": window, "index": i, "of": len(samples),
                                         "document": s.label, "ppl": math.exp(float(nll.mean())),
                                         "seconds": time.time() - t0}))
-    result = _result(label, window, mode, samples, per_doc, curve_sum / curve_count.clamp(min=1), bucket,
-                     time.time() - t0, forwarded, dtype, stride if mode == "sliding" else None, spec)
+    result = make_result(label, window, mode, samples, per_doc, curve_sum / curve_count.clamp(min=1), bucket,
+                         time.time() - t0, forwarded, dtype, stride if mode == "sliding" else None, spec)
     sink(Event("ppl.result", result.to_dict()))
     return result, per_doc
 
 
-def _check(samples: list[Sample], length: int | None, mode: str, stride: int) -> int:
+def check_window(samples: list[Sample], length: int | None, mode: str, stride: int) -> int:
+    """The evaluation window for these samples, after checking mode, length and stride."""
     if mode not in MODES:
         raise EvalError(f"mode={mode!r} is not allowed: one of {MODES}")
     shortest = min(s.tokens.shape[0] for s in samples)
@@ -318,8 +321,8 @@ def perplexity(model: Any, data: list[Sample] | list[torch.Tensor], *, spec: Rop
     Raises:
         EvalError: bad mode, stride, length or empty data.
     """
-    samples = _as_samples(data)
-    window = _check(samples, length, mode, stride)
+    samples = as_samples(data)
+    window = check_window(samples, length, mode, stride)
     label = label or (spec.method if spec is not None else "model as loaded")
     bucket = bucket_size or max(1, window // 64)
     return _evaluate(model, samples, spec, label, window, mode, stride, dtype, bucket, chunk_size, progress,
@@ -341,10 +344,10 @@ def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sa
             :class:`~workbench.entropy.EntropyProbe`) to keep active during that setting's forwards,
             or None; lets other measurements ride on the same forwards.
     """
-    samples = _as_samples(data)
+    samples = as_samples(data)
     lengths = sorted(set(lengths))
     for L in lengths:
-        _check(samples, L, "truncated", 1)
+        check_window(samples, L, "truncated", 1)
     out: list[PerplexityResult] = []
     for label, spec in specs.items():
         runs = lengths if spec is not None and spec.is_length_dependent else lengths[-1:]
@@ -359,8 +362,8 @@ def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sa
                 prefix = [nll[: short - 1] for nll in per_doc]
                 b = bucket_size or max(1, short // 64)
                 note = f"first {short} tokens of the {L}-token run (causal model, length-independent RoPE)"
-                out.append(_result(label, short, "truncated", samples, prefix, torch.stack(prefix).mean(0), b, 0.0,
-                                   0, dtype, None, spec, [note]))
+                out.append(make_result(label, short, "truncated", samples, prefix, torch.stack(prefix).mean(0), b,
+                                       0.0, 0, dtype, None, spec, [note]))
             out.append(full)
     return out
 

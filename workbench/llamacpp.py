@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .data import Sample
-from .evaluate import PerplexityResult, _as_samples, _check, _result
+from .evaluate import PerplexityResult, as_samples, check_window, make_result
 from .events import Event, Sink, null_sink
 from .gguf import _check_gguf, gguf_spec, read_gguf
 
@@ -197,8 +197,8 @@ def perplexity(path: str | os.PathLike, data: list[Sample] | list[torch.Tensor],
 
     llama_cpp_module()
     p = Path(path)
-    samples = _as_samples(data)
-    window = _check(samples, length, "truncated", 1)
+    samples = as_samples(data)
+    window = check_window(samples, length, "truncated", 1)
     recorded = gguf_spec(p)
     label = label or (recorded.method if recorded is not None else p.stem)
     bucket = bucket_size or max(1, window // 64)
@@ -222,8 +222,8 @@ def perplexity(path: str | os.PathLike, data: list[Sample] | list[torch.Tensor],
                                         "document": s.label, "ppl": math.exp(float(nll.mean())),
                                         "seconds": time.time() - t0, "engine": "llama.cpp"}))
     note = f"engine llama.cpp ({p.name}, KV cache {kv_type}, {m.n_threads} threads)"
-    result = _result(label, window, "truncated", samples, per_doc, curve_sum / curve_count.clamp(min=1), bucket,
-                     time.time() - t0, window * len(samples), "fp32", None, recorded, [note])
+    result = make_result(label, window, "truncated", samples, per_doc, curve_sum / curve_count.clamp(min=1), bucket,
+                         time.time() - t0, window * len(samples), "fp32", None, recorded, [note])
     result.dtype = "gguf"  # the weights' own types (Q4_1 for SmolLM2); activations fp32
     sink(Event("ppl.result", result.to_dict()))
     return result
