@@ -126,11 +126,9 @@ def _geometry_source(args: argparse.Namespace) -> Any:
     if args.config:
         return args.config
     if args.model:
-        from .models import available_models, load_model_config
+        from .models import load_model_config
 
-        if args.model in available_models():
-            return load_model_config(args.model)  # the config alone: no weights loaded or converted
-        return args.model
+        return load_model_config(args.model)  # the config alone: no weights loaded or converted
     return None
 
 
@@ -231,12 +229,9 @@ def _save_model(args: argparse.Namespace, full: dict[str, Any]) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    source: Any = args.config
-    if args.config in ("smollm2", "tiny-random"):
-        from .models import load_model
+    from .models import load_model_config
 
-        source = load_model(args.config).model.config
-    report = doctor(source)
+    report = doctor(load_model_config(args.config))  # a model name, folder or config file: the config only
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0 if report.ok else 1
 
