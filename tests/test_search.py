@@ -145,12 +145,17 @@ def test_resume_refuses_other_settings_and_recovers_a_truncated_journal(teaching
         Search(ci_small.model, teaching.tokenizer, cfg, folder, resume=True, model_name="other")
     journal = folder / "journal-0.jsonl"
     lines = journal.read_text().splitlines()
-    journal.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2] + "\n")  # a killed write
-    records, warnings = Journal.read(folder)
-    assert len(records) == 5 and "line 6 is corrupt or truncated" in warnings[0]
+    journal.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2])  # a write torn by a kill
+    contents = Journal.read(folder)
+    assert len(contents.records) == 5 and "line 6 was torn by a killed write" in contents.warnings[0]
+    assert journal.read_text() == "\n".join(lines[:5]) + "\n"  # cut off: the next append starts a clean line
     again = run_search(teaching.model, teaching.tokenizer, cfg, folder, resume=True, report=False)
     assert again.best_factors == first.best_factors and again.evaluations_replayed == 5
-    assert any("line 6" in n for n in again.notes)
+    # a second resume of the finished run replays every evaluation: nothing after the tear is recomputed again
+    third = run_search(teaching.model, teaching.tokenizer, cfg, folder, resume=True, report=False)
+    assert third.evaluations_replayed == third.evaluations and third.best_factors == first.best_factors
+    gens = [json.loads(x)["generation"] for x in journal.read_text().splitlines() if '"kind": "generation"' in x]
+    assert len(gens) == len(set(gens))  # each generation journaled once across the resumes
 
 
 def test_stop_flag_ends_between_evaluations(teaching, tmp_path):

@@ -75,6 +75,9 @@ class SearchMonitor:
         """Update from one search event (live or replayed)."""
         d = event.data
         if event.kind == "search.start":
+            # a resumed run starts over and replays its journal (evaluations and generations again), so the
+            # events after its start are the whole picture: without this a replay showed generations 0,1,0,1,2,..
+            self.reset()
             self.budget = d["budget"]
         elif event.kind == "search.baselines":
             self.baselines.update(d["fitness"])

@@ -366,9 +366,8 @@ class Record:
         """exp(mean per-document loss), inf if racing stopped it."""
         return math.exp(sum(self.nll) / len(self.nll)) if self.complete and self.nll else math.inf
 
-    def journal_line(self) -> str:
-        d = {k: v for k, v in asdict(self).items() if k != "replayed"}
-        return json.dumps({"kind": "eval", **d})
+    def journal_entry(self) -> dict[str, Any]:
+        return {"kind": "eval", **{k: v for k, v in asdict(self).items() if k != "replayed"}}
 
 
 def candidate_key(cd: int | None, genome: Genome, n_hat: int) -> str:
@@ -422,35 +421,93 @@ class Evaluator:
 
 
 # ---- the run: journal, resume, distribution ----------------------------------------------------
+class JournalError(SearchError):
+    """A journal line was changed after it was written, or is not a journal entry: resuming from it is refused."""
+
+
+def _line_checksum(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class JournalContents:
+    """What a run folder's journals hold: evaluations by key, the generations already journaled, and notes."""
+
+    records: dict[str, Record]
+    generations: set[tuple[int | None, int]]
+    warnings: list[str]
+
+
 class Journal:
-    """Append-only JSONL of finished evaluations (one file per rank) plus generation summaries."""
+    """Append-only JSONL of finished evaluations (one file per rank) plus generation summaries.
+
+    Every line carries a checksum of its content, so a line edited by hand (or damaged on disk) is refused on
+    resume rather than trusted. It catches edits and damage, not a forger who recomputes the checksum.
+    A line torn by a killed write can only be the last one: reading cuts it off, so the next append starts on
+    a clean line.
+    """
 
     def __init__(self, folder: Path, rank: int = 0) -> None:
         self.folder = folder
         self.path = folder / f"journal-{rank}.jsonl"
 
-    def append(self, line: str) -> None:
+    def append(self, entry: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(json.dumps({**entry, "sha": _line_checksum(entry)}) + "\n")
             f.flush()
 
     @staticmethod
-    def read(folder: Path) -> tuple[dict[str, Record], list[str]]:
-        """Evaluations of every rank's journal; a corrupt or truncated line ends that file's reading."""
-        records: dict[str, Record] = {}
-        warnings = []
+    def read(folder: Path) -> JournalContents:
+        """Every rank's journal; a torn last line is cut off (with a warning), anything else wrong is refused.
+
+        Raises:
+            JournalError: a line that is not JSON before the last, a line that is not a journal entry, or a
+                line whose checksum does not match its content.
+        """
+        out = JournalContents({}, set(), [])
         for path in sorted(folder.glob("journal-*.jsonl")):
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            Journal._read_file(path, out)
+        return out
+
+    @staticmethod
+    def _read_file(path: Path, out: JournalContents) -> None:
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        good = 0  # characters of whole, valid lines
+        for i, raw in enumerate(lines, 1):
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                if i < len(lines):
+                    raise JournalError(f"{path} line {i} is not JSON, and it is not the last line, so it is not a "
+                                       "torn write: the journal is damaged; start a new run folder") from None
+                path.write_text(text[:good], encoding="utf-8")
+                out.warnings.append(f"{path.name} line {i} was torn by a killed write; cut it off and kept the "
+                                    f"{len(out.records)} evaluations before it")
+                return
+            Journal._check(path, i, entry)
+            if entry["kind"] == "eval":
+                entry.pop("kind")
                 try:
-                    d = json.loads(line)
-                except json.JSONDecodeError:
-                    warnings.append(f"{path.name} line {i} is corrupt or truncated (a killed write); "
-                                    f"recovered the {len(records)} evaluations before it")
-                    break
-                if d.get("kind") == "eval":
-                    d.pop("kind")
-                    records[d["key"]] = Record(**d, replayed=True)
-        return records, warnings
+                    rec = Record(**entry, replayed=True)
+                except TypeError as e:
+                    raise JournalError(f"{path} line {i} is not an evaluation record ({e})") from None
+                out.records[rec.key] = rec
+            else:
+                out.generations.add((entry.get("critical_dim"), entry.get("generation")))
+            good += len(raw)
+        if text and not text.endswith("\n"):  # a whole last line without its newline: the next append needs one
+            with path.open("a", encoding="utf-8") as f:
+                f.write("\n")
+
+    @staticmethod
+    def _check(path: Path, i: int, entry: Any) -> None:
+        if not isinstance(entry, dict) or entry.get("kind") not in ("eval", "generation"):
+            raise JournalError(f"{path} line {i} is not a journal entry (an object whose kind is eval or generation)")
+        sha = entry.pop("sha", None)
+        if sha != _line_checksum(entry):
+            raise JournalError(f"{path} line {i} was changed after it was written (its checksum does not match): "
+                               "refusing to resume from it; start a new run folder or restore the journal")
 
 
 def model_fingerprint(model: Any) -> str:
@@ -570,6 +627,7 @@ class Search:
         self.docs = docs
         self.evaluator = Evaluator(model, docs, target, config)
         self.records: dict[str, Record] = {}  # every evaluation known, including the journal's
+        self.journaled_generations: set[tuple[int | None, int]] = set()  # (critical_dim, generation) already journaled
         self.reached: dict[str, Record] = {}  # evaluations this run has reached so far, in order
         self.notes: list[str] = []
         self._prepare_folder(resume)
@@ -618,8 +676,9 @@ class Search:
         error = self.comm.broadcast(error)  # every rank waits for rank 0's folder check
         if error:
             raise SearchError(error)
-        self.records, warnings = Journal.read(self.folder) if resume else ({}, [])
-        for w in warnings:
+        journal = Journal.read(self.folder) if resume else JournalContents({}, set(), [])
+        self.records, self.journaled_generations = journal.records, journal.generations
+        for w in journal.warnings:
             self.notes.append(w)
             self.sink(Event("search.warning", {"message": w}))
 
@@ -671,7 +730,7 @@ class Search:
             nll, complete = self.evaluator.evaluate(job["space"], genome, n_hat, job["threshold"])
             rec = Record(key, job["space"].cd, list(genome), n_hat, nll, complete, len(nll) * self.cfg.target_length,
                          job["stage"], job["generation"], time.time() - t0)
-            self.journal.append(rec.journal_line())
+            self.journal.append(rec.journal_entry())
             out.append(rec)
         return out
 
@@ -756,9 +815,9 @@ class Search:
                "parents": [p.key for p in parents], "evaluated": len(evaluated),
                "stopped_early": sum(not r.complete for r in evaluated), "tokens_total": self.tokens,
                "population_factors": [list(space.factors(tuple(p.genome))) for p in parents]}
-        if self.comm.rank == 0:
-            self.journal.append(json.dumps({"kind": "generation", **{k: v for k, v in row.items()
-                                                                      if k != "population_factors"}}))
+        if self.comm.rank == 0 and (space.cd, gen) not in self.journaled_generations:  # once, also across resumes
+            self.journal.append({"kind": "generation", **{k: v for k, v in row.items() if k != "population_factors"}})
+            self.journaled_generations.add((space.cd, gen))
         self.sink(Event("search.generation", row))
         return row
 

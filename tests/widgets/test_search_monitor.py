@@ -48,3 +48,25 @@ def test_open_replays_a_run_folder(tmp_path):
 def test_start_without_config():
     mon = SearchMonitor(model="teaching-ci")
     assert mon.start() is None and "no search configuration" in mon.status.value
+
+
+def test_a_resumed_folder_replays_each_generation_and_evaluation_once(tmp_path):
+    from workbench.models import load_model
+    from workbench.search import run_search
+
+    lm = load_model("teaching-ci")
+    small = SearchConfig(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=3,
+                         n_documents=1, n_hat_stage=False)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 8
+
+    first = run_search(lm.model, lm.tokenizer, small, tmp_path / "run", stop=stop, report=False)
+    assert first.stopped
+    done = run_search(lm.model, lm.tokenizer, small, tmp_path / "run", resume=True, report=False)
+    viewer = SearchMonitor(model="teaching-ci")
+    viewer.open(tmp_path / "run", follow=False)
+    assert [g["generation"] for g in viewer.generations] == list(range(small.generations + 1))
+    assert len(viewer.evals) == done.evaluations
