@@ -29,6 +29,7 @@ import torch
 from .events import Event, JsonlSink, Sink, fan_out, null_sink, read_events
 from .hf import model_geometry
 from .rope import LongRopeSpec, spec_from_dict
+from .runs import claim
 from .search import LongTarget, SearchConfig, ShortTarget, run_search
 from .train import TrainConfig, finetune, load_finetuned, save_model
 
@@ -158,11 +159,12 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
     if not L0 < config.stage1_length:
         raise ProgressiveError(f"stage1_length={config.stage1_length} is not allowed: lengths must grow: "
                                f"L0={L0} < stage1_length < stage2_length={config.stage2_length}")
+    claim(folder, "progressive")
     folder.mkdir(parents=True, exist_ok=True)
     params = folder / "params.json"
-    ident = {"model": model_name, "config": config.to_dict()}
+    ident = {"kind": "progressive", "model": model_name, "config": config.to_dict()}
     if rank == 0:
-        if params.exists() and json.loads(params.read_text()) != ident:
+        if params.exists() and {"kind": "progressive", **json.loads(params.read_text())} != ident:
             from .search import _differences
 
             raise ProgressiveError(f"cannot resume {folder}: made with other settings: "

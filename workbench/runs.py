@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,81 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+class RunFolderError(ValueError):
+    """A run folder holds another kind of run, or another process is using it."""
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """The kind of run a folder holds, read from its ``params.json`` (None: the folder holds no run yet)."""
+    params = Path(path) / "params.json"
+    if not params.exists():
+        return None
+    try:
+        data = json.loads(params.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "unreadable"
+    if not isinstance(data, dict):
+        return "unreadable"
+    if isinstance(data.get("kind"), str):
+        return data["kind"]
+    # folders written before params.json named its kind
+    if isinstance(data.get("identity"), dict):
+        return "finetune" if "seq_len" in json.dumps(data["identity"]) else "search"
+    if "params" in data:
+        return "evaluation"
+    return "progressive" if "config" in data and "model" in data else "unreadable"
+
+
+def claim(path: str | Path, kind: str) -> None:
+    """Refuse a folder that already holds a run of another kind, before anything is written into it.
+
+    Raises:
+        RunFolderError: naming the kind the folder holds and the kind this command would write.
+    """
+    held = folder_kind(path)
+    if held is not None and held != kind:
+        raise RunFolderError(f"{path} holds a run of kind {held!r} (see its params.json); this command writes a run of kind {kind!r} "
+                             "and would break it: choose another folder")
+
+
+@contextmanager
+def folder_lock(path: str | Path, what: str):
+    """Hold ``path``'s lock for the duration of a run; a second process is refused, told who holds it.
+
+    Raises:
+        RunFolderError: another process holds the lock.
+    """
+    import fcntl
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise RunFolderError(f"{folder} is in use by {holder}; wait for it to finish (or stop it) before "
+                                 f"running {what} there") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} ({what}), since {time.strftime('%H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class RunFolder:
     """A folder for one job; ``sink`` appends events to ``events.jsonl``."""
 
-    def __init__(self, path: str | Path, params: dict[str, Any] | None = None, spec: Any = None) -> None:
+    def __init__(self, path: str | Path, params: dict[str, Any] | None = None, spec: Any = None,
+                 kind: str = "evaluation") -> None:
         self.path = Path(path)
+        if params is not None:
+            claim(self.path, kind)
         self.path.mkdir(parents=True, exist_ok=True)
         self.sink = JsonlSink(self.path / "events.jsonl")
         if params is not None:
-            meta = {"params": params, "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            meta = {"kind": kind, "params": params, "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "spec": spec.to_dict() if spec is not None else None,
                     "spec_hash": spec.spec_hash() if spec is not None else None}
             (self.path / "params.json").write_text(json.dumps(meta, indent=1, default=str))

@@ -650,13 +650,17 @@ class Search:
                 "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in self.docs]}
 
     def _prepare_folder(self, resume: bool) -> None:
-        from .runs import versions
+        from .runs import folder_kind, versions
 
         params = self.folder / "params.json"
         ident = self._identity()
         error = None
         if self.comm.rank == 0:
-            if params.exists() and not resume:
+            held = folder_kind(self.folder)
+            if held not in (None, "search"):
+                error = (f"{self.folder} holds a run of kind {held!r} (see its params.json), not a search: choose another "
+                         "run folder")
+            elif params.exists() and not resume:
                 error = (f"{self.folder} already holds a search; pass resume=True (--resume) to continue it, or "
                          "choose another run folder")
             elif params.exists():
@@ -671,7 +675,7 @@ class Search:
                          + "; check the path, or drop resume (--resume) to start a new search there")
             else:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                params.write_text(json.dumps({"identity": ident, "versions": versions(),
+                params.write_text(json.dumps({"kind": "search", "identity": ident, "versions": versions(),
                                               "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
         error = self.comm.broadcast(error)  # every rank waits for rank 0's folder check
         if error:
@@ -822,10 +826,28 @@ class Search:
         return row
 
     def run(self) -> SearchResult | None:
-        """Run (or resume) the search; rank 0 returns the result, other ranks serve and return None."""
+        """Run (or resume) the search; rank 0 returns the result, other ranks serve and return None.
+
+        Raises:
+            RunFolderError: another process is running a search in this folder (rank 0 holds its lock).
+        """
+        from .runs import RunFolderError, folder_lock
+
         if self.comm.rank != 0:
             self.serve()
             return None
+        try:
+            lock = folder_lock(self.folder, "a search")
+            lock.__enter__()
+        except RunFolderError:
+            self.comm.broadcast("done")  # release the other ranks before refusing
+            raise
+        try:
+            return self._run()
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _run(self) -> SearchResult:
         t0 = time.time()
         cfg = self.cfg
         try:

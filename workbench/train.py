@@ -24,6 +24,7 @@ import pickle
 import shutil
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     from tqdm.auto import tqdm
 
     from .evaluate import resolve_dtype
-    from .runs import versions
+    from .runs import folder_kind, folder_lock, versions
 
     folder = Path(run_dir)
     L0 = spec.original_max_position_embeddings
@@ -303,7 +304,10 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     start_step, resumed_from = 0, None
     params = folder / "params.json"
     if acc.is_main_process:
-        if params.exists():
+        held = folder_kind(folder)
+        if held not in (None, "finetune"):
+            error = f"{folder} holds a run of kind {held!r} (see its params.json), not a fine-tune: choose another folder"
+        elif params.exists():
             if not resume:
                 error = f"{folder} already holds a fine-tuning run; pass resume=True (--resume) or another folder"
             else:
@@ -314,7 +318,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
                     error = f"cannot resume {folder}: its checkpoints are from other settings: " + "; ".join(diffs)
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            params.write_text(json.dumps({"identity": ident, "versions": versions(), "world_size": world,
+            params.write_text(json.dumps({"kind": "finetune", "identity": ident, "versions": versions(), "world_size": world,
                                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
     box = [error]
     if world > 1:
@@ -340,7 +344,9 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     tokens = 0
     stopped = False
     use_mask = impl != "flash_attention_2"
-    with patch(model, spec):  # before prepare, so a DDP wrapper sees the final module tree
+    # one process trains in a folder at a time (the main one holds its lock while the steps run)
+    lock = folder_lock(folder, "a fine-tune") if acc.is_main_process else nullcontext()
+    with lock, patch(model, spec):  # patch before prepare, so a DDP wrapper sees the final module tree
         prepared, opt = acc.prepare(model, opt)
         bar = tqdm(range(start_step, cfg.steps), desc="fine-tuning", disable=not (progress and acc.is_main_process),
                    initial=start_step, total=cfg.steps)

@@ -1,0 +1,72 @@
+"""A run folder has a kind and one user at a time: a command refuses a folder of another kind before it writes
+anything, and a second process running in a busy folder is told who holds it (real processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from workbench.cli import main
+from workbench.models import load_model
+from workbench.runs import RunFolder, RunFolderError, claim, folder_kind, folder_lock
+from workbench.search import SearchConfig, SearchError, run_search
+
+TINY = dict(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=1, n_documents=1,
+            n_hat_stage=False)
+
+
+@pytest.fixture(scope="module")
+def search_folder(tmp_path_factory):
+    lm = load_model("teaching-ci")
+    folder = tmp_path_factory.mktemp("s") / "search"
+    run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), folder, report=False)
+    return folder
+
+
+def test_an_evaluation_into_a_search_folder_is_refused_and_the_search_still_resumes(search_folder, capsys):
+    params = (search_folder / "params.json").read_text()
+    assert folder_kind(search_folder) == "search"
+    code = main(["eval", "ppl", "--model", "teaching-ci", "--method", "yarn", "--target", "512", "--lengths", "512",
+                 "--n-documents", "1", "--run-dir", str(search_folder)])
+    err = capsys.readouterr().err
+    assert code != 0 and "holds a run of kind 'search'" in err and "Traceback" not in err
+    assert (search_folder / "params.json").read_text() == params
+    lm = load_model("teaching-ci")
+    again = run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), search_folder, resume=True, report=False)
+    assert again.evaluations_replayed == again.evaluations
+
+
+def test_a_search_into_another_kind_of_folder_is_refused(tmp_path):
+    RunFolder(tmp_path / "ev", {"x": 1})
+    lm = load_model("teaching-ci")
+    with pytest.raises(SearchError, match="holds a run of kind 'evaluation'"):
+        run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), tmp_path / "ev", report=False)
+    with pytest.raises(RunFolderError, match="holds a run of kind 'evaluation' .*writes a run of kind 'finetune'"):
+        claim(tmp_path / "ev", "finetune")
+    assert json.loads((tmp_path / "ev" / "params.json").read_text())["kind"] == "evaluation"
+
+
+def test_a_busy_folder_is_refused_with_who_holds_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from workbench.runs import folder_lock
+        with folder_lock({str(tmp_path / "run")!r}, "a search"):
+            print("held", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderError, match=f"in use by process {holder.pid} \\(a search\\)"):
+            with folder_lock(tmp_path / "run", "a fine-tune"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    t0 = time.time()
+    with folder_lock(tmp_path / "run", "a fine-tune"):  # released when its holder died
+        assert time.time() - t0 < 5
