@@ -307,6 +307,9 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
         held = folder_kind(folder)
         if held not in (None, "finetune"):
             error = f"{folder} holds a run of kind {held!r} (see its params.json), not a fine-tune: choose another folder"
+        elif resume and not params.exists():
+            error = (f"cannot resume {folder}: " + ("it does not exist" if not folder.exists() else
+                     "it holds no fine-tune (no params.json)") + "; check the path, or drop resume (--resume)")
         elif params.exists():
             if not resume:
                 error = f"{folder} already holds a fine-tuning run; pass resume=True (--resume) or another folder"

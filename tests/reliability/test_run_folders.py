@@ -70,3 +70,45 @@ def test_a_busy_folder_is_refused_with_who_holds_it(tmp_path):
     t0 = time.time()
     with folder_lock(tmp_path / "run", "a fine-tune"):  # released when its holder died
         assert time.time() - t0 < 5
+
+
+def test_a_second_resume_of_a_running_search_is_refused_and_a_killed_one_resumes_without_repeating(tmp_path):
+    import signal
+
+    folder = tmp_path / "run"
+    cfg = dict(TINY, target_length=2048, population=8, parents=4, mutants=4, crossovers=4, generations=8,
+               n_documents=2)  # long enough (seconds) to be caught running
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from workbench.models import load_model
+        from workbench.search import SearchConfig, run_search
+        lm = load_model("teaching-ci")
+        run_search(lm.model, lm.tokenizer, SearchConfig(**{cfg!r}), {str(folder)!r}, report=False)
+    """)])
+    journal = folder / "journal-0.jsonl"
+    try:
+        t0 = time.time()
+        while not (journal.exists() and journal.read_text().count("\n") >= 3):
+            assert child.poll() is None and time.time() - t0 < 120
+            time.sleep(0.05)
+        lm = load_model("teaching-ci")
+        with pytest.raises(RunFolderError, match=f"in use by process {child.pid} \\(a search\\)"):
+            run_search(lm.model, lm.tokenizer, SearchConfig(**cfg), folder, resume=True, report=False)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    done = run_search(lm.model, lm.tokenizer, SearchConfig(**cfg), folder, resume=True, report=False)
+    keys = [json.loads(x)["key"] for x in journal.read_text().splitlines() if '"kind": "eval"' in x]
+    assert len(keys) == len(set(keys)) == done.evaluations and done.evaluations_replayed > 0  # none lost or repeated
+
+
+def test_resuming_a_fine_tune_folder_that_does_not_exist_is_refused(tmp_path):
+    from workbench.hf import spec_for_model
+    from workbench.train import TrainConfig, TrainError, finetune
+
+    lm = load_model("teaching-ci")
+    with pytest.raises(TrainError, match="cannot resume .*it does not exist"):
+        finetune(lm.model, lm.tokenizer, spec_for_model(lm.model, "yarn", target_length=512),
+                 TrainConfig(seq_len=512, steps=1), tmp_path / "typo", resume=True, progress=False)
+    assert not (tmp_path / "typo").exists()
