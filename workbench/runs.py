@@ -54,6 +54,17 @@ def folder_kind(path: str | Path) -> str | None:
     return "progressive" if "config" in data and "model" in data else "unreadable"
 
 
+def made_by(path: str | Path) -> str:
+    """What a run folder's params.json says about when its run started and with which workbench version."""
+    try:
+        data = json.loads((Path(path) / "params.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "its params.json is unreadable"
+    started = data.get("started") if isinstance(data, dict) else None
+    version = (data.get("versions") or {}).get("workbench") if isinstance(data, dict) else None
+    return ("started " + started if started else "start time not recorded") + (f", workbench {version}" if version else "")
+
+
 def claim(path: str | Path, kind: str) -> None:
     """Refuse a folder that already holds a run of another kind, before anything is written into it.
 
@@ -62,8 +73,8 @@ def claim(path: str | Path, kind: str) -> None:
     """
     held = folder_kind(path)
     if held is not None and held != kind:
-        raise RunFolderError(f"{path} holds a run of kind {held!r} (see its params.json); this command writes a run of kind {kind!r} "
-                             "and would break it: choose another folder")
+        raise RunFolderError(f"{path} holds a run of kind {held!r} ({made_by(path)}); this command writes a run of "
+                             f"kind {kind!r} and would break it: choose another folder")
 
 
 @contextmanager

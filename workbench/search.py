@@ -650,7 +650,7 @@ class Search:
                 "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in self.docs]}
 
     def _prepare_folder(self, resume: bool) -> None:
-        from .runs import folder_kind, versions
+        from .runs import folder_kind, made_by, versions
 
         params = self.folder / "params.json"
         ident = self._identity()
@@ -658,7 +658,7 @@ class Search:
         if self.comm.rank == 0:
             held = folder_kind(self.folder)
             if held not in (None, "search"):
-                error = (f"{self.folder} holds a run of kind {held!r} (see its params.json), not a search: choose another "
+                error = (f"{self.folder} holds a run of kind {held!r} ({made_by(self.folder)}), not a search: choose another "
                          "run folder")
             elif params.exists() and not resume:
                 error = (f"{self.folder} already holds a search; pass resume=True (--resume) to continue it, or "

@@ -280,7 +280,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     from tqdm.auto import tqdm
 
     from .evaluate import resolve_dtype
-    from .runs import folder_kind, folder_lock, versions
+    from .runs import folder_kind, folder_lock, made_by, versions
 
     folder = Path(run_dir)
     L0 = spec.original_max_position_embeddings
@@ -306,7 +306,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     if acc.is_main_process:
         held = folder_kind(folder)
         if held not in (None, "finetune"):
-            error = f"{folder} holds a run of kind {held!r} (see its params.json), not a fine-tune: choose another folder"
+            error = f"{folder} holds a run of kind {held!r} ({made_by(folder)}), not a fine-tune: choose another folder"
         elif resume and not params.exists():
             error = (f"cannot resume {folder}: " + ("it does not exist" if not folder.exists() else
                      "it holds no fine-tune (no params.json)") + "; check the path, or drop resume (--resume)")
