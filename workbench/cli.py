@@ -384,17 +384,25 @@ def _eval_ppl_llamacpp(args: argparse.Namespace) -> int:
         else:
             spec, path = gguf_spec(source), source
         label = args.label or (spec.method if spec is not None else "no scaling")
-        params = {k: v for k, v in vars(args).items() if k != "func"}
-        run = RunFolder(args.run_dir, params, spec) if args.run_dir else None
         tokenizer = llamacpp.gguf_tokenizer(path)
         docs = samples(tokenizer, args.corpus, args.split, max(args.lengths), args.n_documents,
                        per_document=args.per_document)
-        results = []
-        for L in sorted(args.lengths):
-            r = llamacpp.perplexity(path, docs, label=label, length=L, kv_type=args.kv_type, sink=_sinks(run))
-            results.append(r)
-            print(f"{label} @ {L} [llama.cpp]: PPL {r.ppl:.3f} (last quarter {r.tail_ppl():.3f}; {r.n_documents} "
-                  f"documents, {r.seconds:.1f} s)")
+        params = {k: v for k, v in vars(args).items() if k != "func"}
+        run = RunFolder(args.run_dir, params, spec) if args.run_dir else None  # after every check above
+        return _ppl_rows(lambda L: llamacpp.perplexity(path, docs, label=label, length=L, kv_type=args.kv_type,
+                                                       sink=_sinks(run)), args.lengths, label, run, " [llama.cpp]")
+
+
+def _ppl_rows(evaluate: Any, lengths: list[int], label: str, run: Any, engine: str = "") -> int:
+    """Evaluate each length (a non-finite perplexity is an error), print a line each, write ppl.json if asked."""
+    from .evaluate import check_finite
+
+    results = []
+    for L in sorted(lengths):
+        r = check_finite(evaluate(L))
+        results.append(r)
+        print(f"{label} @ {L}{engine}: PPL {r.ppl:.3f} (last quarter {r.tail_ppl():.3f}; {r.n_documents} documents, "
+              f"{r.seconds:.1f} s)")
     if run:
         print(f"wrote {run.write('ppl', results)}")
     return 0
@@ -402,7 +410,7 @@ def _eval_ppl_llamacpp(args: argparse.Namespace) -> int:
 
 def cmd_eval_ppl(args: argparse.Namespace) -> int:
     from .data import samples
-    from .evaluate import check_finite, perplexity
+    from .evaluate import perplexity
 
     if args.engine == "llama.cpp":
         return _eval_ppl_llamacpp(args)
@@ -417,16 +425,9 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     docs = samples(lm.tokenizer, args.corpus, args.split, longest, args.n_documents, per_document=args.per_document)
     _check_documents(docs, args.n_documents, args, longest)
     run = _run_folder(args, spec)
-    results = []
-    for L in sorted(args.lengths):
-        r = check_finite(perplexity(lm.model, docs, spec=spec, label=label, length=L, mode=args.mode,
-                                    stride=args.stride, dtype=args.dtype, sink=_sinks(run)))
-        results.append(r)
-        print(f"{label} @ {L}: PPL {r.ppl:.3f} (last quarter {r.tail_ppl():.3f}; {r.n_documents} documents, "
-              f"{r.seconds:.1f} s)")
-    if run:
-        print(f"wrote {run.write('ppl', results)}")
-    return 0
+    return _ppl_rows(lambda L: perplexity(lm.model, docs, spec=spec, label=label, length=L, mode=args.mode,
+                                          stride=args.stride, dtype=args.dtype, sink=_sinks(run)),
+                     args.lengths, label, run)
 
 
 def cmd_eval_passkey(args: argparse.Namespace) -> int:
