@@ -10,27 +10,18 @@ import pytest
 from workbench.models import load_model
 from workbench.search import Journal, JournalError, SearchConfig, run_search
 
-TINY = dict(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=1, n_documents=1,
-            n_hat_stage=False)
+from .conftest import TINY_SEARCH as TINY
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    lm = load_model("teaching-ci")
-    folder = tmp_path_factory.mktemp("search") / "run"
-    run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), folder, report=False)
-    return folder
-
-
-def _copy(finished, tmp_path):
+def _copy(finished_search, tmp_path):
     import shutil
 
-    shutil.copytree(finished, tmp_path / "run")
+    shutil.copytree(finished_search, tmp_path / "run")
     return tmp_path / "run", (tmp_path / "run" / "journal-0.jsonl")
 
 
-def test_an_edited_loss_is_refused(finished, tmp_path):
-    folder, journal = _copy(finished, tmp_path)
+def test_an_edited_loss_is_refused(finished_search, tmp_path):
+    folder, journal = _copy(finished_search, tmp_path)
     lines = journal.read_text().splitlines()
     entry = json.loads(lines[1])
     entry["nll"] = [0.01 for _ in entry["nll"]]  # "best PPL 1.01"
@@ -45,8 +36,8 @@ def test_an_edited_loss_is_refused(finished, tmp_path):
 
 @pytest.mark.parametrize("bad, words", [("[1, 2, 3]", "is not a journal entry"), ('{"kind": "eval"}', "was changed"),
                                          ("{not json", "is not JSON, and it is not the last line")])
-def test_malformed_lines_before_the_end_are_refused(finished, tmp_path, bad, words):
-    folder, journal = _copy(finished, tmp_path)
+def test_malformed_lines_before_the_end_are_refused(finished_search, tmp_path, bad, words):
+    folder, journal = _copy(finished_search, tmp_path)
     lines = journal.read_text().splitlines()
     lines.insert(1, bad)
     journal.write_text("\n".join(lines) + "\n")
@@ -54,8 +45,8 @@ def test_malformed_lines_before_the_end_are_refused(finished, tmp_path, bad, wor
         Journal.read(folder)
 
 
-def test_a_whole_last_line_without_its_newline_gets_one(finished, tmp_path):
-    folder, journal = _copy(finished, tmp_path)
+def test_a_whole_last_line_without_its_newline_gets_one(finished_search, tmp_path):
+    folder, journal = _copy(finished_search, tmp_path)
     text = journal.read_text()
     journal.write_text(text.rstrip("\n"))
     contents = Journal.read(folder)

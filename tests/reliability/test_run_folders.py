@@ -16,28 +16,19 @@ from workbench.models import load_model
 from workbench.runs import RunFolder, RunFolderError, claim, folder_kind, folder_lock
 from workbench.search import SearchConfig, SearchError, run_search
 
-TINY = dict(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=1, n_documents=1,
-            n_hat_stage=False)
+from .conftest import TINY_SEARCH as TINY
 
 
-@pytest.fixture(scope="module")
-def search_folder(tmp_path_factory):
-    lm = load_model("teaching-ci")
-    folder = tmp_path_factory.mktemp("s") / "search"
-    run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), folder, report=False)
-    return folder
-
-
-def test_an_evaluation_into_a_search_folder_is_refused_and_the_search_still_resumes(search_folder, capsys):
-    params = (search_folder / "params.json").read_text()
-    assert folder_kind(search_folder) == "search"
+def test_an_evaluation_into_a_finished_search_is_refused_and_the_search_still_resumes(finished_search, capsys):
+    params = (finished_search / "params.json").read_text()
+    assert folder_kind(finished_search) == "search"
     code = main(["eval", "ppl", "--model", "teaching-ci", "--method", "yarn", "--target", "512", "--lengths", "512",
-                 "--n-documents", "1", "--run-dir", str(search_folder)])
+                 "--n-documents", "1", "--run-dir", str(finished_search)])
     err = capsys.readouterr().err
     assert code != 0 and "holds a run of kind 'search'" in err and "Traceback" not in err
-    assert (search_folder / "params.json").read_text() == params
+    assert (finished_search / "params.json").read_text() == params
     lm = load_model("teaching-ci")
-    again = run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), search_folder, resume=True, report=False)
+    again = run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), finished_search, resume=True, report=False)
     assert again.evaluations_replayed == again.evaluations
 
 
