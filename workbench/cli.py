@@ -103,15 +103,19 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file's content, or one line saying that ``what`` is missing or not JSON."""
+    if not path.is_file():
+        raise CliError(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CliError(f"{what} {str(path)!r} is not JSON: {e.msg}") from None
+
+
 def _load_factors(path: str) -> list[float]:
     """A factor list from a JSON file: a bare list, {"long_factor": [...]}, or an exported config."""
-    p = Path(path)
-    if not p.exists():
-        raise CliError(f"factor file {path!r} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CliError(f"factor file {path!r} is not JSON: {e.msg}") from None
+    data = _read_json(Path(path), "factor file")
     for key in ("long_factor", "factors", "best_factors"):
         if isinstance(data, dict) and key in data:
             return data[key]
@@ -328,10 +332,7 @@ def _spec_from_run(run_dir: str):
     path = Path(run_dir) / "result.json"
     if not path.is_file():
         raise CliError(f"{run_dir!r} has no result.json: not a finished search run folder")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CliError(f"{path} is not JSON: {e.msg}") from None
+    data = _read_json(path, "search result")
     if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
         raise CliError(f"{path} has no best spec (did the search evaluate anything?)")
     return spec_from_dict(data["spec"])

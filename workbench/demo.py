@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -127,14 +126,9 @@ def _machine() -> str:
     import torch
 
     from .evaluate import resolve_dtype
+    from .runs import cpu_name
 
-    cpu = platform.processor() or "CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    return (f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
             f"dtype auto = {resolve_dtype('auto')} on this CPU")
 
 

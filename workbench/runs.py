@@ -29,6 +29,17 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for records of where a number was measured."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 class RunFolderError(ValueError):
     """A run folder holds another kind of run, or another process is using it."""
 

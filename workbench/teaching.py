@@ -280,6 +280,8 @@ def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> 
     import platform
     import subprocess
 
+    from .runs import cpu_name
+
     cfg = _preset(preset)
     target = shipped_folder(cfg)
     root = Path(__file__).resolve().parent.parent
@@ -291,25 +293,13 @@ def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> 
         info = train_teaching_model(cfg, tmp, progress=progress)
         info["provenance"] = {
             "commit": commit, "uncommitted_library_files": dirty,
-            "machine": {"cpu": _cpu_name(), "bf16_native": _has_bf16_instructions(), "python": platform.python_version(),
+            "machine": {"cpu": cpu_name(), "bf16_native": _has_bf16_instructions(), "python": platform.python_version(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
             "date": started, "command": command,
         }
         info["sha256"] = {name: _file_sha256(tmp / name) for name in WEIGHT_FILES}
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
     return target
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def _has_bf16_instructions() -> bool:
