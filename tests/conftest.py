@@ -51,3 +51,12 @@ def tiny_model_factory():
 @pytest.fixture()
 def tiny_llama():
     return _tiny("llama")
+
+
+@pytest.fixture(scope="session")
+def teaching_ci():
+    """The shipped CI teaching model, loaded once per session: for tests that read it (patching and undoing a
+    spec is fine); a test that trains or edits weights loads its own copy with ``load_model("teaching-ci")``."""
+    from workbench.models import load_model
+
+    return load_model("teaching-ci")

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from workbench.models import ModelError, atomic_dir, attention_implementation, load_model
+from workbench.cache import atomic_dir
+from workbench.models import ModelError, attention_implementation, load_model
 
 
 def test_tiny_random_model_loads_with_smollm2_tokenizer():

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 from safetensors.torch import load_file
 
+from workbench.models import load_teaching
 from workbench.teaching import (
     PRESETS,
     TeachingError,
-    load_teaching,
     train_teaching_model,
     training_info,
 )
@@ -33,8 +33,8 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     assert json.loads((a / "training.json").read_text())["config"]["seed"] == 0
 
 
-def test_ci_preset_is_cached_and_described():
-    lm = load_teaching("ci")
+def test_ci_preset_is_cached_and_described(teaching_ci):
+    lm = teaching_ci
     info = training_info("ci")
     assert info["parameters"] == sum(p.numel() for p in lm.model.parameters())
     assert lm.model.config.max_position_embeddings == 256 and len(lm.tokenizer) == 4096
@@ -43,9 +43,13 @@ def test_ci_preset_is_cached_and_described():
     assert info["seconds"] > 0 and info["heldout_ppl_at_L0"] < 1000
 
 
-def test_unknown_preset():
+def test_unknown_preset_and_unknown_arguments_are_refused():
+    from workbench.models import load_model
+
     with pytest.raises(TeachingError, match="preset='huge' is not allowed"):
         load_teaching("huge")
+    with pytest.raises(TypeError, match="max_position_embeddings"):
+        load_model("teaching-ci", max_position_embeddings=512)  # once silently dropped
 
 
 def test_named_presets_load_the_shipped_weights():

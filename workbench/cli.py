@@ -504,12 +504,10 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
 
 def cmd_teaching(args: argparse.Namespace) -> int:
     """Train (or load) a teaching model; report its training and how it reads beyond L0 without scaling."""
-    import math
-
-    from .data import samples
-    from .evaluate import perplexity
+    from .models import load_teaching
+    from .plots import save_training_curve
     from .runs import RunFolder
-    from .teaching import TEACHING_SOURCES, load_teaching, training_info
+    from .teaching import read_beyond_L0, training_info
 
     lm = load_teaching(args.preset)
     info = training_info(args.preset)
@@ -519,20 +517,14 @@ def cmd_teaching(args: argparse.Namespace) -> int:
           f"L0 = {L0}: {info['heldout_ppl_at_L0']:.2f}")
     run = RunFolder(args.out, {"preset": args.preset, "multiples": args.multiples}) if args.out else None
     longest = L0 * max(args.multiples)
-    rows = {}
-    for source in TEACHING_SOURCES:
-        docs = samples(lm.tokenizer, source, "heldout", longest, args.n_documents, per_document=8, progress=False)
-        r = perplexity(lm.model, docs, length=longest, bucket_size=L0, label=f"no scaling, {source}", progress=False)
-        per_window = [round(math.exp(x), 2) for x in r.per_position_nll]
-        rows[source] = {"ppl_per_L0_window": per_window, "whole_window_ppl": r.ppl, "documents": r.documents}
-        print(f"{source:>12}: PPL per {L0}-token window of a {longest}-token read (no scaling): {per_window}")
+    rows = read_beyond_L0(lm.model, lm.tokenizer, L0, longest, args.n_documents)
+    for source, row in rows.items():
+        print(f"{source:>12}: PPL per {L0}-token window of a {longest}-token read (no scaling): "
+              f"{row['ppl_per_L0_window']}")
     if run:
         run.write("teaching", {"training": {k: v for k, v in info.items() if k != "history"}, "beyond_L0": rows})
-        from widgets.figures import training_curve_figure
-        from widgets.static import save_png
-
-        path = save_png(training_curve_figure(info["history"], f"Teaching model ({args.preset}) training"),
-                        run.path / "training_curve.png")
+        path = save_training_curve(info["history"], run.path / "training_curve.png",
+                                   f"Teaching model ({args.preset}) training")
         print(f"wrote {run.path / 'teaching.json'} and {path}")
     return 0
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models import cache_dir, cached_entry
+from .cache import cache_dir, cached_entry
 
 SPLITS = ("train", "heldout")
 HELDOUT_FRACTION = 0.2
@@ -123,13 +123,14 @@ def documents(source: str) -> tuple[Document, ...]:
     return docs
 
 
-def _rank(name: str) -> str:
+def _name_hash(name: str) -> str:
+    """A document name's SHA-1: sorting by it gives a fixed, name-independent order for the split."""
     return hashlib.sha1(name.encode()).hexdigest()
 
 
 def split_names(source: str) -> dict[str, list[str]]:
     """{"train": [...], "heldout": [...]}: document names of each split, in the split's fixed order."""
-    names = sorted((d.name for d in documents(source)), key=_rank)
+    names = sorted((d.name for d in documents(source)), key=_name_hash)
     n_held = max(1, math.ceil(HELDOUT_FRACTION * len(names)))
     return {"heldout": names[:n_held], "train": names[n_held:]}
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .launch import PAPERMILL_CHATTER
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 # The shortest length at which SmolLM2's unscaled loss has clearly left its 8k level (its loss beyond 8192
@@ -78,12 +80,6 @@ def execute(name: str, params: dict[str, Any], out: Path, log: bool = True, run:
     pm.execute_notebook(str(source), str(target), parameters=parameters, kernel_name="python3", log_output=log,
                         progress_bar=False, cwd=str(NOTEBOOKS.parent), store_widget_state=False)
     return target
-
-
-# papermill's per-cell log lines (also filtered from a launch's log tail): the notebooks' own output is what
-# a person wants to read
-PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook", "Output Notebook",
-                     "<IPython.core.display", "PosixPath(", "[IPKernelApp] WARNING | Kernel is running over TCP")
 
 
 def _quiet(record: logging.LogRecord) -> bool:

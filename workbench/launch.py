@@ -26,8 +26,12 @@ from typing import Any
 
 import torch
 
-from .demo import PAPERMILL_CHATTER
 from .events import Event, read_events
+
+# papermill's per-cell log lines (filtered from a launch's log and the demo's): the notebooks' own output is
+# what a person wants to read
+PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook", "Output Notebook",
+                     "<IPython.core.display", "PosixPath(", "[IPKernelApp] WARNING | Kernel is running over TCP")
 
 
 class LaunchError(ValueError):

@@ -8,9 +8,8 @@
 - ``"teaching"`` / ``"teaching-ci"``: the small Llama trained here (see :mod:`workbench.teaching`).
 - any local transformers model folder (Llama, Mistral, Qwen2, Phi-3 families) by path.
 
-The cache folder is ``$WORKBENCH_CACHE`` or ``~/.cache/longrope-workbench``. Every cache entry is
-written to a temporary folder and renamed into place, so an interrupted conversion leaves nothing
-half-written behind.
+Converted and trained models live in the cache folder (:mod:`workbench.cache`): ``$WORKBENCH_CACHE`` or
+``~/.cache/longrope-workbench``, every entry written atomically.
 """
 
 from __future__ import annotations
@@ -18,9 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,6 +26,8 @@ from typing import Any
 
 import torch
 
+from .cache import atomic_dir, cache_dir, cached_entry, damaged_files, entry_lock, file_record
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = "smollm2-135m-instruct-fp32"
 SMOLLM2_VOCAB = 49152
@@ -38,145 +36,6 @@ SMOLLM2_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 
 class ModelError(ValueError):
     """A model could not be found or is not usable here."""
-
-
-def cache_dir() -> Path:
-    """The workbench's cache folder (created on demand)."""
-    path = Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "longrope-workbench")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale(final: Path) -> list[Path]:
-    """Remove temporary folders of ``final`` left by processes that were killed; returns what was removed."""
-    removed = []
-    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
-
-
-@contextmanager
-def atomic_dir(final: Path, marker: str | None = None):
-    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds.
-
-    A process killed inside the block leaves only a ``.<name>.tmp-<pid>-*`` folder, which the next
-    attempt removes; ``final`` itself is never half-written. If ``final`` exists when the block ends, it
-    is kept (another process finished first) unless ``marker`` names a file it lacks: then it is a broken
-    entry, and the new folder replaces it.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
-            if marker is not None and not (final / marker).exists():
-                broken = Path(tempfile.mkdtemp(prefix=f".{final.name}.broken-{os.getpid()}-", dir=final.parent))
-                os.rename(final, broken / "entry")
-                os.rename(tmp, final)
-                shutil.rmtree(broken, ignore_errors=True)
-            else:  # another process finished first; keep its copy
-                shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextmanager
-def entry_lock(final: Path, what: str, log: Callable[[str], None] = print):
-    """Hold an exclusive lock on cache entry ``final`` (a ``.<name>.lock`` file beside it) while it is built.
-
-    A second process asking for the same entry says who holds the lock and waits for it, instead of
-    building the same thing in parallel.
-    """
-    import fcntl
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
-            log(f"waiting for {holder} to finish {what} ...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:100]}), since {time.strftime('%H:%M:%S')}"
-                  .encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def cached_entry(final: Path, marker: str, build: Callable[[Path], None], what: str,
-                 log: Callable[[str], None] = print) -> Path:
-    """The cache entry ``final``, complete: built by ``build(tmp)`` once if it is missing or broken.
-
-    ``marker`` is the file written last, whose presence means the entry is complete. Builders take turns
-    (:func:`entry_lock`); temporary folders of killed builders are removed; a broken entry is replaced.
-    """
-    if (final / marker).exists():
-        clean_stale(final)
-        return final
-    with entry_lock(final, what, log):
-        if not (final / marker).exists():
-            with atomic_dir(final, marker) as tmp:
-                build(tmp)
-    return final
-
-
-def file_record(folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Size and SHA-256 of files, recorded when a cache entry is built."""
-    import hashlib
-
-    out = {}
-    for name in names:
-        h = hashlib.sha256()
-        with open(folder / name, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 22), b""):
-                h.update(block)
-        out[name] = {"size": (folder / name).stat().st_size, "sha256": h.hexdigest()}
-    return out
-
-
-_VERIFIED: set[tuple[str, float]] = set()
-
-
-def damaged_files(folder: Path, record: dict[str, dict[str, Any]]) -> list[str]:
-    """Files of ``folder`` that differ from ``record`` (size always; the hash once per process and version)."""
-    bad = []
-    for name, want in record.items():
-        path = folder / name
-        if not path.exists() or path.stat().st_size != want["size"]:
-            bad.append(name)
-            continue
-        key = (str(path), path.stat().st_mtime)
-        if key not in _VERIFIED:
-            if file_record(folder, (name,))[name]["sha256"] != want["sha256"]:
-                bad.append(name)
-                continue
-            _VERIFIED.add(key)
-    return bad
 
 
 def attention_implementation(requested: str | None = None) -> str:
@@ -238,7 +97,7 @@ def smollm2_folder(log: Callable[[str], None] = print) -> Path:
 
 
 @contextmanager
-def _quiet_loading():
+def quiet_loading():
     """transformers prints a progress bar per weight file; a cached 135M model loads in under a second."""
     from transformers.utils import logging as hf_logging
 
@@ -273,7 +132,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32, attn_implementation: str | 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = smollm2_folder(log)
-    with _quiet_loading():
+    with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(
             target, dtype=dtype, attn_implementation=attention_implementation(attn_implementation))
     tokenizer = AutoTokenizer.from_pretrained(target)
@@ -335,6 +194,32 @@ def load_path(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     return LoadedModel(model.eval(), tokenizer, folder.name, str(folder))
 
 
+def load_teaching(preset: str = "quality", dtype: torch.dtype = torch.float32, progress: bool = True,
+                  attn_implementation: str | None = None) -> LoadedModel:
+    """The teaching model of a preset (see :mod:`workbench.teaching`): the weights shipped with the package,
+    or, for a preset without them, trained and cached on first use.
+
+    Args:
+        attn_implementation: None (SDPA, what the teaching model is tested with) or as for :func:`load_path`.
+    """
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from .teaching import ensure_teaching_model
+
+    folder = ensure_teaching_model(preset, progress=progress)
+    attn = attention_implementation(attn_implementation) if attn_implementation else "sdpa"
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    return LoadedModel(model, tokenizer, "teaching" if preset == "quality" else f"teaching-{preset}", str(folder))
+
+
+def _teaching_config(preset: str) -> dict[str, Any]:
+    from .teaching import teaching_config
+
+    return teaching_config(preset)
+
+
 _LOADERS: dict[str, Callable[..., LoadedModel]] = {}
 
 
@@ -345,10 +230,8 @@ def register_model(name: str, loader: Callable[..., LoadedModel]) -> None:
 
 register_model("smollm2", load_smollm2)
 register_model("tiny-random", load_tiny_random)
-
-
-def _register_builtin() -> None:
-    from . import teaching  # noqa: F401  (registers "teaching" and "teaching-ci")
+register_model("teaching", lambda **kw: load_teaching("quality", **kw))
+register_model("teaching-ci", lambda **kw: load_teaching("ci", **kw))
 
 
 MODEL_CHOICES = "'teaching', 'teaching-ci', 'smollm2', 'tiny-random', a transformers model folder or a config.json file"
@@ -373,7 +256,6 @@ def load_model_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
         return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).to_dict()
     if name == "tiny-random":
         return tiny_random_config(SMOLLM2_VOCAB).to_dict()
-    _register_builtin()
     if name in _CONFIG_READERS:
         return _CONFIG_READERS[name]()
     try:
@@ -390,14 +272,16 @@ def register_model_config(name: str, reader: Callable[[], dict[str, Any]]) -> No
     _CONFIG_READERS[name] = reader
 
 
+register_model_config("teaching", lambda: _teaching_config("quality"))
+register_model_config("teaching-ci", lambda: _teaching_config("ci"))
+
+
 def available_models() -> list[str]:
-    _register_builtin()
     return list(_LOADERS)
 
 
 def load_model(name_or_path: str, **kwargs: Any) -> LoadedModel:
     """A named model (see :func:`available_models`) or a local folder."""
-    _register_builtin()
     if name_or_path in _LOADERS:
         return _LOADERS[name_or_path](**kwargs)
     return load_path(name_or_path, **kwargs)

@@ -27,17 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import atomic_dir, cache_dir, cached_entry, file_sha256
 from .data import samples, split_documents, tokenized
 from .events import Event, Sink, null_sink
-from .models import (
-    LoadedModel,
-    _quiet_loading,
-    atomic_dir,
-    cache_dir,
-    cached_entry,
-    register_model,
-    register_model_config,
-)
 
 TEACHING_SOURCES = ("shakespeare", "bible", "stdlib")
 TOKENIZER_VERSION = "bpe4096-v1"
@@ -153,6 +145,23 @@ def heldout_ppl(model: Any, tokenizer: Any, length: int, n_per_source: int = 8) 
     return perplexity(model, docs, length=length, progress=False).ppl
 
 
+def read_beyond_L0(model: Any, tokenizer: Any, L0: int, longest: int, n_documents: int = 8) -> dict[str, dict]:
+    """How a model reads a ``longest``-token window of each source's held-out text without any scaling.
+
+    Returns, per source: the PPL of each successive L0-token part of the window (``ppl_per_L0_window``; the
+    teaching model's PPL climbs once it reads past L0), the whole window's PPL and the documents read.
+    """
+    from .evaluate import perplexity
+
+    rows = {}
+    for source in TEACHING_SOURCES:
+        docs = samples(tokenizer, source, "heldout", longest, n_documents, per_document=8, progress=False)
+        r = perplexity(model, docs, length=longest, bucket_size=L0, label=f"no scaling, {source}", progress=False)
+        rows[source] = {"ppl_per_L0_window": [round(math.exp(x), 2) for x in r.per_position_nll],
+                        "whole_window_ppl": r.ppl, "documents": r.documents}
+    return rows
+
+
 def train_teaching_model(cfg: TeachingConfig, folder: Path, *, progress: bool = True, sink: Sink = null_sink) -> dict:
     """Train from scratch and save model, tokenizer and ``training.json`` into ``folder``."""
     from tqdm.auto import tqdm
@@ -219,21 +228,13 @@ def shipped_folder(preset: str | TeachingConfig = "quality") -> Path:
     return SHIPPED / f"{cfg.preset}-{cfg.key()}"
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verified(folder: Path) -> bool:
     """The folder holds a complete model whose files match the checksums recorded when it was made."""
     info = folder / "training.json"
     if not info.exists():
         return False
     sums = json.loads(info.read_text()).get("sha256", {})
-    return all(name in sums and (folder / name).exists() and _file_sha256(folder / name) == sums[name]
+    return all(name in sums and (folder / name).exists() and file_sha256(folder / name) == sums[name]
                for name in WEIGHT_FILES)
 
 
@@ -297,7 +298,7 @@ def ship_teaching_model(preset: str, *, command: str, progress: bool = True) -> 
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
             "date": started, "command": command,
         }
-        info["sha256"] = {name: _file_sha256(tmp / name) for name in WEIGHT_FILES}
+        info["sha256"] = {name: file_sha256(tmp / name) for name in WEIGHT_FILES}
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
     return target
 
@@ -307,19 +308,6 @@ def _has_bf16_instructions() -> bool:
         return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-
-
-def load_teaching(preset: str = "quality", dtype: torch.dtype = torch.float32, progress: bool = True,
-                  **_: Any) -> LoadedModel:
-    """The teaching model: the weights shipped with the package (or, for a preset without them, trained and
-    cached on first use)."""
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    folder = ensure_teaching_model(preset, progress=progress)
-    with _quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
-    return LoadedModel(model, tokenizer, "teaching" if preset == "quality" else f"teaching-{preset}", str(folder))
 
 
 def training_info(preset: str = "quality") -> dict:
@@ -337,12 +325,6 @@ def teaching_config(preset: str = "quality") -> dict[str, Any]:
     if (folder / "config.json").exists():
         return json.loads((folder / "config.json").read_text())
     return _model_config(_preset(preset)).to_dict()
-
-
-register_model("teaching", lambda **kw: load_teaching("quality", **kw))
-register_model("teaching-ci", lambda **kw: load_teaching("ci", **kw))
-register_model_config("teaching", lambda: teaching_config("quality"))
-register_model_config("teaching-ci", lambda: teaching_config("ci"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 import workbench.models as models
-from workbench.models import cached_entry, damaged_files, file_record
+from workbench.cache import cached_entry, damaged_files, file_record
 
 
 def _build(tmp, text="built"):
@@ -41,26 +41,30 @@ def test_a_complete_entry_is_used_as_is_and_dead_builders_leftovers_are_removed(
 
 
 def test_two_processes_build_an_entry_once_and_the_second_says_who_it_waits_for(tmp_path):
+    # the first builder holds the lock until the second has said that it waits: no timing decides the outcome
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from workbench.models import cached_entry
-        log = Path({str(tmp_path / "builds.log")!r})
+        from workbench.cache import cached_entry
+        log, release = Path({str(tmp_path / "builds.log")!r}), Path({str(tmp_path / "release")!r})
         def build(tmp):
             with open(log, "a") as f:
                 f.write("build\\n")
-            time.sleep(3)
+            while not release.exists():
+                time.sleep(0.05)
             (tmp / "done.json").write_text("{{}}")
         cached_entry(Path({str(tmp_path / "entry")!r}), "done.json", build, "building the test entry")
     """)
-    first = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE, text=True)
     while not (tmp_path / "builds.log").exists():  # the first one holds the lock and builds
         assert first.poll() is None
-    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    first.wait(60)
+    second = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE, text=True)
+    said = second.stdout.readline()  # blocks until the second process reports that it waits
+    (tmp_path / "release").touch()
+    first.wait(60), second.wait(60)
     assert first.returncode == 0 and second.returncode == 0
     assert (tmp_path / "builds.log").read_text() == "build\n"
-    assert f"waiting for process {first.pid}" in second.stdout and "building the test entry" in second.stdout
+    assert f"waiting for process {first.pid}" in said and "building the test entry" in said
 
 
 def test_damaged_files_notices_truncation_and_flipped_bytes(tmp_path):

@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-import workbench.evaluate as ev
 from workbench.data import DataError, needle_sample, needle_samples, passkey_prompt, passkey_prompts
 from workbench.evaluate import (
     needle_grid,
     needle_perplexity,
     passkey_accuracy,
-    save,
+    retrieval,
     short_context_regression,
     token_nll,
+    write_results,
 )
 from workbench.models import load_model
 
@@ -56,7 +56,7 @@ def test_passkey_scoring_counts_only_the_right_key(tiny, monkeypatch):
         answer = key if len(prompts) % 2 else key + 1
         return torch.tensor(tiny.tokenizer(f" {answer}. ", add_special_tokens=False)["input_ids"])
 
-    monkeypatch.setattr(ev, "_greedy", oracle)
+    monkeypatch.setattr(retrieval, "_greedy", oracle)
     result = passkey_accuracy(tiny.model, tiny.tokenizer, [200, 300], n_trials=4, progress=False)
     assert result.accuracy == [0.5, 0.5]
     assert all(t["correct"] == (t["answer"] == t["passkey"]) for t in result.trials)
@@ -86,7 +86,7 @@ def test_needle_grid_shape_and_save(tiny, tmp_path):
     result = needle_grid(tiny.model, tiny.tokenizer, [0.0, 0.5, 1.0], [200, 300], progress=False)
     assert len(result.accuracy) == 3 and len(result.accuracy[0]) == 2 and len(result.trials) == 6
     assert all(math.isfinite(x) for row in result.answer_nll for x in row)
-    path = save(result, tmp_path / "grid.json")
+    path = write_results(result, tmp_path / "grid.json")
     assert json.loads(path.read_text())["lengths"] == [200, 300]
 
 
