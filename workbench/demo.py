@@ -42,7 +42,7 @@ class DemoStep:
 TEACHING = DemoStep("02_teaching_model", "02_interpolation_methods", {
     "model": "teaching", "lengths": [256, 2048], "methods": ["default", "linear", "ntk", "yarn", "longrope"],
     "longrope_factors": "teaching-8x", "corpus": "shakespeare", "n_documents": 8, "dtype": "fp32",
-    "entropy_methods": []}, "the teaching model (L0 = 256) read at 8x with every method")
+    "entropy_methods": [], "measure": True}, "the teaching model (L0 = 256) read at 8x with every method")
 
 DEMO: list[DemoStep] = [
     DemoStep("01_rope_frequencies", "01_rope_frequencies", {"model": "smollm2", "target_length": DEMO_LENGTH},
@@ -50,7 +50,7 @@ DEMO: list[DemoStep] = [
     DemoStep("02_interpolation_methods", "02_interpolation_methods", {
         "model": "smollm2", "lengths": [DEMO_LENGTH], "methods": ["default", "yarn", "longrope"],
         "longrope_factors": "smollm2-16k", "corpus": "shakespeare", "n_documents": 1, "dtype": "auto",
-        "entropy_methods": []}, f"SmolLM2-135M at {DEMO_LENGTH} tokens: three forwards (the slow part)"),
+        "entropy_methods": [], "measure": True}, f"SmolLM2-135M at {DEMO_LENGTH} tokens: three forwards (the slow part)"),
     TEACHING,
 ]
 FULL: list[DemoStep] = [
@@ -59,13 +59,13 @@ FULL: list[DemoStep] = [
     DemoStep("02_interpolation_methods", "02_interpolation_methods", {
         "model": "smollm2", "lengths": [8192, 16384], "methods": ["default", "linear", "ntk", "yarn", "longrope"],
         "corpus": "shakespeare", "n_documents": 1, "dtype": "fp32", "entropy_methods": ["default", "yarn"],
-        "entropy_rows": 8}, "SmolLM2-135M, every method at 8k and 16k with attention entropy (six long forwards)"),
+        "entropy_rows": 8, "measure": True}, "SmolLM2-135M, every method at 8k and 16k with attention entropy (six long forwards)"),
     TEACHING,
 ]
 QUICK: list[DemoStep] = [
     DemoStep("01_rope_frequencies", "01_rope_frequencies", {"model": "tiny-random", "target_length": 512}),
     DemoStep("02_interpolation_methods", "02_interpolation_methods",
-             {"model": "tiny-random", "lengths": [128, 256], "entropy_rows": 8}),
+             {"model": "tiny-random", "lengths": [128, 256], "entropy_rows": 8, "measure": True}),
 ]
 
 
@@ -100,6 +100,7 @@ def run_demo(out: Path, quick: bool = False, full: bool = False) -> int:
     pm_log.setLevel(logging.INFO)
     t0 = time.time()
     timings = {}
+    provenance = provenance_now() if full else None  # commit and machine as the measurement starts
     try:
         for k, step in enumerate(steps, 1):
             print(f"[{time.time() - t0:5.0f}s] step {k}/{len(steps)}: {step.run} — {step.headline or step.notebook}",
@@ -115,6 +116,9 @@ def run_demo(out: Path, quick: bool = False, full: bool = False) -> int:
     (out / "summary.md").write_text(summary)
     print(summary)
     print(f"summary: {out / 'summary.md'}")
+    if provenance is not None:  # the SmolLM2 table and curves notebook 02 shows without measuring
+        provenance["seconds"] = round(timings.get("02_interpolation_methods", 0))
+        print(f"shipped results: {write_shipped_results(out / '02_interpolation_methods', provenance)}")
     return 0
 
 
@@ -153,3 +157,133 @@ def summary_page(out: Path, steps: list[DemoStep], timings: dict[str, float], to
         lines.append(f"- [`{step.run}.ipynb`]({step.run}.ipynb) ({timings.get(step.run, 0):.0f} s): "
                      + ", ".join(f"[{f}]({step.run}/{f})" for f in figs))
     return "\n".join(lines) + "\n"
+
+
+# ---- the SmolLM2 results shipped with the package ---------------------------------------------------------
+# ``make demo-full`` measures SmolLM2 at 8k and 16k with every method; the package keeps that table and its
+# curves (loss by position, attention entropy by position) with where, when and how they were measured, so a
+# notebook shows them in a second instead of 13 minutes of forwards.
+RESULTS = Path(__file__).resolve().parent / "assets" / "results"
+FULL_COMMAND = "make demo-full"
+
+
+@dataclass(frozen=True)
+class ShippedResults:
+    """A measured perplexity table and its curves, with provenance (commit, machine, date, command)."""
+
+    name: str
+    model: str
+    corpus: str
+    documents: list[str]
+    dtype: str
+    original_max_position_embeddings: int
+    lengths: list[int]
+    ppl: list[Any]  # PerplexityResult per (method, length)
+    entropy: list[Any]  # EntropyResult per setting, averaged over layers and heads
+    provenance: dict[str, Any]
+
+    def caption(self) -> str:
+        """One line: what was measured, on which machine, when, from which commit, by which command."""
+        p = self.provenance
+        return (f"{self.model}, held-out {self.corpus} ({', '.join(self.documents)}), {self.dtype}: measured on "
+                f"{p['machine']}, {p['date']}, commit {p['commit'][:7]}, by `{p['command']}`")
+
+    def entropy_beyond_L0(self) -> dict[str, float]:
+        from .entropy import mean_entropy_beyond
+
+        return {r.label: mean_entropy_beyond(r, self.original_max_position_embeddings) for r in self.entropy}
+
+    def table(self) -> str:
+        """The evaluation table (markdown), as the notebook that measured it printed it."""
+        from .evaluate import evaluation_table
+
+        return evaluation_table(self.ppl, self.original_max_position_embeddings, self.entropy_beyond_L0())
+
+    def longest(self) -> list[Any]:
+        """The results at the longest length (the loss-by-position curves)."""
+        return [r for r in self.ppl if r.length == max(self.lengths)]
+
+
+def shipped_results(name: str = "smollm2") -> ShippedResults:
+    """The results file ``workbench/assets/results/<name>.json`` (written by ``make demo-full``)."""
+    from .entropy import EntropyResult
+    from .evaluate import PerplexityResult
+
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in RESULTS.glob("*.json"))) or "none"
+        raise FileNotFoundError(f"no shipped results {name!r} ({path}); shipped: {known}")
+    d = json.loads(path.read_text())
+    return ShippedResults(d["name"], d["model"], d["corpus"], d["documents"], d["dtype"],
+                          d["original_max_position_embeddings"], d["lengths"],
+                          [PerplexityResult(**r) for r in d["ppl"]], [EntropyResult(**r) for r in d["entropy"]],
+                          d["provenance"])
+
+
+def _averaged(entropy: dict[str, Any]) -> dict[str, Any]:
+    """An entropy result reduced to its mean over layers and heads (what the position curve shows): kB, not MB."""
+    from .entropy import EntropyResult
+
+    r = EntropyResult(**entropy)
+    layers = f"layers {r.layers[0]}..{r.layers[-1]}" if r.layers else "all layers"
+    return {**entropy, "layers": [], "n_heads": 1, "entropy": [[r.by_position()]],
+            "max_weight": [[r.max_weight_by_position()]],
+            "notes": [*r.notes, f"mean over {layers} and {r.n_heads} heads"]}
+
+
+def results_record(run: Path, provenance: dict[str, Any], name: str = "smollm2") -> dict[str, Any]:
+    """The results file's content from a finished notebook-02 output folder (``ppl.json``, ``entropy.json``,
+    ``results.json``)."""
+    res = json.loads((run / "results.json").read_text())
+    entropy = run / "entropy.json"
+    return {"name": name, "model": res["model"], "corpus": res["corpus"], "documents": res["documents"],
+            "dtype": res["dtype"], "original_max_position_embeddings": res["L0"], "lengths": res["lengths"],
+            "provenance": provenance, "ppl": json.loads((run / "ppl.json").read_text()),
+            "entropy": [_averaged(e) for e in json.loads(entropy.read_text())] if entropy.exists() else []}
+
+
+def write_shipped_results(run: Path, provenance: dict[str, Any], name: str = "smollm2") -> Path:
+    """Write ``workbench/assets/results/<name>.json`` from a notebook-02 output folder."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results_record(run, provenance, name), indent=1) + "\n")
+    return path
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def provenance_now(command: str = FULL_COMMAND) -> dict[str, Any]:
+    """Where and how a measurement starting now is made: commit (and uncommitted library/notebook files), machine,
+    date (UTC), command."""
+    dirty = [line[3:] for line in _git("status", "--porcelain", "--", "workbench", "notebooks", "widgets").splitlines()]
+    return {"commit": _git("rev-parse", "HEAD") or "unknown", "uncommitted_files": dirty, "machine": _machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command}
+
+
+def provenance_of_run(out: Path, command: str = FULL_COMMAND) -> dict[str, Any]:
+    """Provenance of an earlier ``make demo-full`` output folder: the date from papermill's record of the
+    notebook-02 run, the machine from the run's ``summary.md``, the commit that was HEAD when it started."""
+    import re
+
+    meta = json.loads((out / "02_interpolation_methods.ipynb").read_text())["metadata"]["papermill"]
+    start = meta["start_time"]  # ISO 8601, UTC
+    machine = re.search(r"^Measured by this run: [^,]+, [\d.]+ min on (.+)\.$", (out / "summary.md").read_text(), re.M)
+    return {"commit": _git("rev-list", "-1", f"--before={start}", "HEAD") or "unknown",
+            "commit_note": "HEAD when the run started (the record does not say whether the tree had changes)",
+            "machine": machine.group(1) if machine else "unknown",
+            "date": f"{start[:10]} {start[11:16]} UTC", "seconds": round(meta["duration"]), "command": command,
+            "converted_by": f"python -m workbench.demo --results-from {out}"}
+
+
+if __name__ == "__main__":  # python -m workbench.demo --results-from runs/demo-full
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the shipped SmolLM2 results from a make demo-full folder")
+    parser.add_argument("--results-from", required=True, help="a make demo-full output folder (runs/demo-full)")
+    folder = Path(parser.parse_args().results_from)
+    print(f"wrote {write_shipped_results(folder / '02_interpolation_methods', provenance_of_run(folder))}")

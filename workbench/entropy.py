@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ import torch
 from . import heap
 from .events import Event, Sink, null_sink
 from .patch import patch
-from .rope import LongRopeSpec, RopeSpec, YarnSpec
+from .rope import RopeSpec
 
 
 class EntropyError(ValueError):
@@ -71,11 +71,7 @@ class EntropyResult:
 
 def without_attention_factor(spec: RopeSpec) -> RopeSpec:
     """The same frequencies with the attention factor set to 1 (to see what the temperature does)."""
-    if isinstance(spec, YarnSpec):
-        return replace(spec, attention_factor=1.0)
-    if isinstance(spec, LongRopeSpec):
-        return replace(spec, attention_policy="constant", attention_factor=1.0)
-    return spec  # the other methods have no attention factor
+    return spec.without_attention_factor()  # each method knows its own (most have none)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -388,3 +384,17 @@ def eager_entropy(model: torch.nn.Module, tokens: torch.Tensor, bucket_size: int
 
 __all__ = ["EntropyError", "EntropyProbe", "EntropyResult", "attention_entropies", "attention_entropy", "eager_entropy",
            "without_attention_factor"]
+
+
+def mean_entropy_beyond(result: EntropyResult, original_max_position_embeddings: int) -> float:
+    """Mean entropy (over layers, heads and position buckets) of the query positions from L0 on: how far
+    attention spreads where the model never read in training. Buckets are taken from the one holding L0."""
+    pos = result.by_position()
+    first = len(result.rows_per_bucket) * original_max_position_embeddings // result.length
+    if first >= len(pos):
+        raise EntropyError(f"no query position at or beyond L0={original_max_position_embeddings} in a "
+                           f"{result.length}-token result")
+    return sum(pos[first:]) / len(pos[first:])
+
+
+__all__ += ["mean_entropy_beyond"]

@@ -17,7 +17,8 @@ TINY = {
     "04_evolutionary_search": {"preset": "tiny", "report_documents": 3},
     "07_evaluation": {"model": "teaching-ci", "methods": ["default", "yarn"], "multiples": [1, 2], "n_documents": 2,
                       "passkey_trials": 1, "needle_depths": [0.0, 1.0]},
-    "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"]},
+    "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"],
+                                 "measure": True},
     "05_progressive_extension": {
         "model": "teaching-ci", "stage1_multiple": 2, "stage2_multiple": 2,
         "search1": {"population": 4, "parents": 2, "mutants": 1, "crossovers": 1, "generations": 1, "n_documents": 1},
