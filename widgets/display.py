@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 
-from workbench.events import Event
+from workbench.events import ConsoleSink
 
 from .static import save_png
 
@@ -38,45 +36,9 @@ def save_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
     return path
 
 
-class PrintProgress:
-    """An event sink that prints progress lines (readable in papermill's log): a few per forward, one per document.
+class PrintProgress(ConsoleSink):
+    """Progress lines for a notebook's log: :class:`workbench.events.ConsoleSink`, under the name notebooks use.
 
-    Given the number of ``forwards`` a run will make, each line also says which forward it is and the time
-    left, estimated from the forwards (and layers) done so far.
+    Given the number of ``forwards`` a run will make, each perplexity line also says which forward it is and the
+    time left, estimated from the forwards (and layers) done so far.
     """
-
-    def __init__(self, stream: Any = None, every: float = 0.25, forwards: int | None = None) -> None:
-        self.stream = stream or sys.stdout
-        self.t0 = time.time()
-        self.every = every  # print layer progress at these fractions of a forward
-        self.forwards = forwards
-        self.done = 0  # forwards completed
-
-    def _eta(self, fraction_of_current: float) -> str:
-        if not self.forwards:
-            return ""
-        progress = (self.done + fraction_of_current) / self.forwards
-        here = f"; forward {min(self.done + 1, self.forwards)}/{self.forwards}"
-        if progress <= 0 or progress >= 1:
-            return here if progress < 1 else f"; forward {self.forwards}/{self.forwards}, done"
-        left = (time.time() - self.t0) * (1 - progress) / progress
-        return f"{here}, about {_duration(left)} left"
-
-    def __call__(self, event: Event) -> None:
-        d = event.data
-        if event.kind == "ppl.layer" and d["layers"]:
-            step = max(1, round(d["layers"] * self.every))
-            if d["layer"] % step == 0 and d["layer"] < d["layers"]:
-                print(f"[{time.time() - self.t0:6.0f}s] {d['label']:>12} @ {d['length']:>6} tokens: document "
-                      f"{d['index'] + 1}/{d['of']}, layer {d['layer']}/{d['layers']}"
-                      f"{self._eta(d['layer'] / d['layers'])}", file=self.stream, flush=True)
-        if event.kind == "ppl.document":
-            self.done += 1
-            print(f"[{time.time() - self.t0:6.0f}s] {d['label']:>12} @ {d['length']:>6} tokens: document "
-                  f"{d['index'] + 1}/{d['of']} PPL {d['ppl']:.2f} ({d['document']}){self._eta(0.0)}",
-                  file=self.stream, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .events import ConsoleSink
 from .hf import (
     ConfigError,
     NotExpressibleError,
@@ -581,16 +582,7 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"{config.evaluations_budget} evaluations on {config.n_documents} {config.corpus} documents"
               f"{f', {accelerator.num_processes} processes' if accelerator else ''} -> {args.run_dir}", flush=True)
 
-    def log(event: Any) -> None:
-        d = event.data
-        if event.kind == "search.generation":
-            print(f"generation {d['generation']:>3}: best PPL {d['best']:.4f}, median {d['median']:.4f}, "
-                  f"{d['evaluated']} evaluated ({d['stopped_early']} stopped early), {d['tokens_total']:,} "
-                  "token-forwards", flush=True)
-        elif event.kind in ("search.warning", "search.n_hat"):
-            print(f"{event.kind.split('.')[1]}: {d}", flush=True)
-
-    result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=log,
+    result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=ConsoleSink(),
                         model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -673,18 +665,7 @@ def cmd_progressive(args: argparse.Namespace) -> int:
     cfg = ProgressiveConfig.with_overrides(args.stage1_length, args.stage2_length, corpus=args.corpus,
                                            eval_documents=args.eval_documents, seed=args.seed, **budgets)
 
-    def log(event: Any) -> None:
-        d = event.data
-        if event.kind == "progressive.stage":
-            print(f"[{d['seconds']:5.0f}s] stage {d['stage']} done", flush=True)
-        elif event.kind == "progressive.start":
-            print(f"stage {d['stage']} ...", flush=True)
-        elif event.kind == "search.generation":
-            print(f"    generation {d['generation']}: best {d['best']:.4f}", flush=True)
-        elif event.kind == "train.step" and d["step"] % 20 == 0:
-            print(f"    step {d['step']}: loss {d['loss']:.4f}", flush=True)
-
-    result = run_progressive(args.model, cfg, args.run_dir, sink=log, progress=False)
+    result = run_progressive(args.model, cfg, args.run_dir, sink=ConsoleSink(train_every=20), progress=False)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if result is None:

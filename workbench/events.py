@@ -1,12 +1,13 @@
 """Progress and results as events, so the library never needs to know who is watching.
 
-Long work takes a ``sink`` (any callable accepting an :class:`Event`); widgets draw from it, the CLI
-logs it, run folders store it as JSONL.
+Long work takes a ``sink`` (any callable accepting an :class:`Event`); widgets draw from it, the CLI,
+the launcher and headless notebooks print it (:class:`ConsoleSink`), run folders store it as JSONL.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -96,3 +97,98 @@ def fan_out(sinks: Iterable[Sink | None]) -> Sink:
             s(event)
 
     return sink
+
+
+def duration(seconds: float) -> str:
+    """``"2 min 05 s"`` or ``"42 s"``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class ConsoleSink:
+    """An event sink that prints progress as plain lines: the one text form of events, used by the CLI, the
+    launcher and headless notebooks (readable in a terminal and in papermill's log).
+
+    Lines: a few per forward and one per document of a perplexity run (with the time left when ``forwards``,
+    the number of forwards the run makes, is given), one per search generation, every ``train_every``-th
+    training step (and the first), the start and end of each progressive stage. Inside a progressive run the
+    search and training lines are indented under their stage. Other events print nothing.
+
+    Args:
+        stream: where lines go (default: ``sys.stdout`` as it is when the sink is made); or
+        write: a function taking each line instead (e.g. a logger's, or one adding a prefix).
+        every: print layer progress at these fractions of a forward.
+    """
+
+    def __init__(self, stream: Any = None, every: float = 0.25, forwards: int | None = None, *,
+                 train_every: int = 10, write: Callable[[str], None] | None = None) -> None:
+        out = stream or sys.stdout
+        self.write = write or (lambda line: print(line, file=out, flush=True))
+        self.every, self.forwards, self.train_every = every, forwards, train_every
+        self.t0 = time.time()
+        self.done = 0  # forwards completed
+        self.indent = ""  # "    " once a progressive stage has started
+
+    def __call__(self, event: Event) -> None:
+        line = self.format(event)
+        if line is not None:
+            self.write(line)
+
+    def format(self, event: Event) -> str | None:
+        """The line for ``event``, or None when it prints nothing."""
+        formatter = getattr(self, "_" + event.kind.replace(".", "_"), None)
+        return formatter(event.data) if formatter is not None else None
+
+    def _clock(self) -> str:
+        return f"[{time.time() - self.t0:6.0f}s]"
+
+    def _eta(self, fraction_of_current: float) -> str:
+        if not self.forwards:
+            return ""
+        progress = (self.done + fraction_of_current) / self.forwards
+        here = f"; forward {min(self.done + 1, self.forwards)}/{self.forwards}"
+        if progress <= 0 or progress >= 1:
+            return here if progress < 1 else f"; forward {self.forwards}/{self.forwards}, done"
+        left = (time.time() - self.t0) * (1 - progress) / progress
+        return f"{here}, about {duration(left)} left"
+
+    def _ppl_layer(self, d: dict[str, Any]) -> str | None:
+        step = max(1, round(d["layers"] * self.every)) if d["layers"] else 0
+        if not step or d["layer"] % step or d["layer"] >= d["layers"]:
+            return None
+        return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']}, "
+                f"layer {d['layer']}/{d['layers']}{self._eta(d['layer'] / d['layers'])}")
+
+    def _ppl_document(self, d: dict[str, Any]) -> str:
+        self.done += 1
+        return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']} "
+                f"PPL {d['ppl']:.2f} ({d['document']}){self._eta(0.0)}")
+
+    def _search_generation(self, d: dict[str, Any]) -> str:
+        line = f"{self.indent}generation {d['generation']:>3}: best PPL {d['best']:.4f}"
+        if "median" in d:
+            line += f", median {d['median']:.4f}"
+        if "evaluated" in d:
+            line += f", {d['evaluated']} evaluated ({d.get('stopped_early', 0)} stopped early)"
+        if "tokens_total" in d:
+            line += f", {d['tokens_total']:,} token-forwards"
+        return line
+
+    def _search_warning(self, d: dict[str, Any]) -> str:
+        return f"{self.indent}warning: {d}"
+
+    def _search_n_hat(self, d: dict[str, Any]) -> str:
+        return f"{self.indent}n_hat: {d}"
+
+    def _train_step(self, d: dict[str, Any]) -> str | None:
+        if d["step"] != 1 and d["step"] % self.train_every:
+            return None
+        lr = f", lr {d['lr']:.2e}" if "lr" in d else ""
+        return f"{self.indent}step {d['step']}: loss {d['loss']:.4f}{lr}"
+
+    def _progressive_start(self, d: dict[str, Any]) -> str:
+        self.indent = "    "
+        return f"stage {d['stage']} ..."
+
+    def _progressive_stage(self, d: dict[str, Any]) -> str:
+        return f"[{d['seconds']:5.0f}s] stage {d['stage']} done"

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .events import Event, read_events
+from .events import ConsoleSink, Event, read_events
 
 # papermill's per-cell log lines (filtered from a launch's log and the demo's): the notebooks' own output is
 # what a person wants to read
@@ -157,6 +157,7 @@ class Launch:
         self.on_event, self.on_line = on_event, on_line
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
+        self.readers: list[threading.Thread] = []
         self.events_seen = 0
         self.t0 = 0.0
 
@@ -170,8 +171,10 @@ class Launch:
         self.t0 = time.time()
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=env, start_new_session=True)
-        threading.Thread(target=self._read_output, daemon=True).start()
-        threading.Thread(target=self._watch_events, daemon=True).start()
+        self.readers = [threading.Thread(target=self._read_output, daemon=True),
+                        threading.Thread(target=self._watch_events, daemon=True)]
+        for reader in self.readers:
+            reader.start()
         return self
 
     def _read_output(self) -> None:
@@ -232,7 +235,8 @@ class Launch:
     def wait(self, timeout: float | None = None) -> LaunchResult:
         assert self.proc is not None
         code = self.proc.wait(timeout)
-        time.sleep(0.6)  # the readers drain the last lines and events
+        for reader in self.readers:  # the output reader ends at EOF, the event watcher after its last read (a
+            reader.join(timeout=10)  # kernel left holding the output pipe must not hang the caller: hence the bound
         return LaunchResult(str(self.notebook), str(self.output), code, time.time() - self.t0, self.hardware,
                             self.events_seen, self.lines[-20:])
 
@@ -243,17 +247,10 @@ class Launch:
 
 def launch(notebook: str | Path, parameters: dict[str, Any], output: str | Path, *, processes: int = 1,
            log: Callable[[str], None] = print) -> LaunchResult:
-    """Run a notebook to completion, printing its progress; see :class:`Launch`."""
-    def on_event(e: Event) -> None:
-        d = e.data
-        if e.kind == "train.step" and (d["step"] % 10 == 0 or d["step"] == 1):
-            log(f"  step {d['step']}: loss {d['loss']:.4f}, lr {d['lr']:.2e}")
-        elif e.kind in ("search.generation",):
-            log(f"  generation {d['generation']}: best {d['best']:.4f}")
-        elif e.kind.startswith("progressive."):
-            log(f"  stage {d.get('stage')}: {e.kind.split('.')[1]}")
-
-    job = Launch(notebook, parameters, output, processes=processes, on_event=on_event,
+    """Run a notebook to completion, printing its progress (:class:`~workbench.events.ConsoleSink` lines for its
+    run folder's events, ``| `` before the notebook's own output); see :class:`Launch`."""
+    console = ConsoleSink(write=lambda line: log(f"  {line}"))
+    job = Launch(notebook, parameters, output, processes=processes, on_event=console,
                  on_line=lambda line: log(f"| {line}"))
     log(f"launching {Path(notebook).name} -> {output} on {job.hardware['words']}")
     job.start()

@@ -1,0 +1,46 @@
+"""Events: the one console form of events (ConsoleSink) that the CLI, the launcher and notebooks print."""
+
+from __future__ import annotations
+
+import io
+
+from workbench.events import ConsoleSink, Event, duration
+
+
+def _lines(events, **kw):
+    out = []
+    sink = ConsoleSink(write=out.append, **kw)
+    for kind, data in events:
+        sink(Event(kind, data))
+    return out
+
+
+GEN = {"generation": 3, "best": 12.3456, "median": 14.0, "evaluated": 16, "stopped_early": 5, "tokens_total": 123456}
+
+
+def test_search_training_and_stage_lines_nest_under_a_progressive_stage():
+    lines = _lines([("search.generation", GEN), ("progressive.start", {"stage": "01-search"}),
+                    ("search.generation", GEN), ("train.step", {"step": 1, "loss": 5.0, "lr": 1e-3}),
+                    ("train.step", {"step": 2, "loss": 4.9}), ("train.step", {"step": 20, "loss": 4.0}),
+                    ("progressive.stage", {"stage": "01-search", "seconds": 42.0}), ("search.warning", {"x": 1}),
+                    ("something.else", {})], train_every=20)
+    gen = "generation   3: best PPL 12.3456, median 14.0000, 16 evaluated (5 stopped early), 123,456 token-forwards"
+    assert lines == [gen, "stage 01-search ...", "    " + gen, "    step 1: loss 5.0000, lr 1.00e-03",
+                     "    step 20: loss 4.0000", "[   42s] stage 01-search done", "    warning: {'x': 1}"]
+
+
+def test_perplexity_progress_says_which_forward_and_the_time_left():
+    layer = {"label": "yarn", "length": 1024, "index": 0, "of": 2, "layers": 4}
+    doc = {"label": "yarn", "length": 1024, "index": 0, "of": 2, "ppl": 3.21, "document": "hamlet"}
+    lines = _lines([("ppl.layer", {**layer, "layer": k}) for k in (1, 2, 3, 4)] + [("ppl.document", doc)],
+                   every=0.5, forwards=2)
+    assert len(lines) == 2  # layer 2 of 4 (every half forward; the last layer is the document line)
+    assert "yarn @   1024 tokens: document 1/2, layer 2/4; forward 1/2, about" in lines[0]
+    assert "document 1/2 PPL 3.21 (hamlet); forward 2/2, about" in lines[1]
+
+
+def test_a_stream_sink_prints_lines_and_durations_read_naturally():
+    stream = io.StringIO()
+    ConsoleSink(stream)(Event("train.step", {"step": 10, "loss": 1.0}))
+    assert stream.getvalue() == "step 10: loss 1.0000\n"
+    assert duration(42.4) == "42 s" and duration(125) == "2 min 05 s"
