@@ -698,10 +698,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), quick=args.quick, full=args.full)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="LongRoPE Workbench: RoPE context extension")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_rope_parser(sub: Any) -> None:
+    """Add the rope show / rope export subcommands to ``sub``."""
     rope = sub.add_parser("rope", help="inspect and export RoPE settings").add_subparsers(dest="rope_cmd", required=True)
     show = rope.add_parser("show", help="per-pair diagnostics of a method")
     _add_spec_args(show)
@@ -717,6 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--save-model", metavar="DIR", help="also save --model's weights and tokenizer with this config")
     export.set_defaults(func=cmd_rope_export)
 
+
+def _add_export_parser(sub: Any) -> None:
+    """Add the export gguf subcommand to ``sub``."""
     exp = sub.add_parser("export", help="export a RoPE setting into a model file").add_subparsers(
         dest="export_cmd", required=True)
     eg = exp.add_parser("gguf", help="copy a GGUF with a RoPE method carried as llama.cpp applies it")
@@ -726,11 +727,17 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--out", required=True, help="output .gguf (never the source)")
     eg.set_defaults(func=cmd_export_gguf)
 
+
+def _add_doctor_parser(sub: Any) -> None:
+    """Add the doctor subcommand to ``sub``."""
     doc = sub.add_parser("doctor", help="explain a model config's RoPE setting and flag inconsistencies")
     doc.add_argument("config", help="config.json, a model folder, or smollm2")
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=cmd_doctor)
 
+
+def _add_eval_parser(sub: Any) -> None:
+    """Add the eval ppl / passkey / needle / entropy subcommands to ``sub``."""
     ev = sub.add_parser("eval", help="evaluate a model with or without a RoPE method").add_subparsers(
         dest="eval_cmd", required=True)
 
@@ -777,6 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--without-factor", action="store_true", help="also run with the attention factor set to 1")
     p.set_defaults(func=cmd_eval_entropy)
 
+
+def _add_search_parser(sub: Any) -> None:
+    """Add the search subcommand to ``sub``."""
     sp = sub.add_parser("search", help="evolutionary search for LongRoPE / LongRoPE2 factors (resumable)")
     sp.add_argument("--model", default="teaching")
     sp.add_argument("--target-length", type=_int_at_least(2), required=True)
@@ -799,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=POSITIVE, help="torch threads per process")
     sp.set_defaults(func=cmd_search)
 
+
+def _add_finetune_parser(sub: Any) -> None:
+    """Add the finetune subcommand to ``sub``."""
     ft = sub.add_parser("finetune", help="fine-tune with a RoPE method applied (accelerate; resumable)")
     _add_spec_args(ft)
     ft.set_defaults(model="teaching")
@@ -822,6 +835,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=cmd_finetune)
 
+
+def _add_progressive_parser(sub: Any) -> None:
+    """Add the progressive subcommand to ``sub``."""
     pg = sub.add_parser("progressive", help="search -> fine-tune -> second search -> short-context recovery")
     pg.add_argument("--model", default="teaching")
     pg.add_argument("--stage1-length", type=_int_at_least(2), required=True)
@@ -836,6 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--threads", type=POSITIVE)
     pg.set_defaults(func=cmd_progressive)
 
+
+def _add_launch_parser(sub: Any) -> None:
+    """Add the launch subcommand to ``sub``."""
     la = sub.add_parser("launch", help="run a notebook headless with parameters (papermill; N processes)")
     la.add_argument("notebook")
     la.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a parameter (value as JSON)")
@@ -843,6 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--out", help="executed notebook path (default runs/launch/<name>)")
     la.set_defaults(func=cmd_launch)
 
+
+def _add_teaching_parser(sub: Any) -> None:
+    """Add the teaching subcommand to ``sub``."""
     teach = sub.add_parser("teaching", help="train or load the teaching model and report how it reads beyond L0")
     teach.add_argument("--preset", default="quality", choices=["quality", "ci"])
     teach.add_argument("--multiples", type=POSITIVE, nargs="+", default=[1, 2, 4, 8, 16])
@@ -850,6 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
     teach.add_argument("--out", help="run folder for teaching.json and training_curve.png")
     teach.set_defaults(func=cmd_teaching)
 
+
+def _add_demo_parser(sub: Any) -> None:
+    """Add the demo subcommand to ``sub``."""
     demo = sub.add_parser("demo", help="run the demo notebooks headless (make demo)")
     demo.add_argument("--out", default="runs/demo")
     kind = demo.add_mutually_exclusive_group()
@@ -857,6 +882,16 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--full", action="store_true",
                       help="every method at 8k and 16k with attention entropy (make demo-full; 8-20 min)")
     demo.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``workbench`` argument parser: one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="workbench", description="LongRoPE Workbench: RoPE context extension")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_rope_parser, _add_export_parser, _add_doctor_parser, _add_eval_parser, _add_search_parser,
+                _add_finetune_parser, _add_progressive_parser, _add_launch_parser, _add_teaching_parser,
+                _add_demo_parser):
+        add(sub)  # the order of the help's list
     return parser
 
 
