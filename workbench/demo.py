@@ -69,6 +69,46 @@ QUICK: list[DemoStep] = [
 ]
 
 
+# The classroom presets: per notebook, the parameters under which Run All finishes in under a minute on 2 CPU
+# cores (measured by tests/benchmarks/test_bench_classroom.py; the README's "For teachers" lists them).
+_TINY_SEARCH = {"population": 4, "parents": 2, "mutants": 1, "crossovers": 1, "generations": 1, "n_documents": 1}
+CLASSROOM: dict[str, dict[str, Any]] = {
+    "01_rope_frequencies": {},
+    "02_interpolation_methods": {},
+    "03_attention_entropy": {"model": "teaching", "length_multiple": 4, "queries_per_bucket": 16},
+    "04_evolutionary_search": {"model": "teaching-ci", "multiple": 2, "budget": "tiny", "n_documents": 2,
+                               "report_documents": 3},
+    "05_progressive_extension": {
+        "model": "teaching-ci", "stage1_multiple": 2, "stage2_multiple": 2, "eval_documents": 2,
+        "search1": _TINY_SEARCH, "search2": _TINY_SEARCH, "recovery": _TINY_SEARCH,
+        "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "warmup": 1}},
+    "06_short_context_recovery": {"model": "teaching-ci", "population": 4, "generations": 1, "n_documents": 2,
+                                  "eval_documents": 2},
+    "07_evaluation": {"model": "teaching", "methods": ["default", "yarn", "longrope"], "multiples": [1, 4],
+                      "n_documents": 2, "passkey_trials": 1, "needle_depths": [0.0, 0.5, 1.0]},
+    "08_deploy": {"length": 1024, "compare_default": False},
+}
+
+
+def papermill_arguments(params: dict[str, Any]) -> list[str]:
+    """papermill's command-line arguments for ``params``: ``-p name value`` for strings and numbers, ``-y`` with
+    YAML for lists, dicts and booleans (``-p`` would pass them as strings)."""
+    args: list[str] = []
+    for name, value in params.items():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            args += ["-p", name, str(value)]
+        else:
+            args += ["-y", f"{name}: {json.dumps(value)}"]
+    return args
+
+
+def papermill_command(name: str, params: dict[str, Any], output: str = "out.ipynb") -> str:
+    """The shell command that runs ``notebooks/<name>.ipynb`` with ``params`` (arguments quoted for a shell)."""
+    import shlex
+
+    return " ".join(["papermill", f"notebooks/{name}.ipynb", output, *map(shlex.quote, papermill_arguments(params))])
+
+
 def execute(name: str, params: dict[str, Any], out: Path, log: bool = True, run: str | None = None) -> Path:
     """Execute ``notebooks/<name>.ipynb`` headless into ``out/<run>.ipynb``; figures go to ``out/<run>/``."""
     import papermill as pm

@@ -14,7 +14,8 @@ from workbench.launch import declared_parameters
 TINY = {
     "01_rope_frequencies": {"model": "tiny-random", "target_length": 512},
     "03_attention_entropy": {"model": "teaching-ci", "length_multiple": 2, "queries_per_bucket": 8},
-    "04_evolutionary_search": {"preset": "tiny", "report_documents": 3},
+    "04_evolutionary_search": {"model": "teaching-ci", "multiple": 2, "budget": "tiny", "n_documents": 2,
+                               "report_documents": 3},
     "07_evaluation": {"model": "teaching-ci", "methods": ["default", "yarn"], "multiples": [1, 2], "n_documents": 2,
                       "passkey_trials": 1, "needle_depths": [0.0, 1.0]},
     "02_interpolation_methods": {"model": "tiny-random", "lengths": [128, 256], "methods": ["default", "yarn", "longrope"],
@@ -72,8 +73,32 @@ def test_notebook_runs_headless(name, tmp_path):
     if name == "04_evolutionary_search":
         assert results["evaluations"] > 6 and results["report"]["settings"].keys() == {"searched", "linear", "ntk", "yarn"}
         assert (tmp_path / name / "journal-0.jsonl").exists() and len(results["best_factors"]) == 32
+        # run again on the same folder: it resumes (never deletes the journal) and ends with the same winner
+        again = execute(name, TINY[name], tmp_path, log=False)
+        assert "resuming the search" in again.read_text()
+        assert json.loads((tmp_path / name / "results.json").read_text())["best_factors"] == results["best_factors"]
     if name == "07_evaluation":
         assert set(results["ppl"]) == {"default", "yarn"} and results["needle_accuracy"] is not None
         assert set(results["short_context_change"]) == {"yarn"}
         for f in ("ppl.json", "passkey.json", "needle_grid.json", "needle_ppl.json", "params.json"):
             assert (tmp_path / name / f).exists(), f
+
+
+def test_every_notebook_has_a_classroom_preset_it_documents():
+    from workbench.demo import CLASSROOM, papermill_arguments
+
+    names = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(CLASSROOM) == names
+    for name, params in CLASSROOM.items():
+        declared = declared_parameters(NOTEBOOKS / f"{name}.ipynb")
+        assert set(params) <= set(declared), (name, set(params) - set(declared))
+        intro = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells[0].source
+        assert "**Classroom preset**" in intro, name
+        for key, value in params.items():  # the first Markdown cell names every key and plain value of the preset
+            assert key in intro, (name, key)
+            if not isinstance(value, dict):
+                shown = json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(
+                    value, bool) else str(value)
+                assert shown in intro.replace("False", "false"), (name, key, shown)
+    args = papermill_arguments({"lengths": [256, 512], "model": "teaching", "flag": False})
+    assert args == ["-y", "lengths: [256, 512]", "-p", "model", "teaching", "-y", "flag: false"]
