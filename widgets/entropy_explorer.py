@@ -13,78 +13,62 @@ import time
 from typing import Any
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from workbench.data import samples
 from workbench.entropy import EntropyResult, attention_entropies, without_attention_factor
 from workbench.hf import model_geometry, spec_for_model
 
-from .figures import entropy_heatmap_figure, entropy_position_figure, method_specs, sync
+from .figures import entropy_heatmap_figure, entropy_position_figure, method_specs
 from .jobs import BackgroundJob
-from .measure import MODELS
+from .panel import FigureOutput, Panel, model_picker
 
 METHODS = ("linear", "ntk", "yarn", "longrope")
 
 
-class EntropyExplorer:
+class EntropyExplorer(Panel):
     def __init__(self, model: str = "teaching", length_multiple: int = 4, method: str = "yarn",
                  corpus: str = "shakespeare") -> None:
+        super().__init__()
         style = {"description_width": "110px"}
-        options = MODELS if model in {v for _, v in MODELS} else [*MODELS, (model, model)]
         self.corpus = corpus
-        self.model = W.Dropdown(options=options, value=model, description="model", style=style,
-                                layout=W.Layout(width="420px"))
+        self.model = model_picker(model)
         self.multiple = W.SelectionSlider(options=[1, 2, 4, 8, 16], value=length_multiple, description="length × L0",
                                           style=style, layout=W.Layout(width="320px"))
         self.method = W.Dropdown(options=METHODS, value=method, description="method", style=style,
                                  layout=W.Layout(width="260px"))
         self.temperature = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="extra logits ×",
-                                         style=style, layout=W.Layout(width="320px"))
+                                         style=style, layout=W.Layout(width="320px"), continuous_update=False)
         # 0 = every row (a None value would show as an empty dropdown)
         self.sampled = W.Dropdown(options=[("all query rows", 0), ("64 rows per bucket", 64),
                                            ("16 rows per bucket", 16)], value=0, description="queries",
                                   style=style, layout=W.Layout(width="320px"))
         self.button = W.Button(description="Compute", icon="play", button_style="primary")
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
+        self.buttons = [self.button]
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px"))
-        self.status = W.HTML()
-        self.curves = go.FigureWidget(entropy_position_figure([]))
-        self.heatmap = go.FigureWidget(layout={"title": "Entropy change by layer and head (press Compute)",
-                                               "height": 360, "template": "plotly_white"})
-        for f in (self.curves, self.heatmap):
-            f.update_layout(width=520)
+        self.curves = FigureOutput("Entropy by query position: press Compute", height=360)
+        self.heatmap = FigureOutput("Entropy change by layer and head: press Compute", height=360)
         self.results: list[EntropyResult] = []
-        self.job: BackgroundJob | None = None
-        self._models: dict[str, Any] = {}
         self.button.on_click(lambda _: self.compute())
-        self.stop_button.on_click(lambda _: self.job.stop() if self.job else None)
+        self.stop_button.on_click(lambda _: self.stop())
 
     @property
     def widget(self) -> W.Widget:
         controls = W.VBox([W.HBox([self.model, self.multiple]), W.HBox([self.method, self.temperature]),
                            W.HBox([self.sampled, self.button, self.stop_button, self.progress])])
-        return W.VBox([controls, self.status, W.HBox([self.curves, self.heatmap])])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        return W.VBox([controls, self.status, W.HBox([self.curves.widget, self.heatmap.widget])])
 
     def compute(self, wait: bool = False) -> BackgroundJob | None:
-        if self.job is not None and self.job.running:
+        if self.running:
             return None
         name, multiple, method = self.model.value, self.multiple.value, self.method.value
         t, sampled = float(self.temperature.value), (self.sampled.value or None)
-        self.button.disabled, self.stop_button.disabled = True, False
-        self.progress.value, self.status.value = 0, f"loading {name} ..."
+        self.progress.value = 0
+        self.say(f"loading {html.escape(name)} ...")
         t0 = time.time()
 
         def work(sink: Any) -> list[EntropyResult]:
-            if name not in self._models:
-                from workbench.models import load_model
-
-                self._models[name] = load_model(name)
-            lm = self._models[name]
+            lm = self.load(name)
             L0 = model_geometry(lm.model).original_max_position_embeddings
             length = L0 * multiple
             geometry = spec_for_model(lm.model, "default", target_length=length)
@@ -111,26 +95,11 @@ class EntropyExplorer:
 
         def done(results: list[EntropyResult]) -> None:
             self.results = results
-            sync(self.curves, entropy_position_figure(results, results[0].length // multiple))
-            sync(self.heatmap, entropy_heatmap_figure(results[1], results[0]))
+            self.curves.show(entropy_position_figure(results, results[0].length // multiple))
+            self.heatmap.show(entropy_heatmap_figure(results[1], results[0]))
             last = {r.label: sum(r.by_position()[-4:]) / 4 for r in results}
-            self.status.value = ("mean entropy over the last eighth of positions: " + "; ".join(
+            self.say("mean entropy over the last eighth of positions: " + "; ".join(
                 f"{html.escape(k)} {v:.3f}" for k, v in last.items()) + f" nats ({time.time() - t0:.0f} s)")
-            self._finish()
 
-        def error(text: str) -> None:
-            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(text)}</span>"
-            self._finish()
-
-        def cancelled() -> None:
-            self.status.value = "stopped"
-            self._finish()
-
-        self.job = BackgroundJob(work, on_done=done, on_error=error, on_cancel=cancelled).start()
-        if wait:
-            self.job.join()
-        return self.job
-
-    def _finish(self) -> None:
-        self.button.disabled, self.stop_button.disabled = False, True
+        return self.start_job(work, done, wait=wait)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from workbench.data import samples
 from workbench.evaluate import (
@@ -32,21 +31,19 @@ from .figures import (
     passkey_table,
     position_loss_figure,
     ppl_by_length_figure,
-    sync,
 )
 from .jobs import BackgroundJob
-from .measure import MODELS
+from .panel import FigureOutput, Panel, model_picker
 
 ALL_METHODS = ("default", "linear", "ntk", "yarn", "longrope")
 
 
-class EvalDashboard:
+class EvalDashboard(Panel):
     def __init__(self, model: str = "teaching", methods: tuple[str, ...] = ALL_METHODS, multiples: tuple[int, ...] = (1, 2, 4, 8),
                  corpus: str = "shakespeare", n_documents: int = 4, passkey_trials: int = 3) -> None:
+        super().__init__()
         style = {"description_width": "100px"}
-        options = MODELS if model in {v for _, v in MODELS} else [*MODELS, (model, model)]
-        self.model = W.Dropdown(options=options, value=model, description="model", style=style,
-                                layout=W.Layout(width="420px"))
+        self.model = model_picker(model)
         self.methods = W.SelectMultiple(options=ALL_METHODS, value=tuple(methods), description="methods", rows=5,
                                         style=style)
         self.multiples = W.Text(value=" ".join(map(str, multiples)), description="lengths × L0", style=style)
@@ -58,22 +55,17 @@ class EvalDashboard:
         self.corpus = corpus
         self.button = W.Button(description="Run", icon="play", button_style="primary")
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
-        self.status = W.HTML()
-        self.ppl_fig = go.FigureWidget(ppl_by_length_figure([]))
-        self.loss_fig = go.FigureWidget(position_loss_figure([]))
-        self.needle_fig = go.FigureWidget(layout={"title": "Needle retrieval (run with a needle method)", "height": 340,
-                                                  "template": "plotly_white"})
-        for f in (self.ppl_fig, self.loss_fig, self.needle_fig):
-            f.update_layout(width=520)
+        self.buttons = [self.button]
+        self.ppl_fig = FigureOutput("Perplexity by evaluation length: press Run")
+        self.loss_fig = FigureOutput("Loss by position: press Run")
+        self.needle_fig = FigureOutput("Needle retrieval: choose a needle grid method and press Run")
         self.passkey_html = W.HTML()
         self.ppl: list[PerplexityResult] = []
         self.passkey: list[PasskeyResult] = []
         self.needles: NeedleGridResult | None = None
-        self.job: BackgroundJob | None = None
-        self._models: dict[str, Any] = {}
         self._L0: int | None = None
         self.button.on_click(lambda _: self.run())
-        self.stop_button.on_click(lambda _: self.job.stop() if self.job else None)
+        self.stop_button.on_click(lambda _: self.stop())
 
     @classmethod
     def from_results(cls, ppl: list[PerplexityResult], passkey: list[PasskeyResult] | None = None,
@@ -101,45 +93,39 @@ class EvalDashboard:
     def widget(self) -> W.Widget:
         controls = W.HBox([W.VBox([self.model, self.multiples, self.n_documents, self.passkey_trials]),
                            W.VBox([self.methods, self.needle_method, W.HBox([self.button, self.stop_button])])])
-        return W.VBox([controls, self.status, W.HBox([self.ppl_fig, self.loss_fig]),
-                       W.HBox([self.needle_fig, self.passkey_html])])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        return W.VBox([controls, self.status, W.HBox([self.ppl_fig.widget, self.loss_fig.widget]),
+                       W.HBox([self.needle_fig.widget, self.passkey_html])])
 
     def redraw(self) -> None:
         if self.ppl:
-            sync(self.ppl_fig, ppl_by_length_figure(self.ppl, self._L0))
+            self.ppl_fig.show(ppl_by_length_figure(self.ppl, self._L0))
             top = max(r.length for r in self.ppl)
-            sync(self.loss_fig, position_loss_figure([r for r in self.ppl if r.length == top], self._L0))
+            self.loss_fig.show(position_loss_figure([r for r in self.ppl if r.length == top], self._L0))
         if self.passkey:
             self.passkey_html.value = passkey_table(self.passkey)
         if self.needles is not None:
-            sync(self.needle_fig, needle_heatmap_figure(self.needles))
+            self.needle_fig.show(needle_heatmap_figure(self.needles))
 
     def run(self, wait: bool = False) -> BackgroundJob | None:
-        if self.job is not None and self.job.running:
+        if self.running:
             return None
         try:
             multiples = sorted({int(x) for x in self.multiples.value.replace(",", " ").split()})
         except ValueError:
-            self.status.value = "<span style='color:#b2182b'>⚠ lengths × L0: whole numbers, e.g. 1 2 4 8</span>"
+            self.say("lengths × L0: whole numbers, e.g. 1 2 4 8", error=True)
             return None
         name, methods = self.model.value, list(self.methods.value)
         n_docs, trials, needle_method = self.n_documents.value, self.passkey_trials.value, self.needle_method.value
-        self.button.disabled, self.stop_button.disabled = True, False
         self.ppl, self.passkey, self.needles = [], [], None
+        for f, what in ((self.ppl_fig, "perplexity"), (self.loss_fig, "loss by position")):
+            f.message(f"{what}: measuring ...")
+        self.needle_fig.message("needle retrieval: measured last" if needle_method != "none" else
+                                "needle retrieval: no needle grid method chosen")
         t0 = time.time()
 
         def work(sink: Any) -> None:
-            if name not in self._models:
-                from workbench.models import load_model
-
-                self.status.value = f"loading {name} ..."
-                self._models[name] = load_model(name)
-            lm = self._models[name]
+            self.say(f"loading {html.escape(name)} ...")
+            lm = self.load(name)
             self._L0 = model_geometry(lm.model).original_max_position_embeddings
             lengths = [m * self._L0 for m in multiples]
             geometry = spec_for_model(lm.model, "default", target_length=lengths[-1])
@@ -172,21 +158,6 @@ class EvalDashboard:
                 self.redraw()
 
         def done(_: Any) -> None:
-            self.status.value = f"done in {time.time() - t0:.0f} s"
-            self._finish()
+            self.say(f"done in {time.time() - t0:.0f} s")
 
-        def error(text: str) -> None:
-            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(text)}</span>"
-            self._finish()
-
-        def cancelled() -> None:
-            self.status.value = "stopped"
-            self._finish()
-
-        self.job = BackgroundJob(work, on_done=done, on_error=error, on_cancel=cancelled).start()
-        if wait:
-            self.job.join()
-        return self.job
-
-    def _finish(self) -> None:
-        self.button.disabled, self.stop_button.disabled = False, True
+        return self.start_job(work, done, wait=wait)

@@ -18,14 +18,16 @@ from workbench.events import Event
 from workbench.launch import Launch, LaunchError, declared_parameters, hardware
 
 from .figures import BASE_LAYOUT
+from .panel import FigureOutput, Panel
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SKIP = {"live"}  # set by the launcher itself
 
 
-class FinetuneLauncher:
+class FinetuneLauncher(Panel):
     def __init__(self, notebook: str | Path = NOTEBOOKS / "05_progressive_extension.ipynb", output: str | None = None,
                  values: dict[str, Any] | None = None, processes: int = 1) -> None:
+        super().__init__()
         self.notebook = Path(notebook)
         self.declared = declared_parameters(self.notebook)
         values = values or {}
@@ -46,13 +48,11 @@ class FinetuneLauncher:
         self.hardware = W.HTML()
         self.launch_button = W.Button(description="Launch", icon="rocket", button_style="primary")
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
-        self.status = W.HTML()
         self.log = W.HTML()
         self.link = W.HTML()
-        self.loss = go.FigureWidget(layout={**BASE_LAYOUT, "width": 620, "title": "Training loss (from the run's events)",
-                                            "xaxis_title": "step", "yaxis_title": "loss"})
+        self.loss = FigureOutput("Training loss: press Launch (the curve is read from the run's events)", width=620)
         self.losses: dict[int, dict] = {}  # step -> its train.step event; a resumed run redoes steps after its checkpoint
-        self.job: Launch | None = None
+        self.job: Launch | None = None  # type: ignore[assignment] - a launch, not a BackgroundJob
         self._stopping = False
         self._last_draw = 0.0
         self.processes.observe(lambda _: self._show_hardware(), names="value")
@@ -68,12 +68,7 @@ class FinetuneLauncher:
         form = W.VBox([W.HTML(f"<b>{html.escape(self.notebook.name)}</b> parameters"), *self.fields.values(),
                        self.processes, self.output, self.hardware,
                        W.HBox([self.launch_button, self.stop_button])], layout=W.Layout(min_width="540px"))
-        return W.VBox([W.HBox([form, self.loss]), self.status, self.link, self.log])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        return W.VBox([W.HBox([form, self.loss.widget]), self.status, self.link, self.log])
 
     def parameters(self) -> dict[str, Any]:
         out = {}
@@ -150,12 +145,15 @@ class FinetuneLauncher:
 
     def _draw(self) -> None:
         self._last_draw = time.time()
-        with self.loss.batch_update():
-            self.loss.data = []
-            steps = self.steps
-            if steps:
-                self.loss.add_scatter(x=[s["step"] for s in steps], y=[s["loss"] for s in steps],
-                                      mode="lines", name="loss", line=dict(color="#1f77b4"))
+        steps = self.steps
+        if not steps:
+            self.loss.message("Training loss: no fine-tuning step yet (the pipeline searches first)")
+            return
+        fig = go.Figure(layout={**BASE_LAYOUT, "title": "Training loss (from the run's events)",
+                                "xaxis_title": "step", "yaxis_title": "loss"})
+        fig.add_scatter(x=[s["step"] for s in steps], y=[s["loss"] for s in steps], mode="lines", name="loss",
+                        line=dict(color="#1f77b4"))
+        self.loss.show(fig)
 
 
 def _link(path: str) -> str:

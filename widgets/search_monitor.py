@@ -15,41 +15,37 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from workbench.events import Event, read_events
 from workbench.search import SearchConfig, run_search
 
-from .figures import BASE_LAYOUT, search_factors_figure, search_progress_figure, sync
+from .figures import search_factors_figure, search_progress_figure
 from .jobs import BackgroundJob, Cancelled
-from .measure import MODELS
+from .panel import FigureOutput, Panel, model_picker
 
 
-class SearchMonitor:
+class SearchMonitor(Panel):
     """Controls for one search and live plots of its events (from a running job or a run folder)."""
 
     def __init__(self, model: str = "teaching", run_dir: str = "runs/search", config: SearchConfig | None = None,
                  top_k: int = 8, redraw_every: float = 0.5) -> None:
+        super().__init__()
         style = {"description_width": "90px"}
-        options = MODELS if model in {v for _, v in MODELS} else [*MODELS, (model, model)]
         self.config = config
-        self.model = W.Dropdown(options=options, value=model, description="model", style=style,
-                                layout=W.Layout(width="420px"))
+        self.model = model_picker(model)
         self.run_dir = W.Text(value=run_dir, description="run folder", style=style, layout=W.Layout(width="420px"))
         self.start_button = W.Button(description="Start", icon="play", button_style="primary")
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
         self.resume_button = W.Button(description="Resume", icon="redo")
         self.open_button = W.Button(description="Open run folder", icon="folder-open")
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px"))
-        self.status = W.HTML()
+        self.buttons = [self.start_button, self.resume_button]
         self.table = W.HTML()
-        self.curve = go.FigureWidget(layout={**BASE_LAYOUT, "width": 520, "title": "Fitness per generation",
-                                             "xaxis_title": "generation", "yaxis_title": "perplexity (search split)"})
-        self.factors = go.FigureWidget(layout={**BASE_LAYOUT, "width": 520, "title": "Parents' factor curves",
-                                               "xaxis_title": "pair i", "yaxis_title": "λᵢ"})
+        self.curve = FigureOutput("Fitness per generation: press Start, or open a run folder")
+        self.factors = FigureOutput("Factor curves: press Start, or open a run folder")
         self.top_k, self.redraw_every = top_k, redraw_every
-        self.job: BackgroundJob | None = None
         self.result: Any = None
+        self._draw_lock = threading.Lock()
         self._follow: threading.Thread | None = None
         self._following = threading.Event()
         self.reset()
@@ -96,12 +92,22 @@ class SearchMonitor:
             self.draw()
 
     def draw(self) -> None:
+        with self._draw_lock:  # the search thread and a follow thread may both draw
+            self._draw()
+
+    def _draw(self) -> None:
         self._last_draw = time.time()
         gens = [g for g in self.generations if math.isfinite(g["best"])]
-        sync(self.curve, search_progress_figure(self.generations, self.baselines))
+        if gens or self.baselines:
+            self.curve.show(search_progress_figure(self.generations, self.baselines))
+        else:
+            self.curve.message("Fitness per generation: waiting for the first generation ...")
         last = self.generations[-1] if self.generations else {}
-        sync(self.factors, search_factors_figure(last.get("best_factors", []), last.get("population_factors", [])[1:],
-                                                 self.baseline_factors))
+        if last.get("best_factors") or self.baseline_factors:
+            self.factors.show(search_factors_figure(last.get("best_factors", []),
+                                                    last.get("population_factors", [])[1:], self.baseline_factors))
+        else:
+            self.factors.message("Factor curves: waiting for the seeds ...")
         complete = sorted((e for e in self.evals if e["complete"]), key=lambda e: e["fitness"])[: self.top_k]
         rows = "".join(f"<tr><td>{i + 1}</td><td>{e['fitness']:.3f}</td><td>{e['n_hat']}</td><td>{e['stage']} "
                        f"{e['generation'] if e['generation'] >= 0 else ''}</td><td>{e['factors'][0]:.2f} … "
@@ -122,9 +128,11 @@ class SearchMonitor:
         if self.report:
             extra = (f"<br>held-out: searched {self.report['settings']['searched']['ppl']:.3f} vs YaRN "
                      f"{self.report['settings']['yarn']['ppl']:.3f} (better on {self.report['wins_vs_yarn']:.0%} of "
-                     "documents)")
+                     f"{len(self.report['documents'])} windows)")
+        racing = (self.done or {}).get("racing", "")
         self.status.value = (f"{state} {best}{n} evaluations of a budget of {self.budget} ({stopped} stopped early by "
-                             f"racing, {replayed} from the journal); {self.tokens:,} token-forwards; "
+                             f"{racing + ' ' if racing else ''}racing, {replayed} from the journal); "
+                             f"{self.tokens:,} token-forwards; "
                              f"{time.time() - self.t0:.0f} s{extra}")
 
     # ---- actions ----------------------------------------------------------------------------------
@@ -132,30 +140,21 @@ class SearchMonitor:
     def widget(self) -> W.Widget:
         return W.VBox([W.HBox([self.model, self.run_dir]),
                        W.HBox([self.start_button, self.stop_button, self.resume_button, self.open_button, self.progress]),
-                       self.status, W.HBox([self.curve, self.factors]), self.table])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+                       self.status, W.HBox([self.curve.widget, self.factors.widget]), self.table])
 
     def start(self, resume: bool = False, wait: bool = False) -> BackgroundJob | None:
-        if self.job is not None and self.job.running:
+        if self.running:
             return None
         if self.config is None:
-            self.status.value = "<span style='color:#b2182b'>⚠ no search configuration given</span>"
+            self.say("no search configuration given", error=True)
             return None
         self._following.clear()
         self.reset()
         name, folder, config = self.model.value, self.run_dir.value, self.config
-        self.start_button.disabled = self.resume_button.disabled = True
-        self.stop_button.disabled = False
-        self.status.value = f"loading {name} ..."
+        self.say(f"loading {html.escape(name)} ...")
 
         def work(sink: Any) -> Any:
-            from workbench.models import load_model
-
-            lm = load_model(name)
+            lm = self.load(name)
 
             def stop() -> bool:
                 return self.job is not None and self.job.stop_requested.is_set()
@@ -173,25 +172,12 @@ class SearchMonitor:
         def done(result: Any) -> None:
             self.result = result
             self.draw()  # the status line says done, or stopped and how to resume
-            self._finish()
 
-        def error(text: str) -> None:
-            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(text)}</span>"
-            self._finish()
-
-        self.job = BackgroundJob(work, on_done=done, on_error=error, on_cancel=self._finish).start()
-        if wait:
-            self.job.join()
-        return self.job
+        return self.start_job(work, done, wait=wait, on_cancel=self.draw)
 
     def stop(self) -> None:
-        if self.job is not None:
-            self.job.stop()
+        super().stop()
         self._following.clear()
-
-    def _finish(self) -> None:
-        self.start_button.disabled = self.resume_button.disabled = False
-        self.stop_button.disabled = True
 
     def open(self, folder: str | Path, follow: bool = True) -> None:
         """Replay a run folder's events; with ``follow``, keep reading while another process writes it."""

@@ -6,6 +6,8 @@ rectangle shapes, text annotations and titles.
 
 from __future__ import annotations
 
+import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import plotly.graph_objects as go  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-_DASH = {None: "-", "solid": "-", "dash": "--", "dot": ":", "dashdot": "-."}
+_DASH = {None: "-", "solid": "-", "dash": "--", "dot": ":", "dashdot": "-.", "longdash": (0, (8, 3)),
+         "longdashdot": (0, (8, 3, 2, 3))}
+_MARKERS = {"circle": "o", "square": "s", "diamond": "D", "triangle-up": "^", "x": "x"}
 
 
 def _rgba(color: str | None):
@@ -54,8 +58,8 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
             line = tr.line or {}
             style = _DASH.get(line.dash, "-") if "lines" in mode else "none"
             marker = "o" if "markers" in mode else None
-            if tr.marker is not None and tr.marker.symbol == "diamond":
-                marker = "D"
+            if marker and tr.marker is not None and tr.marker.symbol:
+                marker = _MARKERS.get(tr.marker.symbol, "o")
             size = (tr.marker.size or 6) / 1.5 if marker and tr.marker is not None else None
             y = np.asarray(tr.y, dtype=float)
             x = np.arange(len(y)) if tr.x is None else np.asarray(tr.x, dtype=float)  # plotly: x defaults to 0..n-1
@@ -89,10 +93,11 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
         color = _rgba(sh.line.color if sh.line else None) or "#444"
         if sh.type == "line":
             style = _DASH.get(sh.line.dash if sh.line else None, "-")
+            z = 0.5 if sh.layer == "below" else 2.5
             if sh.yref == "paper":
-                ax.axvline(sh.x0, color=color, linestyle=style, linewidth=1)
+                ax.axvline(sh.x0, color=color, linestyle=style, linewidth=1, zorder=z)
             elif sh.xref == "paper":
-                ax.axhline(sh.y0, color=color, linestyle=style, linewidth=1)
+                ax.axhline(sh.y0, color=color, linestyle=style, linewidth=1, zorder=z)
             else:
                 ax.plot([sh.x0, sh.x1], [sh.y0, sh.y1], color=color, linestyle=style, linewidth=1)
         elif sh.type == "rect" and sh.yref == "paper":
@@ -119,15 +124,25 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0) if decades < 2 else (1.0,)))
             axis.set_major_formatter(plain)
             axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        if spec.showticklabels is False:
+            axis.set_ticklabels([])
         if spec.tickvals is not None:
             axis.set_ticks(list(spec.tickvals))
             axis.set_ticklabels(list(spec.ticktext) if spec.ticktext is not None else [f"{v:g}" for v in spec.tickvals])
-    ax.set_title(lay.title.text or "", fontsize=10)
+    # labels placed on the plot's top edge (L0, ...) would sit on the title: lift it above them
+    top = any(an.yref == "paper" and (an.y or 0) >= 1 and an.yanchor == "bottom" for an in lay.annotations or ())
+    ax.set_title(wrap_title(lay.title.text or ""), fontsize=10, pad=16 if top else 6)
     ax.set_xlabel(lay.xaxis.title.text or "")
     ax.set_ylabel(lay.yaxis.title.text or "")
     ax.grid(alpha=0.25)
     if any(tr.type in ("scatter", "bar") and tr.name for tr in fig.data):
         ax.legend(fontsize=7, loc="best")
+
+
+def wrap_title(text: str, width: int = 70) -> str:
+    """A title broken into lines of at most ``width`` characters (plotly's ``<br>`` breaks kept)."""
+    lines = text.replace("<br>", "\n").splitlines() or [""]
+    return "\n".join(part for line in lines for part in (textwrap.wrap(line, width) or [""]))
 
 
 def render(figs: Sequence[go.Figure], columns: int = 2, width: float = 6.4, height: float = 3.8) -> plt.Figure:
@@ -151,4 +166,41 @@ def save_png(figs: go.Figure | Sequence[go.Figure], path: str | Path, columns: i
     mfig = render(figs, columns)
     mfig.savefig(p, dpi=dpi)
     plt.close(mfig)
+    return p
+
+
+def png_bytes(fig: go.Figure, dpi: int = 80, colors: int | None = 256) -> bytes:
+    """One plotly figure as PNG bytes: matplotlib at a modest ``dpi``, reduced to a ``colors`` palette (about
+    three times smaller than full colour, and the figures use a few dozen colours anyway)."""
+    mfig = render([fig], columns=1)
+    buf = io.BytesIO()
+    mfig.savefig(buf, dpi=dpi, format="png")
+    plt.close(mfig)
+    return _palette(buf.getvalue(), colors) if colors else buf.getvalue()
+
+
+def _palette(png: bytes, colors: int) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    small.save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def stitch(tiles: Sequence[bytes], path: str | Path, columns: int = 2) -> Path:
+    """PNG tiles (of one figure each) laid out in a grid of ``columns`` and saved as one PNG file."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(t)).convert("RGB") for t in tiles]
+    cols = max(1, min(columns, len(images)))
+    rows = (len(images) + cols - 1) // cols
+    w, h = max(i.width for i in images), max(i.height for i in images)
+    sheet = Image.new("RGB", (w * cols, h * rows), "white")
+    for k, im in enumerate(images):
+        sheet.paste(im, ((k % cols) * w, (k // cols) * h))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(p, format="png", optimize=True)
     return p

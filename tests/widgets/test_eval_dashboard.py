@@ -13,10 +13,10 @@ def test_run_fills_every_view_and_reloads_from_a_run_folder(tmp_path):
     dash.needle_method.value = "yarn"
     job = dash.run(wait=True)
     assert job.error is None, job.error
-    assert {t.name for t in dash.ppl_fig.data} == {"default", "yarn"}
-    assert len(dash.ppl_fig.data[0].x) == 2  # two lengths
+    assert {t["name"] for t in dash.ppl_fig.traces} == {"default", "yarn"}
+    assert len(dash.ppl_fig.traces[0]["x"]) == 2  # two lengths
     assert "<td>yarn</td>" in dash.passkey_html.value
-    assert len(dash.needle_fig.data[0].z) == 5
+    assert len(dash.needle_fig.traces[0]["z"]) == 5
     from workbench.runs import RunFolder
 
     run = RunFolder(tmp_path)
@@ -24,7 +24,8 @@ def test_run_fills_every_view_and_reloads_from_a_run_folder(tmp_path):
     run.write("passkey", dash.passkey)
     run.write("needle_grid", dash.needles)
     again = EvalDashboard.from_run(tmp_path, original_length=256)
-    assert {t.name for t in again.ppl_fig.data} == {"default", "yarn"} and "<td>default</td>" in again.passkey_html.value
+    assert {t["name"] for t in again.ppl_fig.traces} == {"default", "yarn"} and "<td>default</td>" in again.passkey_html.value
+    assert again.needle_fig.traces and again.loss_fig.traces
 
 
 def test_bad_lengths_text():

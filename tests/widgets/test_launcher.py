@@ -65,7 +65,7 @@ def test_launch_draws_loss_stops_and_resumes(tmp_path):
     assert len(resumes) == 1 and 2 <= resumes[0] <= max(before) and resumes[0] % 2 == 0
     steps = [s["step"] for s in ui.steps]
     assert steps == list(range(1, 41))  # the whole curve, each step once
-    assert [t.name for t in ui.loss.data] == ["loss"] and list(ui.loss.data[0].x) == steps
+    assert [t["name"] for t in ui.loss.traces] == ["loss"] and ui.loss.traces[0]["x"] == steps
     # training is a pure function of (seed, step): the redone steps have the losses they had before the stop
     redone = [k for k in before if k > resumes[0]]
     assert all(ui.losses[k]["loss"] == pytest.approx(before[k], rel=1e-5) for k in redone)

@@ -23,9 +23,9 @@ def test_start_draws_live_then_stop_and_resume(tmp_path):
     mon.stop()
     job.join(120)
     assert mon.result is not None and mon.result.stopped and "Resume" in mon.status.value
-    names = [t.name for t in mon.curve.data]
+    names = [t["name"] for t in mon.curve.traces]
     assert names[:2] == ["best", "median of parents"] and {n.split()[0] for n in names[2:]} == {"PI", "NTK", "YaRN"}
-    assert any(t.name == "best" for t in mon.factors.data) and "<td>1</td>" in mon.table.value
+    assert any(t["name"] == "best" for t in mon.factors.traces) and "<td>1</td>" in mon.table.value
     stopped_at = len(mon.evals)
     job = mon.start(resume=True, wait=True)
     assert job.error is None and not mon.result.stopped
