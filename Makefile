@@ -66,8 +66,9 @@ bench: setup
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(shell [ `id -u` = 0 ] && echo root),--allow-root)
 
+# the notebooks too (pyproject's extend-include adds *.ipynb)
 lint: setup
-	$(BIN)/ruff check workbench widgets tests
+	$(BIN)/ruff check workbench widgets tests notebooks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

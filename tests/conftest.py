@@ -1,13 +1,65 @@
-"""Shared fixtures: tiny random models of each supported family, seeded."""
+"""Shared set-up: a cache folder of the test session's own, tiny random models of each family, the teaching model.
+
+Tests never write into the user's cache: ``WORKBENCH_CACHE`` points at a folder made for the session, seeded
+with the user's already-built entries (the converted SmolLM2, the teaching tokenizer, tokenised corpora, a
+trained CI teaching model) so that nothing is converted or trained again. SmolLM2's 0.5 GB of weights are
+hard links (the cache never writes a file in place: entries are replaced whole); the rest is copied. A fresh
+clone has nothing to seed, and the session builds what it needs into its own folder.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SEEDED = ("smollm2-135m-instruct-fp32", "teaching-tokenizer-", "tokens", "teaching-ci-")
+LINKED = ("smollm2-135m-instruct-fp32",)  # too large to copy
+
+
+def _copy_entry(source: Path, target: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link if source.name in LINKED else shutil.copy2)
+
+
+def _session_cache() -> tuple[Path, float]:
+    """A new cache folder seeded from the user's cache; returns it and the seconds seeding took."""
+    from workbench.cache import CACHE_ENV, cache_dir
+
+    t0 = time.time()
+    user = cache_dir(create=False)
+    session = Path(tempfile.mkdtemp(prefix="workbench-test-cache-"))
+    for entry in sorted(user.iterdir()) if user.is_dir() else []:
+        if not entry.name.startswith(".") and entry.is_dir() and entry.name.startswith(SEEDED):
+            _copy_entry(entry, session / entry.name)
+    os.environ[CACHE_ENV] = str(session)
+    return session, time.time() - t0
+
+
+def pytest_configure(config):
+    config._workbench_cache, config._workbench_cache_seconds = _session_cache()
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "_workbench_cache"):
+        shutil.rmtree(config._workbench_cache, ignore_errors=True)
+
+
+def pytest_report_header(config):
+    return (f"workbench cache for this session: {config._workbench_cache} (seeded from the user's cache in "
+            f"{config._workbench_cache_seconds:.1f} s)")
 
 
 def pytest_addoption(parser):

@@ -84,3 +84,66 @@ def test_export_save_model_loads_in_stock_transformers(tmp_path, capsys):
         expected = lm.model(ids).logits
     with torch.no_grad():
         assert torch.allclose(stock(ids).logits, expected, atol=1e-5)
+
+
+# ---- eval, teaching, progressive, launch ------------------------------------------------------------------------
+def test_eval_subcommands_print_their_rows_and_write_a_run_folder(tmp_path, capsys):
+    run = tmp_path / "ppl"
+    assert main(["eval", "ppl", "--model", "teaching-ci", "--lengths", "64", "128", "--n-documents", "2",
+                 "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "no scaling @ 64: PPL" in out and "no scaling @ 128: PPL" in out
+    assert [r["length"] for r in json.loads((run / "ppl.json").read_text())] == [64, 128]
+    assert json.loads((run / "params.json").read_text())  # the run folder says what ran
+    spec = ["--model", "teaching-ci", "--method", "yarn", "--target", "1024"]
+    assert main(["eval", "passkey", *spec, "--lengths", "96", "--trials", "1"]) == 0
+    assert "yarn passkey @ 96: " in capsys.readouterr().out
+    assert main(["eval", "needle", *spec, "--lengths", "160", "--depths", "0.5"]) == 0
+    assert "yarn needle accuracy (rows: depth, columns: [160])" in capsys.readouterr().out
+    assert main(["eval", "needle", *spec, "--lengths", "160", "--ppl", "--n-documents", "1", "--needles", "1"]) == 0
+    assert "yarn needle-driven PPL @ 160" in capsys.readouterr().out
+    assert main(["eval", "entropy", *spec, "--length", "64", "--layers", "0"]) == 0
+    assert "yarn @ 64: mean entropy" in capsys.readouterr().out
+
+
+def test_teaching_reports_how_it_reads_beyond_L0_and_draws_its_training(tmp_path, capsys):
+    assert main(["teaching", "--preset", "ci", "--multiples", "1", "2", "--n-documents", "1",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "teaching model ci:" in out and "PPL per 256-token window of a 512-token read" in out
+    report = json.loads((tmp_path / "teaching.json").read_text())
+    assert set(report["beyond_L0"]) == {"shakespeare", "bible", "stdlib"}
+    assert all(len(row["ppl_per_L0_window"]) == 2 for row in report["beyond_L0"].values())
+    assert (tmp_path / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--train", "[1]"], "--train '[1]' is not allowed: a JSON object"),
+    (["--search1", "{generations: 2}"], "--search1 '{generations: 2}' is not JSON"),
+    (["--train", '{"stepz": 3}'], "stepz"),
+])
+def test_progressive_refuses_bad_budgets_before_any_work(extra, words, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["progressive", "--model", "teaching-ci", "--stage1-length", "512", "--stage2-length", "1024",
+            "--run-dir", str(run), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    assert not run.exists()
+
+
+def test_launch_runs_a_notebook_with_parameters_and_refuses_undeclared_ones(tmp_path, capsys):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('n: int = 1\noutput_dir: str = "out"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from pathlib import Path\nPath(output_dir).mkdir(parents=True, "
+                                          "exist_ok=True)\n(Path(output_dir) / 'n.txt').write_text(str(n * 2))")]
+    path = tmp_path / "double.ipynb"
+    nbformat.write(nb, path)
+    assert main(["launch", str(path), "-p", "stepz", "3"]) == 2
+    assert "parameter(s) ['stepz'] are not declared by double.ipynb" in capsys.readouterr().err
+    assert main(["launch", str(path), "-p", "n", "21", "--out", str(tmp_path / "ran.ipynb")]) == 0
+    assert (tmp_path / "ran" / "n.txt").read_text() == "42"  # output_dir defaults to the executed notebook's stem
+    assert "launching double.ipynb" in capsys.readouterr().out and (tmp_path / "ran.ipynb").exists()

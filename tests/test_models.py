@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from workbench.cache import atomic_dir
 from workbench.models import ModelError, attention_implementation, load_model
@@ -33,6 +34,7 @@ def test_missing_or_non_rope_model_paths(tmp_path):
         load_model(str(tmp_path))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without a GPU")
 def test_flash_attention_falls_back_or_refuses():
     assert attention_implementation("auto") == "sdpa"  # no GPU/flash-attn here
     with pytest.raises(ModelError, match="flash-attn or a GPU is missing"):

@@ -22,10 +22,11 @@ from typing import Any
 CACHE_ENV = "WORKBENCH_CACHE"
 
 
-def cache_dir() -> Path:
-    """The workbench's cache folder (created on demand)."""
+def cache_dir(create: bool = True) -> Path:
+    """The workbench's cache folder (created on demand, unless ``create`` is False)."""
     path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "longrope-workbench")
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
