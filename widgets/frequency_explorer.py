@@ -230,7 +230,12 @@ class FrequencyExplorer(Panel):
     def _on_base_slider(self, change: dict) -> None:
         if self._muted:
             return
-        self._theta = float(change["new"])
+        new = float(change["new"])
+        # The browser snaps an exact base (500) to the slider's log grid (10**2.7 = 501.19) and sends that back
+        # after the kernel set it: a value in the same grid cell as the exact base is that echo, not a user move.
+        if new > 0 and abs(math.log10(new) - math.log10(self._theta)) < self.base.step / 2 - 1e-9:
+            return
+        self._theta = new
         with self._hold():
             self.base_text.value = self._theta
         self._on_change({"owner": self.base})
