@@ -276,7 +276,7 @@ def test_eval_ppl_engine_input_errors(tiny_gguf, capsys, monkeypatch):
 
 
 def test_doctor_gives_the_export_command_for_per_pair_factors():
-    from workbench.hf import doctor
+    from workbench.doctor import doctor
 
     cfg = {"model_type": "llama", "hidden_size": 576, "num_attention_heads": 9, "head_dim": 64,
            "max_position_embeddings": 16384,

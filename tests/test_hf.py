@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from workbench.doctor import doctor
 from workbench.hf import (
     ConfigError,
     NotExpressibleError,
-    doctor,
     export_config,
     hf_config_from_dict,
     spec_for_model,

@@ -14,26 +14,20 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
+import plotly.graph_objects as go
 
-from workbench.hf import NotExpressibleError, doctor, load_config_dict, spec_from_hf, to_hf
-from workbench.rope import (
-    LongRopeSpec,
-    RopeSpec,
-    SpecError,
-    available_methods,
-    critical_dimension,
-    longrope2_factors,
-    make_spec,
-)
+from workbench.doctor import doctor
+from workbench.hf import NotExpressibleError, load_config_dict, spec_from_hf, to_hf
+from workbench.rope import RopeSpec, SpecError, available_methods, critical_dimension, get_method
 
 from .figures import (
     attention_figure,
     factor_figure,
     method_specs,
     ood_figure,
+    sync,
     wavelength_figure,
 )
-from .panel import FigureOutput, Panel
 
 LENGTHS = [2**k for k in range(6, 21)]  # 64 .. 1M tokens
 KNOTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # positions of the curve's control points, as a fraction of the pairs
@@ -49,37 +43,18 @@ def knot_curve(values: list[float], n_pairs: int) -> tuple[float, ...]:
     return tuple(round(float(v), 2) for v in curve)
 
 
-def yarn_note(spec: RopeSpec, beta_max: float = 256) -> str:
-    """Where YaRN's ramp runs, and which whole β_fast values give the same curve: the ramp's ends are rounded
-    to whole pairs (floor / ceil, as transformers does), so β_fast moves the curve only when it crosses a pair."""
-    low, high = spec.boundaries()
-    L0, d, b = spec.original_max_position_embeddings, spec.head_dim, spec.rope_theta
-
-    def beta_at(pair: float) -> float:  # the β whose correction dimension is exactly ``pair``
-        return L0 / (2 * math.pi * b ** (2 * pair / d))
-
-    first = math.floor(beta_at(low + 1)) + 1
-    last = math.floor(beta_at(low)) if low > 0 else int(beta_max)
-    first, last = max(1, first), min(int(beta_max), last)
-    same = f"β_fast {first}–{last} all give pair {int(low)}" if last > first else f"β_fast {first} gives pair {int(low)}"
-    return (f"ramp from pair {int(low)} to pair {int(high)}: its ends are whole pairs, so {same} "
-            f"(now {spec.beta_fast:g})")
-
-
 def _nearest(options: list[int], value: int) -> int:
     return min(options, key=lambda o: abs(math.log(o) - math.log(max(value, 1))))
 
 
-class FrequencyExplorer(Panel):
+class FrequencyExplorer:
     """Sliders -> RopeSpec -> four FigureWidgets updated in place (plus the transformers export)."""
 
     def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
                  target_length: int = 16384, method: str = "longrope", config: Any = None,
                  measure_model: str | None = "teaching") -> None:
         def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
-            # a slider sends its value when let go (or per key press), not on every pixel of a drag: each value
-            # redraws four figures
-            return dict(continuous_update=False, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
+            return dict(continuous_update=True, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
 
         self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
                                      readout=False, **slider_args())
@@ -106,15 +81,14 @@ class FrequencyExplorer(Panel):
                                              **slider_args())
         self.critical = W.IntSlider(value=1, min=1, max=head_dim // 2 - 1, description="critical pair", **slider_args())
         self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
-                                    continuous_update=False, orientation="vertical",
+                                    continuous_update=True, orientation="vertical",
                                     layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
         self.config_path = W.Text(placeholder="teaching, smollm2, a model folder or config.json",
                                   layout=W.Layout(width="310px"))
         self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="120px"))
         self.reset_button = W.Button(description="Reset", icon="undo", layout=W.Layout(width="120px"),
                                      tooltip="back to the loaded model's settings (or the starting ones)")
-        super().__init__()  # the status line
-        self.yarn_note = W.HTML(layout=W.Layout(width="310px"))
+        self.status = W.HTML()
         self.export = W.HTML(layout=W.Layout(width="100%"))
         self.export_json = W.Textarea(layout=W.Layout(width="100%", height="90px"), disabled=False,
                                       description="copy:", style={"description_width": "50px"})
@@ -131,10 +105,15 @@ class FrequencyExplorer(Panel):
 
         self._set_default_knots()
         first = self._build_spec()
-        self.figures = {name: FigureOutput("drawing ...", **FIGURE_SIZE)
-                        for name in ("wavelength", "factors", "ood", "attention")}
+        self.figures = {
+            "wavelength": go.FigureWidget(wavelength_figure(first)),
+            "factors": go.FigureWidget(factor_figure(self._compare_specs(first), first.method)),
+            "ood": go.FigureWidget(ood_figure(first)),
+            "attention": go.FigureWidget(attention_figure(first)),
+        }
+        for f in self.figures.values():
+            f.update_layout(**FIGURE_SIZE)
         self.spec = first
-        self._draw(first)
         self._render_export(first)
 
         for w in (self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
@@ -171,19 +150,22 @@ class FrequencyExplorer(Panel):
         geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.base_text, self.head_dim, self.original,
                            self.target, W.HTML("<b>Load from a model</b>"), self.config_path,
                            W.HBox([self.load_button, self.reset_button])], **column)
-        method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.yarn_note,
-                         self.low_freq,
+        method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.low_freq,
                          self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical], **column)
         self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b><br>λ at 0/25/50/75/100 % of the pairs"),
                                   W.HBox(self.knots)], layout=W.Layout(width="320px"))
         f = self.figures
-        plots = W.VBox([W.HBox([f["wavelength"].widget, f["factors"].widget]),
-                        W.HBox([f["ood"].widget, f["attention"].widget])])
+        plots = W.VBox([W.HBox([f["wavelength"], f["factors"]]), W.HBox([f["ood"], f["attention"]])])
         self._visibility()
         parts = [W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export, self.export_json]
         if self.measure is not None:
             parts.append(self.measure.widget)
         return W.VBox(parts)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
 
     # ---- state -> spec ------------------------------------------------------------------------
     def _geometry(self) -> dict[str, Any]:
@@ -196,24 +178,17 @@ class FrequencyExplorer(Panel):
             return self.loaded_factors
         return knot_curve([k.value for k in self.knots], D)
 
+    def _controls(self) -> dict[str, W.Widget]:
+        """The method controls by the parameter they set (a method lists the ones it uses)."""
+        return {"beta_fast": self.beta_fast, "beta_slow": self.beta_slow, "low_freq_factor": self.low_freq,
+                "high_freq_factor": self.high_freq, "n_hat": self.n_hat, "attention_policy": self.attention,
+                "attention_factor": self.attention_value, "critical_dim": self.critical}
+
     def _build_spec(self) -> RopeSpec:
-        m = self.method.value
-        g = self._geometry()
-        if m == "yarn":
-            return make_spec(m, **g, beta_fast=self.beta_fast.value, beta_slow=self.beta_slow.value)
-        if m == "llama3":
-            return make_spec(m, **g, low_freq_factor=self.low_freq.value, high_freq_factor=self.high_freq.value)
-        if m in ("longrope", "longrope2"):
-            params: dict[str, Any] = dict(n_hat=int(self.n_hat.value), attention_policy=self.attention.value)
-            if self.attention.value == "constant":
-                params["attention_factor"] = float(self.attention_value.value)
-            curve = self._curve()
-            if m == "longrope2":
-                cd = int(self.critical.value)
-                params["critical_dim"] = cd
-                curve = longrope2_factors(curve[cd:], cd, len(curve))
-            return make_spec(m, **g, long_factor=curve, enforce_monotone=self.loaded_factors is None, **params)
-        return make_spec(m, **g)
+        values = {name: w.value for name, w in self._controls().items()}
+        values.update(n_hat=int(self.n_hat.value), critical_dim=int(self.critical.value), long_factor=self._curve(),
+                      enforce_monotone=self.loaded_factors is None)
+        return get_method(self.method.value).spec_cls.from_explorer(self._geometry(), values)
 
     def _compare_specs(self, spec: RopeSpec) -> dict[str, RopeSpec]:
         others = method_specs(spec, [m for m in COMPARE if m != spec.method])
@@ -230,12 +205,7 @@ class FrequencyExplorer(Panel):
     def _on_base_slider(self, change: dict) -> None:
         if self._muted:
             return
-        new = float(change["new"])
-        # The browser snaps an exact base (500) to the slider's log grid (10**2.7 = 501.19) and sends that back
-        # after the kernel set it: a value in the same grid cell as the exact base is that echo, not a user move.
-        if new > 0 and abs(math.log10(new) - math.log10(self._theta)) < self.base.step / 2 - 1e-9:
-            return
-        self._theta = new
+        self._theta = float(change["new"])
         with self._hold():
             self.base_text.value = self._theta
         self._on_change({"owner": self.base})
@@ -271,30 +241,16 @@ class FrequencyExplorer(Panel):
         try:
             spec = self._build_spec()
         except SpecError as e:
-            # no plot may show settings other than the sliders': each says why it is not drawn
-            self.spec = None
-            self.say(str(e), error=True)
-            for f in self.figures.values():
-                f.message(f"not drawn: {e}")
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(e))}</span>"
             return
         self.spec = spec
         self.status.value = f"<span style='color:#555'>{html.escape(self._summary(spec))}</span>"
-        self._draw(spec)
+        sync(self.figures["wavelength"], wavelength_figure(spec))
+        sync(self.figures["factors"], factor_figure(self._compare_specs(spec), spec.method))
+        sync(self.figures["ood"], ood_figure(spec))
+        sync(self.figures["attention"], attention_figure(spec))
         self._render_export(spec)
         self.updates += 1
-
-    def _draw(self, spec: RopeSpec) -> None:
-        """Every plot (and the YaRN note) from the one spec built for this update."""
-        note = yarn_note(spec, self.beta_fast.max) if self.method.value == "yarn" else ""
-        self.yarn_note.value = f"<small>{html.escape(note)}</small>" if note else ""
-        factors = factor_figure(self._compare_specs(spec), spec.method)
-        if note:
-            factors.add_annotation(x=0, y=1, xref="paper", yref="paper", xanchor="left", yanchor="top",
-                                   text=note.split(":")[0], showarrow=False, font=dict(size=10, color="#555"))
-        self.figures["wavelength"].show(wavelength_figure(spec))
-        self.figures["factors"].show(factors)
-        self.figures["ood"].show(ood_figure(spec))
-        self.figures["attention"].show(attention_figure(spec))
 
     @staticmethod
     def _summary(spec: RopeSpec) -> str:
@@ -318,19 +274,13 @@ class FrequencyExplorer(Panel):
             self.export_json.value = ""
 
     def _visibility(self) -> None:
-        m = self.method.value
-        show = {
-            self.beta_fast: m == "yarn", self.beta_slow: m == "yarn",
-            self.low_freq: m == "llama3", self.high_freq: m == "llama3",
-            self.n_hat: m in ("longrope", "longrope2"), self.attention: m in ("longrope", "longrope2"),
-            self.attention_value: m in ("longrope", "longrope2") and self.attention.value == "constant",
-            self.critical: m == "longrope2",
-        }
-        for w, visible in show.items():
+        used = get_method(self.method.value).spec_cls.explorer_controls
+        for name, w in self._controls().items():
+            visible = name in used and (name != "attention_factor" or self.attention.value == "constant")
             w.layout.display = None if visible else "none"
         box = getattr(self, "_curve_box", None)
         if box is not None:
-            box.layout.display = None if m in ("longrope", "longrope2") else "none"
+            box.layout.display = None if "long_factor" in used else "none"
 
     def _sync_critical(self) -> None:
         D = int(self.head_dim.value) // 2
@@ -397,11 +347,12 @@ class FrequencyExplorer(Panel):
             self.original.value = _nearest(LENGTHS, spec.original_max_position_embeddings)
             self.target.value = max(_nearest(LENGTHS, spec.target_length), self.original.value * 2)
             self.loaded_factors = None
-            if isinstance(spec, LongRopeSpec):
-                self.method.value = "longrope"
-                self.loaded_factors = spec.long_factor
-                if spec.attention_policy == "constant":
-                    self.attention.value, self.attention_value.value = "constant", spec.attention_factor
+            values = spec.explorer_values()  # None: the method keeps the explorer's own method
+            if values is not None:
+                self.method.value = spec.method
+                self.loaded_factors = values.pop("long_factor", None)
+                for name, value in values.items():
+                    self._controls()[name].value = value
             self._set_default_knots()
         self._start = dict(config=cfg, method=self.method.value)
         self._on_change()

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .doctor import doctor
 from .events import ConsoleSink
 from .hf import (
     ConfigError,
     NotExpressibleError,
-    doctor,
     export_config,
     load_config_dict,
     model_geometry,

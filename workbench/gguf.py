@@ -36,18 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .rope import (
-    DefaultSpec,
-    DynamicSpec,
-    LinearSpec,
-    Llama3Spec,
-    LongRopeSpec,
-    NTKSpec,
-    RopeSpec,
-    YarnSpec,
-    spec_from_dict,
-    yarn_attention_factor,
-)
+from .rope import NotExpressibleError, RopeSpec, gguf_export_command, spec_from_dict
 
 GGUF_MAGIC = b"GGUF"
 # architectures whose llama.cpp loader reads rope_freqs.weight (per-pair factors) -- checked in the
@@ -56,7 +45,6 @@ PER_PAIR_ARCHITECTURES = ("llama",)
 SPEC_KEY = "workbench.rope_spec"
 HASH_KEY = "workbench.spec_hash"
 ROPE_FREQS = "rope_freqs.weight"
-YARN_BETAS = (32.0, 1.0)  # what llama.cpp's llama loader uses (it reads no yarn beta keys)
 
 
 class GGUFError(ValueError):
@@ -98,8 +86,7 @@ class GGUFInfo:
                 or (self.scaling_factor not in (None, 0.0, 1.0)) or self.attn_factor not in (None, 1.0))
 
 
-def check_gguf(path: str | os.PathLike) -> Path:
-    """``path`` as a Path once it is known to be an existing GGUF file (by its magic); else a GGUFError."""
+def _check_gguf(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise GGUFError(f"{str(p)!r} does not exist")
@@ -115,7 +102,7 @@ def check_gguf(path: str | os.PathLike) -> Path:
 def _reader(path: str | os.PathLike) -> Any:
     import gguf
 
-    p = check_gguf(path)
+    p = _check_gguf(path)
     try:
         return gguf.GGUFReader(p)
     except Exception as e:  # a truncated or corrupt file: the reader raises assorted errors
@@ -199,7 +186,7 @@ def plan_gguf(spec: RopeSpec, info: GGUFInfo) -> GGUFPlan:
     arch = info.architecture
     D = info.n_pairs
     if spec.n_pairs != D:
-        what = "factors" if isinstance(spec, LongRopeSpec) else "pairs (head_dim / 2)"
+        what = "factors" if "long_factor" in spec.params() else "pairs (head_dim / 2)"
         raise GGUFError(f"the spec has {spec.n_pairs} {what} but {info.path.name}'s rope dimension count "
                         f"{info.rope_dimension_count} needs {D}")
     if not math.isclose(spec.rope_theta, info.rope_theta, rel_tol=1e-6):
@@ -215,61 +202,23 @@ def plan_gguf(spec: RopeSpec, info: GGUFInfo) -> GGUFPlan:
     if spec.start_window > 0:
         raise GGUFError(f"n_hat={spec.start_window} is not expressible in llama.cpp: it has no start-token "
                         "window (positions below n_hat keeping the original rotation); use n_hat=0")
-    if isinstance(spec, DynamicSpec) or (isinstance(spec, YarnSpec) and spec.dynamic):
-        raise GGUFError(f"dynamic {spec.method} is not expressible in a GGUF: llama.cpp's frequencies do not "
-                        "follow the current sequence length; export a static method")
-    if isinstance(spec, LongRopeSpec) and any(x != 1.0 for x in spec.short_factor):
-        raise GGUFError("a short/long factor switch is not expressible on a Llama GGUF: llama.cpp would choose "
-                        "rope_factors_long/short by the context size n_ctx, not by the sequence length as "
-                        "transformers does; export the long factors alone (short_factor all 1)")
-
-    L = spec.target_length
+    try:
+        form = spec.gguf_form(arch)  # the method's own: dynamic frequencies, a short/long switch... are refused
+    except NotExpressibleError as e:
+        raise GGUFError(str(e)) from None
+    if form.rope_freqs is not None and arch not in PER_PAIR_ARCHITECTURES:
+        raise GGUFError(f"per-pair factors ({spec.method}) need rope_freqs.weight, which llama.cpp reads only "
+                        f"for the {', '.join(PER_PAIR_ARCHITECTURES)} architecture; this GGUF is {arch!r}")
     key = f"{arch}."
-    meta: dict[str, tuple[Any, str]] = {}
-    notes: list[str] = []
-    freqs: list[float] | None = None
-    attn = 1.0
-    if isinstance(spec, DefaultSpec):
-        pass
-    elif isinstance(spec, NTKSpec):
-        meta[key + "rope.freq_base"] = (float(spec.scaled_base), "float32")
-    elif isinstance(spec, LinearSpec):
-        meta[key + "rope.scaling.type"] = ("linear", "string")
-        meta[key + "rope.scaling.factor"] = (float(spec.factor), "float32")
-    elif isinstance(spec, YarnSpec):
-        if (float(spec.beta_fast), float(spec.beta_slow)) != YARN_BETAS or not spec.truncate:
-            raise GGUFError(f"YaRN with beta_fast={spec.beta_fast:g}, beta_slow={spec.beta_slow:g}, "
-                            f"truncate={spec.truncate} is not expressible in a {arch} GGUF: llama.cpp's loader "
-                            "reads no beta keys and uses 32 / 1 with floor/ceil boundaries")
-        meta[key + "rope.scaling.type"] = ("yarn", "string")
-        meta[key + "rope.scaling.factor"] = (float(spec.factor), "float32")
-        meta[key + "rope.scaling.original_context_length"] = (L0, "uint32")
-        a = spec.frequencies().attention_factor
-        attn = a / yarn_attention_factor(spec.factor)  # llama.cpp applies 0.1 ln s + 1 itself
-    elif isinstance(spec, (Llama3Spec, LongRopeSpec)):
-        if arch not in PER_PAIR_ARCHITECTURES:
-            raise GGUFError(f"per-pair factors ({spec.method}) need rope_freqs.weight, which llama.cpp reads only "
-                            f"for the {', '.join(PER_PAIR_ARCHITECTURES)} architecture; this GGUF is {arch!r}")
-        if isinstance(spec, LongRopeSpec):
-            freqs = [float(x) for x in spec.long_factor]
-            attn = spec.resolved_attention_factor()
-            if attn != 1.0:
-                notes.append(f"llama.cpp applies the long factors and the attention factor {attn:.4f} at every "
-                             f"length; transformers uses short_factor (all 1) for sequences <= L0={L0}, with the "
-                             "same attention factor")
-        else:
-            freqs = [float(x) for x in (spec.original_inv_freq() / spec.frequencies().inv_freq)]
-        meta[key + "rope.scaling.type"] = ("none", "string")  # never let a runtime rope_freq_scale apply on top
-    else:
-        raise GGUFError(f"{spec.method} has no GGUF export")
-    if not math.isclose(attn, 1.0, rel_tol=0, abs_tol=1e-9):
-        meta[key + "rope.scaling.attn_factor"] = (float(attn), "float32")
-    if not isinstance(spec, DefaultSpec):
-        meta[key + "context_length"] = (int(L), "uint32")
+    meta = {key + k: v for k, v in form.metadata.items()}
+    if not math.isclose(form.attention_factor, 1.0, rel_tol=0, abs_tol=1e-9):
+        meta[key + "rope.scaling.attn_factor"] = (float(form.attention_factor), "float32")
+    if form.sets_context:
+        meta[key + "context_length"] = (int(spec.target_length), "uint32")
         meta.setdefault(key + "rope.scaling.original_context_length", (L0, "uint32"))
     meta[SPEC_KEY] = (json.dumps(spec.to_dict()), "string")
     meta[HASH_KEY] = (spec.spec_hash(), "string")
-    return GGUFPlan(meta, freqs, notes)
+    return GGUFPlan(meta, form.rope_freqs, list(form.notes))
 
 
 @dataclass(frozen=True)
@@ -304,7 +253,7 @@ def export_gguf(spec: RopeSpec, source_gguf: str | os.PathLike, out: str | os.Pa
     import gguf
 
     src, dst = Path(source_gguf), Path(out)
-    check_gguf(src)
+    _check_gguf(src)
     if _same_file(src, dst):
         raise GGUFError(f"the output {str(dst)!r} is the input GGUF: choose another path (the source is never "
                         "modified)")
@@ -359,27 +308,15 @@ def export_gguf(spec: RopeSpec, source_gguf: str | os.PathLike, out: str | os.Pa
 
 def llama_cpp_equivalent(spec: RopeSpec) -> RopeSpec:
     """The spec under which transformers computes what ``spec``'s exported GGUF computes in llama.cpp at every
-    length.
-
-    The same spec, except LongRoPE / LongRoPE2: llama.cpp applies the long factors (and the attention factor)
-    to every sequence, where transformers uses short_factor up to L0. Beyond L0 both are ``spec`` itself.
-    """
-    if not isinstance(spec, LongRopeSpec):
-        return spec
-    return LongRopeSpec(head_dim=spec.head_dim, rope_theta=spec.rope_theta,
-                        original_max_position_embeddings=spec.original_max_position_embeddings, factor=spec.factor,
-                        long_factor=spec.long_factor, short_factor=spec.long_factor, n_hat=spec.n_hat,
-                        attention_policy="constant", attention_factor=spec.resolved_attention_factor(),
-                        enforce_monotone=spec.enforce_monotone)
+    length: the same spec, except where the method says otherwise (LongRoPE / LongRoPE2: llama.cpp applies the
+    long factors and the attention factor to every sequence, where transformers uses short_factor up to L0)."""
+    return spec.llama_cpp_equivalent()
 
 
 def export_command(spec: RopeSpec, source: str = "smollm2", out: str = "model.gguf",
                    factors_file: str = "factors.json") -> str:
     """The ``workbench export gguf`` command line that writes ``spec`` (for the doctor and notebooks)."""
-    cmd = f"workbench export gguf --model {source} --method {spec.method} --target {spec.target_length}"
-    if isinstance(spec, LongRopeSpec):
-        cmd += f" --factors {factors_file}"
-    return cmd + f" --out {out}"
+    return gguf_export_command(spec, source, out, factors_file)
 
 
 __all__ = ["GGUFError", "GGUFExport", "GGUFInfo", "GGUFPlan", "PER_PAIR_ARCHITECTURES", "export_command",

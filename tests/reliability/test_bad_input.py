@@ -185,7 +185,7 @@ def test_doctor_says_when_stock_transformers_refuses_and_shows_the_repaired_conf
     stock = report["stock_transformers"]
     assert stock["warnings"] and "'su'" in stock["warnings"][0]
     assert stock["repaired"]["rope_parameters"]["rope_type"] == "longrope"
-    from workbench.hf import stock_transformers_check
+    from workbench.doctor import stock_transformers_check
 
     original = {k: v for k, v in json.loads(Path(cfg).read_text()).items() if k != "rope_scaling"}
     accepted, why, warned = stock_transformers_check({**original, **stock["repaired"]})

@@ -1,6 +1,6 @@
 """What every RoPE method shares: the validated spec base class, its output, and the registry.
 
-Notation (SPEC section 1): head dimension ``d = head_dim``, ``D = d/2`` frequency pairs, base
+Notation: head dimension ``d = head_dim``, ``D = d/2`` frequency pairs, base
 ``b = rope_theta``, ``theta_i = b^(-2i/d)``, original context ``L0 =
 original_max_position_embeddings``, extension ratio ``s = factor``, target length ``L = s * L0``.
 
@@ -8,6 +8,11 @@ Every method maps a spec (and, for length-dependent methods, the current sequenc
 ``inv_freq`` vector for positions ``>= n_hat`` and an ``attention_factor`` that multiplies cos and
 sin. Frequencies are computed in float32 in the same operation order as transformers, so a model
 patched here and a stock model loaded from the exported config agree to the last bit.
+
+Everything else a method knows lives on its spec class too (see "Hooks" below): how it reads and
+writes a transformers config, its GGUF form and llama.cpp flags, its words, the explorer's controls
+and a representative spec. The rest of the workbench asks the spec (or the registry) and never
+branches on the method.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+
+from .forms import GGUFForm, HFForm, NotExpressibleError
 
 MAX_TARGET_LENGTH = 2**24  # float32 positions (the rotary embedding's dtype) are exact up to 2**24
 
@@ -55,6 +62,11 @@ class RopeSpec:
     """
 
     method: ClassVar[str] = ""
+    words: ClassVar[str] = ""  # what the method does, in a few plain words (the doctor's summary)
+    hf_rope_types: ClassVar[tuple[str, ...]] = ()  # transformers rope_types read as this method; [0] is written
+    hf_keys: ClassVar[frozenset[str]] = frozenset()  # keys of the rope dict that rope_type accepts
+    hf_original_from_max_position: ClassVar[bool] = False  # transformers reads L0 from max_position_embeddings
+    explorer_controls: ClassVar[tuple[str, ...]] = ()  # parameters the frequency explorer shows for it
     head_dim: int
     rope_theta: float
     original_max_position_embeddings: int
@@ -140,7 +152,136 @@ class RopeSpec:
         )
 
 
+    # ---- hooks: what the method knows beyond its maths (overridden by each method's file) ----------
+    @classmethod
+    def required_params(cls) -> list[str]:
+        """Parameters without a default that :func:`make_spec` must be given."""
+        return sorted(f.name for f in fields(cls) if f.init and f.default is MISSING
+                      and f.default_factory is MISSING and f.name not in _GEOMETRY)
+
+    def params(self) -> dict[str, Any]:
+        """The method's own parameters (everything but the geometry), as given to :func:`make_spec`."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _GEOMETRY}
+
+    @classmethod
+    def from_hf(cls, params: dict[str, Any], *, geometry: dict[str, Any], factor: float) -> RopeSpec:
+        """The spec a transformers rope dict of one of :attr:`hf_rope_types` describes.
+
+        ``geometry`` holds head_dim, rope_theta and L0; ``factor`` is the config's (or implied) ratio.
+        The default takes every rope key named like one of the spec's parameters.
+        """
+        names = {f.name for f in fields(cls)} - _GEOMETRY
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()
+                 if k in names and v is not None}
+        return cls(**geometry, factor=factor, **given)
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        """This spec as transformers rope parameters.
+
+        The default writes ``hf_rope_types[0]`` with the factor, L0 and every parameter named in
+        :attr:`hf_keys`.
+
+        Raises:
+            NotExpressibleError: stock transformers cannot compute this spec (``allow_lossy=True``: a
+                method may drop what it cannot carry and say so in the notes).
+        """
+        if not self.hf_rope_types:
+            raise NotExpressibleError(f"no transformers form for method {self.method!r}")
+        out: dict[str, Any] = {"rope_type": self.hf_rope_types[0]}
+        if "factor" in self.hf_keys:
+            out["factor"] = self.factor
+        if "original_max_position_embeddings" in self.hf_keys and not self.hf_original_from_max_position:
+            out["original_max_position_embeddings"] = self.original_max_position_embeddings
+        for name, value in self.params().items():
+            if name in self.hf_keys and value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return HFForm(out, self.target_length, self.rope_theta)
+
+    @classmethod
+    def config_findings(cls, rope: dict[str, Any], *, max_pos: int | None, L0: int, head_dim: int,
+                        spec: RopeSpec | None) -> list[tuple[str, str]]:
+        """The doctor's method-specific (level, message) findings on a config's rope dict.
+
+        ``max_pos`` is the config's max_position_embeddings, ``L0`` the original context, ``spec`` the
+        spec read from the config (None if it is invalid).
+        """
+        return []
+
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        """llama.cpp runtime flags (or the ``workbench export gguf`` command), and how far that is verified."""
+        return None, f"llama.cpp has no equivalent of {self.method}"
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        """What llama.cpp must read from a GGUF of ``architecture`` to compute this spec.
+
+        Raises:
+            NotExpressibleError: llama.cpp cannot compute it (the message says why).
+        """
+        raise NotExpressibleError(f"{self.method} has no GGUF export")
+
+    def llama_cpp_equivalent(self) -> RopeSpec:
+        """The spec under which transformers computes what this spec's GGUF computes in llama.cpp."""
+        return self
+
+    def without_attention_factor(self) -> RopeSpec:
+        """The same frequencies with the attention factor set to 1 (methods without one: itself)."""
+        return self
+
+    # landmarks the diagnostics draw for every spec (a method with its own overrides them)
+    def critical_pair(self) -> int:
+        """The critical pair: the formula of :func:`critical_dimension`."""
+        return critical_dimension(self.head_dim, self.rope_theta, self.original_max_position_embeddings)
+
+    def ramp_betas(self) -> tuple[float, float]:
+        """(beta_fast, beta_slow) of the YaRN ramp drawn for reference: YaRN's defaults."""
+        return 32.0, 1.0
+
+    def wavelength_thresholds(self) -> tuple[float, float]:
+        """Llama-3's (kept, divided) wavelength thresholds in tokens, with its default factors 4 and 1."""
+        L0 = self.original_max_position_embeddings
+        return L0 / 4.0, L0 / 1.0
+
+    @classmethod
+    def example_params(cls, geometry: RopeSpec) -> dict[str, Any]:
+        """Parameters of a representative spec on ``geometry`` (for figures that compare methods)."""
+        return {}
+
+    @classmethod
+    def from_explorer(cls, geometry: dict[str, Any], values: dict[str, Any]) -> RopeSpec:
+        """The spec the frequency explorer's controls describe.
+
+        ``geometry`` holds head_dim, rope_theta, L0 and target_length; ``values`` every control by
+        parameter name (and ``long_factor``, the drawn curve; ``enforce_monotone``).
+        """
+        return make_spec(cls.method, **geometry, **{k: values[k] for k in cls.explorer_controls})
+
+    def explorer_values(self) -> dict[str, Any] | None:
+        """What loading this spec sets in the explorer; None keeps the explorer's own method."""
+        return None
+
+    def on_geometry(self, head_dim: int, rope_theta: float, original_max_position_embeddings: int
+                    ) -> tuple[RopeSpec, str]:
+        """The same method and s on another model's geometry, and a note on what had to be adapted."""
+        spec = make_spec(self.method, head_dim=head_dim, rope_theta=rope_theta,
+                         original_max_position_embeddings=original_max_position_embeddings, factor=self.factor,
+                         **self.params())
+        return spec, ""
+
+
 _GEOMETRY = {"head_dim", "rope_theta", "original_max_position_embeddings", "factor"}
+
+
+def critical_dimension(head_dim: int, rope_theta: float, L0: int) -> int:
+    """Theoretical critical pair: ``ceil(D * log_b(L0 / 2 pi)) - 1``.
+
+    With ``x = D * log_b(L0 / 2 pi)``, pairs ``i < x`` complete a full turn within L0; this index is
+    the last of them, so the searched range starts one pair below the first pair that never
+    completed a turn. The paper notes the useful value sits lower in practice (high pairs are
+    under-trained), hence LongRoPE2's ``critical_dim`` is a parameter.
+    """
+    D = head_dim // 2
+    cd = math.ceil(D * math.log(L0 / (2 * math.pi)) / math.log(rope_theta)) - 1
+    return min(max(cd, 1), D - 1)
 
 
 def _short(value: Any) -> str:
@@ -233,6 +374,29 @@ def register(spec_cls: type[RopeSpec], summary: str) -> Callable[[ComputeFn], Co
     return deco
 
 
+def unregister(name: str) -> None:
+    """Remove the method ``name`` from the registry (for tests that register a method of their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def method_for_rope_type(rope_type: str) -> type[RopeSpec] | None:
+    """The spec class that reads a transformers ``rope_type`` (None: no registered method reads it)."""
+    for name in available_methods():
+        if rope_type in _REGISTRY[name].spec_cls.hf_rope_types:
+            return _REGISTRY[name].spec_cls
+    return None
+
+
+def hf_rope_types() -> tuple[str, ...]:
+    """The transformers rope_types the registered methods write (aliases such as "su" are read too)."""
+    out: list[str] = []
+    for name in available_methods():
+        types = _REGISTRY[name].spec_cls.hf_rope_types
+        if types and types[0] not in out:
+            out.append(types[0])
+    return tuple(out)
+
+
 def get_method(name: str) -> Method:
     """The registered method called ``name``."""
     try:
@@ -289,8 +453,7 @@ def make_spec(
             f"unknown parameter(s) {sorted(unknown)} for method {method!r}; allowed: "
             f"{sorted(allowed - _GEOMETRY)}"
         )
-    required = sorted(f.name for f in fields(cls) if f.init and f.default is MISSING
-                      and f.default_factory is MISSING and f.name not in _GEOMETRY and f.name not in params)
+    required = [name for name in cls.required_params() if name not in params]
     if required:
         hint = " (the per-pair factors; on the command line: --factors FILE)" if "long_factor" in required else ""
         raise SpecError(f"method {method!r} needs {', '.join(required)}{hint}")

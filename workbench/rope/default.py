@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .base import RopeFrequencies, RopeSpec, register
+from .forms import LLAMA_CPP_VERIFIED, GGUFForm, HFForm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -13,6 +14,21 @@ class DefaultSpec(RopeSpec):
     """No rescaling. ``factor`` only says how far beyond L0 the model is asked to read."""
 
     method: ClassVar[str] = "default"
+    words: ClassVar[str] = "plain RoPE without rescaling"
+    hf_rope_types: ClassVar[tuple[str, ...]] = ("default",)
+
+    @classmethod
+    def from_hf(cls, params: dict[str, Any], *, geometry: dict[str, Any], factor: float) -> DefaultSpec:
+        return cls(**geometry)  # a config's factor means nothing without a rescaling
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        return HFForm({"rope_type": "default"}, self.original_max_position_embeddings, self.rope_theta)
+
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        return f"-c {self.original_max_position_embeddings} --rope-freq-base {self.rope_theta:g}", LLAMA_CPP_VERIFIED
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        return GGUFForm(sets_context=False)  # the file as it is
 
 
 @register(DefaultSpec, "no rescaling: theta_i at every position")

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import RopeSpec
-from .llama3 import Llama3Spec
-from .longrope2 import LongRope2Spec, critical_dimension
-from .yarn import YarnSpec, yarn_boundaries
+from .yarn import yarn_boundaries
 
 TWO_PI = 2 * math.pi
 
@@ -69,13 +67,8 @@ def pair_diagnostics(spec: RopeSpec, seq_len: int | None = None) -> PairDiagnost
         max_target = np.maximum(max_target, (window - 1) * theta)
     trained = (L0 - 1) * theta
     wavelength = TWO_PI / theta
-    beta_fast, beta_slow = (spec.beta_fast, spec.beta_slow) if isinstance(spec, YarnSpec) else (32.0, 1.0)
-    low, high = yarn_boundaries(spec.head_dim, spec.rope_theta, L0, beta_fast, beta_slow)
-    llama = spec if isinstance(spec, Llama3Spec) else None
-    thresholds = (
-        llama.wavelength_thresholds() if llama else (L0 / 4.0, L0 / 1.0)
-    )
-    cd = spec.critical_dim if isinstance(spec, LongRope2Spec) else critical_dimension(spec.head_dim, spec.rope_theta, L0)
+    # landmarks: the spec's own where its method has them, else the reference values (RopeSpec's hooks)
+    low, high = yarn_boundaries(spec.head_dim, spec.rope_theta, L0, *spec.ramp_betas())
     return PairDiagnostics(
         pair=np.arange(len(theta)),
         theta=theta,
@@ -90,10 +83,10 @@ def pair_diagnostics(spec: RopeSpec, seq_len: int | None = None) -> PairDiagnost
         out_of_distribution=(trained < TWO_PI) & (max_target > L0 * theta),
         seq_len=n,
         attention_factor=freqs.attention_factor,
-        critical_dim=cd,
+        critical_dim=spec.critical_pair(),
         yarn_low=float(low),
         yarn_high=float(high),
-        llama3_wavelength_thresholds=thresholds,
+        llama3_wavelength_thresholds=spec.wavelength_thresholds(),
     )
 
 

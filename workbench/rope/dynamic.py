@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 
 from .base import RopeFrequencies, RopeSpec, register
+from .forms import GGUFForm, HFForm, NotExpressibleError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,10 +20,34 @@ class DynamicSpec(RopeSpec):
     """
 
     method: ClassVar[str] = "dynamic"
+    words: ClassVar[str] = "dynamic NTK (base grows with the current length beyond the original context)"
+    hf_rope_types: ClassVar[tuple[str, ...]] = ("dynamic",)
+    hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings"})
+    hf_original_from_max_position: ClassVar[bool] = True
 
     @property
     def is_length_dependent(self) -> bool:
         return True
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        L0 = self.original_max_position_embeddings
+        note = ("for rope_type='dynamic' transformers reads max_position_embeddings as the original "
+                f"length, so it is {L0} (not the target {self.target_length}); note that transformers keeps the "
+                "frequencies of the longest sequence seen until a sequence shorter than L0 arrives")
+        return replace(super().hf_form(allow_lossy), max_position_embeddings=L0, notes=(note,))
+
+    @classmethod
+    def config_findings(cls, rope: dict[str, Any], *, max_pos: int | None, L0: int, head_dim: int,
+                        spec: RopeSpec | None) -> list[tuple[str, str]]:
+        return [("note", f"for dynamic NTK transformers treats max_position_embeddings={max_pos} as the original "
+                         "length and keeps the largest length's frequencies until a short sequence resets them")]
+
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        return None, f"llama.cpp has no equivalent of {self.method} (dynamic)"
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        raise NotExpressibleError(f"dynamic {self.method} is not expressible in a GGUF: llama.cpp's frequencies do "
+                                  "not follow the current sequence length; export a static method")
 
 
 @register(DynamicSpec, "dynamic NTK: NTK base change for the current length n > L0")

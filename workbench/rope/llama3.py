@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from .base import RopeFrequencies, RopeSpec, fail, register
+from .forms import GGUFForm, gguf_export_command
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,6 +20,11 @@ class Llama3Spec(RopeSpec):
     """
 
     method: ClassVar[str] = "llama3"
+    words: ClassVar[str] = "Llama-3 scaling (short wavelengths kept, long ones divided by the factor)"
+    hf_rope_types: ClassVar[tuple[str, ...]] = ("llama3",)
+    hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings", "low_freq_factor",
+                                                   "high_freq_factor"})
+    explorer_controls: ClassVar[tuple[str, ...]] = ("low_freq_factor", "high_freq_factor")
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
 
@@ -35,6 +41,20 @@ class Llama3Spec(RopeSpec):
         """(high-frequency threshold, low-frequency threshold) in tokens: L0/high, L0/low."""
         L0 = self.original_max_position_embeddings
         return L0 / self.high_freq_factor, L0 / self.low_freq_factor
+
+    @classmethod
+    def from_hf(cls, params: dict[str, Any], *, geometry: dict[str, Any], factor: float) -> Llama3Spec:
+        return cls(**geometry, factor=factor, low_freq_factor=float(params.get("low_freq_factor", 1.0)),
+                   high_freq_factor=float(params.get("high_freq_factor", 4.0)))
+
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        return gguf_export_command(self), ("llama.cpp has no runtime flag for llama3 scaling; the GGUF carries it "
+                                           "as rope_freqs.weight (Llama GGUFs; not verified by execution)")
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        freqs = [float(x) for x in (self.original_inv_freq() / self.frequencies().inv_freq)]
+        # rope.scaling.type none: never let a runtime rope_freq_scale apply on top of the per-pair factors
+        return GGUFForm({"rope.scaling.type": ("none", "string")}, rope_freqs=freqs)
 
 
 @register(Llama3Spec, "Llama-3: keep short wavelengths, theta_i/s for long ones, smooth blend between")

@@ -13,12 +13,24 @@ dropped it there), and to short sequences as well, which is what transformers do
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from .base import RopeFrequencies, RopeSpec, SpecError, check_factor_list, fail, register
+from .base import (
+    RopeFrequencies,
+    RopeSpec,
+    SpecError,
+    check_factor_list,
+    critical_dimension,
+    fail,
+    make_spec,
+    register,
+)
+from .forms import LLAMA_CPP_VERIFIED, GGUFForm, HFForm, NotExpressibleError, gguf_export_command
 
 ATTENTION_POLICIES = ("su", "yarn", "constant")
 
@@ -41,6 +53,11 @@ class LongRopeSpec(RopeSpec):
     """
 
     method: ClassVar[str] = "longrope"
+    words: ClassVar[str] = "LongRoPE (per-pair factors; short_factor up to L0, long_factor beyond)"
+    hf_rope_types: ClassVar[tuple[str, ...]] = ("longrope", "su")  # "su": Phi-3's first name for it
+    hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings", "attention_factor",
+                                                   "short_factor", "long_factor"})
+    explorer_controls: ClassVar[tuple[str, ...]] = ("n_hat", "attention_policy", "attention_factor", "long_factor")
     long_factor: tuple[float, ...]
     short_factor: tuple[float, ...] | None = None
     n_hat: int = 0
@@ -94,6 +111,117 @@ class LongRopeSpec(RopeSpec):
         n = self.target_length if seq_len is None else seq_len
         return n > self.original_max_position_embeddings
 
+    def without_attention_factor(self) -> LongRopeSpec:
+        return replace(self, attention_policy="constant", attention_factor=1.0)
+
+    # ---- transformers ----------------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, params: dict[str, Any], *, geometry: dict[str, Any], factor: float) -> LongRopeSpec:
+        attention = params.get("attention_factor")
+        return cls(**geometry, factor=factor, long_factor=tuple(params.get("long_factor") or ()),
+                   short_factor=tuple(params.get("short_factor") or ()) or None,
+                   attention_policy="su" if attention is None else "constant", attention_factor=attention,
+                   enforce_monotone=False)  # shipped lists need not be monotone
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        L0, a = self.original_max_position_embeddings, self.resolved_attention_factor()
+        params: dict[str, Any] = {
+            "rope_type": LongRopeSpec.hf_rope_types[0], "factor": self.factor, "original_max_position_embeddings": L0,
+            "short_factor": list(self.short_factor), "long_factor": list(self.long_factor)}
+        if self.attention_policy != "su":  # "su" is what transformers derives from factor
+            params["attention_factor"] = a
+        notes = () if a == 1.0 else (f"transformers applies attention_factor={a:.4f} to every sequence, also those "
+                                     "<= original_max_position_embeddings",)
+        return HFForm(params, self.target_length, self.rope_theta, notes, top_level_original=True)
+
+    @classmethod
+    def config_findings(cls, rope: dict[str, Any], *, max_pos: int | None, L0: int, head_dim: int,
+                        spec: RopeSpec | None) -> list[tuple[str, str]]:
+        out, D = [], head_dim // 2
+        for name in ("short_factor", "long_factor"):
+            vals = rope.get(name)
+            if vals is None:
+                out.append(("error", f"longrope needs {name}"))
+            elif len(vals) != D:
+                out.append(("error", f"{name} has {len(vals)} values; head_dim {head_dim} needs {D}"))
+            elif any(b < a for a, b in zip(vals, vals[1:], strict=False)):
+                out.append(("note", f"{name} is not monotone (the LongRoPE search keeps factors non-decreasing)"))
+        a = spec.frequencies(L0).attention_factor if spec is not None else 1.0
+        if a != 1.0:
+            out.append(("warning", f"attention_factor {a:.4f} is also applied to inputs <= L0={L0} (transformers "
+                                   "multiplies cos/sin by it at every length); short-context quality depends on "
+                                   "short_factor having been chosen with it"))
+        return out
+
+    # ---- llama.cpp -------------------------------------------------------------------------------
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        if any(x != 1.0 for x in self.short_factor):
+            return None, ("a Llama GGUF cannot switch short/long factors by sequence length (llama.cpp picks "
+                          "rope_factors_long/short by the context size); export the long factors alone")
+        return gguf_export_command(self), ("per-pair factors as rope_freqs.weight and the attention factor as "
+                                           "llama.rope.scaling.attn_factor; " + LLAMA_CPP_VERIFIED)
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        if any(x != 1.0 for x in self.short_factor):
+            raise NotExpressibleError(
+                "a short/long factor switch is not expressible on a Llama GGUF: llama.cpp would choose "
+                "rope_factors_long/short by the context size n_ctx, not by the sequence length as transformers "
+                "does; export the long factors alone (short_factor all 1)")
+        attention = self.resolved_attention_factor()
+        notes = () if attention == 1.0 else (
+            f"llama.cpp applies the long factors and the attention factor {attention:.4f} at every length; "
+            f"transformers uses short_factor (all 1) for sequences <= L0={self.original_max_position_embeddings}, "
+            "with the same attention factor",)
+        # rope.scaling.type none: never let a runtime rope_freq_scale apply on top of the per-pair factors
+        return GGUFForm({"rope.scaling.type": ("none", "string")}, [float(x) for x in self.long_factor], attention,
+                        notes)
+
+    def llama_cpp_equivalent(self) -> LongRopeSpec:
+        """llama.cpp applies the long factors (and the attention factor) to every sequence, where transformers
+        uses short_factor up to L0: the same as long factors at every length. Beyond L0 both are this spec."""
+        return LongRopeSpec(head_dim=self.head_dim, rope_theta=self.rope_theta,
+                            original_max_position_embeddings=self.original_max_position_embeddings, factor=self.factor,
+                            long_factor=self.long_factor, short_factor=self.long_factor, n_hat=self.n_hat,
+                            attention_policy="constant", attention_factor=self.resolved_attention_factor(),
+                            enforce_monotone=self.enforce_monotone)
+
+    # ---- explorer, figures, other geometries -----------------------------------------------------
+    @classmethod
+    def factor_params(cls, curve: Sequence[float], critical_dim: int | None) -> dict[str, Any]:
+        """The factor parameters for a drawn per-pair curve (LongRoPE2 anchors the pairs below critical_dim)."""
+        return {"long_factor": tuple(curve)}
+
+    @classmethod
+    def example_params(cls, geometry: RopeSpec) -> dict[str, Any]:
+        """A hand-made ramp (not a searched result): 1 up to 30 % of the pairs, then up to 1.5 s."""
+        D = geometry.n_pairs
+        return {"long_factor": ramp_factors(D, D * 0.3, D - 1, 1.0, max(1.0, 1.5 * geometry.factor))}
+
+    @classmethod
+    def from_explorer(cls, geometry: dict[str, Any], values: dict[str, Any]) -> LongRopeSpec:
+        params: dict[str, Any] = dict(n_hat=int(values["n_hat"]), attention_policy=values["attention_policy"])
+        if values["attention_policy"] == "constant":
+            params["attention_factor"] = float(values["attention_factor"])
+        params.update(cls.factor_params(values["long_factor"], values.get("critical_dim")))
+        return make_spec(cls.method, **geometry, enforce_monotone=values["enforce_monotone"], **params)
+
+    def explorer_values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"long_factor": self.long_factor}
+        if self.attention_policy == "constant":
+            out.update(attention_policy="constant", attention_factor=self.attention_factor)
+        return out
+
+    def on_geometry(self, head_dim: int, rope_theta: float, original_max_position_embeddings: int
+                    ) -> tuple[RopeSpec, str]:
+        L0 = original_max_position_embeddings
+        curve = resample_factors(self.long_factor, head_dim // 2)
+        params = dict(attention_policy=self.attention_policy, attention_factor=self.attention_factor,
+                      n_hat=min(self.n_hat, int(round(self.factor * L0))))
+        params.update(self.factor_params(curve, critical_dimension(head_dim, rope_theta, L0)))
+        spec = make_spec(self.method, head_dim=head_dim, rope_theta=rope_theta, original_max_position_embeddings=L0,
+                         factor=self.factor, **params)
+        return spec, "factor curve resampled to its pairs"
+
 
 def scaled_inv_freq(head_dim: int, rope_theta: float, factors: tuple[float, ...]) -> torch.Tensor:
     """theta_i / lambda_i in float32, in transformers' longrope op order."""
@@ -120,3 +248,12 @@ def ramp_factors(n_pairs: int, start_pair: float, end_pair: float, low: float, h
         t = min(max((i - start_pair) / (end_pair - start_pair), 0.0), 1.0)
         out.append(round(low + t * (high - low), 4))
     return tuple(out)
+
+
+def resample_factors(curve: Sequence[float], n_pairs: int) -> tuple[float, ...]:
+    """A per-pair curve mapped onto another number of pairs (by relative pair position), kept monotone."""
+    if len(curve) == n_pairs:
+        return tuple(curve)
+    x_old = np.linspace(0, 1, len(curve))
+    out = np.interp(np.linspace(0, 1, n_pairs), x_old, curve)
+    return tuple(round(float(v), 4) for v in np.maximum.accumulate(out))

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
-from .base import RopeFrequencies, SpecError, fail, register
+from .base import RopeFrequencies, RopeSpec, SpecError, critical_dimension, fail, register
+from .forms import HFForm
 from .longrope import LongRopeSpec, compute_longrope
 
-
-def critical_dimension(head_dim: int, rope_theta: float, L0: int) -> int:
-    """Theoretical critical pair: ``ceil(D * log_b(L0 / 2 pi)) - 1`` (SPEC section 3).
-
-    With ``x = D * log_b(L0 / 2 pi)``, pairs ``i < x`` complete a full turn within L0; this index is
-    the last of them, so the searched range starts one pair below the first pair that never
-    completed a turn. The paper notes the useful value sits lower in practice (high pairs are
-    under-trained), hence ``critical_dim`` is a parameter.
-    """
-    D = head_dim // 2
-    cd = math.ceil(D * math.log(L0 / (2 * math.pi)) / math.log(rope_theta)) - 1
-    return min(max(cd, 1), D - 1)
+__all__ = ["LongRope2Spec", "compute_longrope2", "critical_dimension", "longrope2_factors"]
 
 
 def longrope2_factors(upper: Sequence[float], critical_dim: int, n_pairs: int) -> tuple[float, ...]:
@@ -51,6 +41,9 @@ class LongRope2Spec(LongRopeSpec):
     """
 
     method: ClassVar[str] = "longrope2"
+    words: ClassVar[str] = "LongRoPE2 (per-pair factors searched from the critical pair up, NTK shape below it)"
+    hf_rope_types: ClassVar[tuple[str, ...]] = ()  # written as rope_type "longrope", which reads back as LongRoPE
+    explorer_controls: ClassVar[tuple[str, ...]] = (*LongRopeSpec.explorer_controls, "critical_dim")
     critical_dim: int | None = None
 
     def __post_init__(self) -> None:
@@ -70,6 +63,28 @@ class LongRope2Spec(LongRopeSpec):
                     f"LongRoPE2 requires lambda_cd^(i/cd)={expected[i]:.6g}; build the list with "
                     "longrope2_factors(upper, critical_dim, n_pairs)"
                 )
+
+    def critical_pair(self) -> int:
+        return self.critical_dim
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        form = super().hf_form(allow_lossy)
+        note = (f"LongRoPE2 (critical_dim={self.critical_dim}) is written as rope_type='longrope' with the full "
+                "per-pair long_factor")
+        return replace(form, notes=(note, *form.notes))
+
+    @classmethod
+    def factor_params(cls, curve: Sequence[float], critical_dim: int | None) -> dict[str, Any]:
+        cd = int(critical_dim)
+        return {"critical_dim": cd, "long_factor": longrope2_factors(curve[cd:], cd, len(curve))}
+
+    @classmethod
+    def example_params(cls, geometry: RopeSpec) -> dict[str, Any]:
+        """Factors rising gently from s at the theoretical critical pair (not a searched result)."""
+        D, s = geometry.n_pairs, geometry.factor
+        cd = critical_dimension(geometry.head_dim, geometry.rope_theta, geometry.original_max_position_embeddings)
+        upper = [round(s + 0.02 * k * s, 4) for k in range(D - cd)]
+        return {"long_factor": longrope2_factors(upper, cd, D)}
 
 
 @register(LongRope2Spec, "LongRoPE2: searched pairs >= critical dim, NTK shape below it")

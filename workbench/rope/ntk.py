@@ -7,19 +7,34 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import RopeFrequencies, RopeSpec, default_inv_freq, register
+from .forms import GGUFForm, HFForm
 
 
 @dataclass(frozen=True, kw_only=True)
 class NTKSpec(RopeSpec):
-    """Static NTK-aware base change (bloc97, 2023)."""
+    """Static NTK-aware base change (bloc97, 2023). transformers reads it as default RoPE with a new base,
+    so no rope_type is read back as NTK."""
 
     method: ClassVar[str] = "ntk"
+    words: ClassVar[str] = "NTK-aware base change"
 
     @property
     def scaled_base(self) -> float:
         """b' = b * s^(d/(d-2)). transformers can express this as default RoPE with rope_theta=b'."""
         d = self.head_dim
         return self.rope_theta * self.factor ** (d / (d - 2))
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        note = (f"NTK-aware scaling is written as default RoPE with rope_theta = "
+                f"{self.rope_theta:g} * {self.factor:g}^({self.head_dim}/{self.head_dim - 2}) = {self.scaled_base:.6g}")
+        return HFForm({"rope_type": "default"}, self.target_length, self.scaled_base, (note,))
+
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        return (f"-c {self.target_length} --rope-freq-base {self.scaled_base:.6g}",
+                "NTK-aware = a larger base (not verified by execution)")
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        return GGUFForm({"rope.freq_base": (float(self.scaled_base), "float32")})
 
 
 @register(NTKSpec, "NTK-aware: base b*s^(d/(d-2)); high frequencies kept, lowest slowed by s")

@@ -4,12 +4,15 @@ attention temperature ``0.1 ln s + 1``. Static, or dynamic (``s`` from the curre
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 
 from .base import RopeFrequencies, RopeSpec, fail, register
+from .forms import LLAMA_CPP_VERIFIED, GGUFForm, HFForm, NotExpressibleError, gguf_export_command
+
+LLAMA_CPP_BETAS = (32.0, 1.0)  # what llama.cpp's llama loader uses (it reads no yarn beta keys)
 
 
 def correction_dim(n_rotations: float, head_dim: int, rope_theta: float, L0: int) -> float:
@@ -54,6 +57,12 @@ class YarnSpec(RopeSpec):
     """
 
     method: ClassVar[str] = "yarn"
+    words: ClassVar[str] = "YaRN (high frequencies kept, low ones interpolated, attention temperature)"
+    hf_rope_types: ClassVar[tuple[str, ...]] = ("yarn",)
+    hf_keys: ClassVar[frozenset[str]] = frozenset({
+        "factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
+        "mscale_all_dim", "truncate"})
+    explorer_controls: ClassVar[tuple[str, ...]] = ("beta_fast", "beta_slow")
     beta_fast: float = 32.0
     beta_slow: float = 1.0
     attention_factor: float | None = None
@@ -83,6 +92,65 @@ class YarnSpec(RopeSpec):
             self.head_dim, self.rope_theta, self.original_max_position_embeddings,
             self.beta_fast, self.beta_slow, self.truncate,
         )
+
+    def ramp_betas(self) -> tuple[float, float]:
+        return self.beta_fast, self.beta_slow
+
+    def without_attention_factor(self) -> YarnSpec:
+        return replace(self, attention_factor=1.0)
+
+    @classmethod
+    def from_hf(cls, params: dict[str, Any], *, geometry: dict[str, Any], factor: float) -> YarnSpec:
+        attention = params.get("attention_factor")
+        mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
+        if attention is None and mscale and mscale_all_dim:  # DeepSeek's form, as transformers reads it
+            def get_mscale(scale: float, m: float) -> float:
+                return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+            attention = get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)
+        return cls(**geometry, factor=factor, beta_fast=float(params.get("beta_fast") or 32),
+                   beta_slow=float(params.get("beta_slow") or 1), attention_factor=attention,
+                   truncate=bool(params.get("truncate", True)))
+
+    def hf_form(self, allow_lossy: bool = False) -> HFForm:
+        notes: tuple[str, ...] = ()
+        if self.dynamic:
+            msg = "dynamic YaRN (s from the current length) has no transformers rope_type"
+            if not allow_lossy:
+                raise NotExpressibleError(msg + "; export with allow_lossy=True to write static YaRN")
+            notes = (msg + "; written as static YaRN",)
+        form = super().hf_form(allow_lossy)
+        params = {k: v for k, v in form.params.items() if k != "truncate" or not v}  # truncate=True is the default
+        return replace(form, params=params, notes=notes)
+
+    def llama_cpp_flags(self) -> tuple[str | None, str]:
+        if self.dynamic:
+            return None, f"llama.cpp has no equivalent of {self.method} (dynamic)"
+        s, L, L0 = self.factor, self.target_length, self.original_max_position_embeddings
+        flags = (f"-c {L} --rope-scaling yarn --rope-scale {s:g} --yarn-orig-ctx {L0} "
+                 f"--yarn-beta-fast {self.beta_fast:g} --yarn-beta-slow {self.beta_slow:g}")
+        if self.attention_factor is not None and not math.isclose(self.attention_factor, yarn_attention_factor(s)):
+            # llama.cpp overwrites the runtime yarn_attn_factor when YaRN is on and multiplies cos/sin by
+            # (0.1 ln s + 1) * <arch>.rope.scaling.attn_factor; only the GGUF key carries a custom factor
+            ratio = self.attention_factor / yarn_attention_factor(s)
+            return (flags + f" --override-kv llama.rope.scaling.attn_factor=float:{ratio:.6g}",
+                    f"or {gguf_export_command(self)}; --yarn-attn-factor would be ignored (llama.cpp recomputes "
+                    "it when YaRN is on)")
+        return flags, LLAMA_CPP_VERIFIED + "; the same as " + gguf_export_command(self)
+
+    def gguf_form(self, architecture: str) -> GGUFForm:
+        if self.dynamic:
+            raise NotExpressibleError(f"dynamic {self.method} is not expressible in a GGUF: llama.cpp's frequencies "
+                                      "do not follow the current sequence length; export a static method")
+        if (float(self.beta_fast), float(self.beta_slow)) != LLAMA_CPP_BETAS or not self.truncate:
+            raise NotExpressibleError(
+                f"YaRN with beta_fast={self.beta_fast:g}, beta_slow={self.beta_slow:g}, truncate={self.truncate} is "
+                f"not expressible in a {architecture} GGUF: llama.cpp's loader reads no beta keys and uses 32 / 1 "
+                "with floor/ceil boundaries")
+        L0 = self.original_max_position_embeddings
+        meta = {"rope.scaling.type": ("yarn", "string"), "rope.scaling.factor": (float(self.factor), "float32"),
+                "rope.scaling.original_context_length": (L0, "uint32")}
+        attention = self.frequencies().attention_factor / yarn_attention_factor(self.factor)  # llama.cpp applies
+        return GGUFForm(meta, attention_factor=attention)  # 0.1 ln s + 1 itself
 
 
 @register(YarnSpec, "YaRN: ramp from theta_i (fast pairs) to theta_i/s (slow pairs), temperature")
