@@ -79,8 +79,25 @@ def figure_json(fig: go.Figure, max_points: int = MAX_POINTS) -> dict[str, Any]:
     spec = _decode(fig.to_plotly_json())
     layout = {k: v for k, v in spec.get("layout", {}).items() if k != "template"}
     layout["template"] = TEMPLATE
+    _wrap_title(layout)
     data = [_thin(trace, max_points) for trace in spec.get("data", [])]
     return {"data": _plain(data), "layout": _plain(layout), "config": {"displaylogo": False, "responsive": True}}
+
+
+def _wrap_title(layout: dict[str, Any]) -> None:
+    """Break a title too long for the figure's width into lines (plotly clips it), with room made above."""
+    title = layout.get("title")
+    text = title.get("text") if isinstance(title, dict) else None
+    if not text:
+        return
+    import textwrap
+
+    width = int((layout.get("width") or 900) / 9)  # ~9 px per character of plotly's 17 px title font
+    lines = [part for line in text.split("<br>") for part in (textwrap.wrap(line, width) or [""])]
+    if len(lines) > 1:
+        layout["title"] = {**title, "text": "<br>".join(lines)}
+        margin = layout.get("margin") or {}
+        layout["margin"] = {**margin, "t": max(margin.get("t") or 0, 30 + 22 * len(lines))}
 
 
 def _thin(trace: dict[str, Any], max_points: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""Figure builders: plotly figures from library results, one source for live widgets and static files.
+"""Figure builders: plotly figures from library results, one source for notebooks, panels and static files.
 
-Live widgets wrap them in ``FigureWidget`` and update in place (:func:`sync`); headless runs render
-them with :func:`widgets.static.save_png` (matplotlib, no browser needed).
+:func:`widgets.display.show` displays them as data (plotly JSON + PNG), panels redraw them whole in an output
+area (:class:`widgets.panel.FigureOutput`), and :func:`widgets.static.save_png` renders them with matplotlib.
 """
 
 from __future__ import annotations
@@ -31,8 +31,34 @@ BASE_LAYOUT = dict(template="plotly_white", height=340, margin=dict(l=60, r=20, 
                    legend=dict(orientation="h", y=-0.25, x=0))
 
 
+# per method a dash pattern and a marker too, so methods whose curves coincide stay told apart (PI's constant
+# s under the s line, YaRN along LongRoPE): (dash, width, marker symbol or None)
+STYLES = {
+    "default": ("solid", 1.5, None), "linear": ("dot", 3.5, None), "ntk": ("dashdot", 2.0, None),
+    "dynamic": ("longdashdot", 2.0, None), "yarn": ("dash", 2.0, "circle"), "llama3": ("longdash", 2.0, "square"),
+    "longrope": ("solid", 2.5, None), "longrope2": ("solid", 2.5, "triangle-up"),
+}
+
+
+def method_of(label: str) -> str:
+    """The method a curve's label names ("yarn s=4 (PPL 3.1)" -> "yarn"); "no scaling" is the default RoPE."""
+    if label.lower().startswith(("no scaling", "original")):
+        return "default"
+    return label.split(" ")[0].split("(")[0].strip().lower()
+
+
 def color_of(label: str, i: int = 0) -> str:
-    return COLORS.get(label.split(" ")[0].split("(")[0].strip().lower(), PALETTE[i % len(PALETTE)])
+    return COLORS.get(method_of(label), PALETTE[i % len(PALETTE)])
+
+
+def style_of(label: str, i: int = 0, bold: bool = False) -> dict:
+    """Scatter keyword arguments (line, mode, marker) telling a method's curve apart from the others'."""
+    dash, width, marker = STYLES.get(method_of(label), ("solid", 2.0, None))
+    out = dict(line=dict(color=color_of(label, i), dash=dash, width=4.0 if bold else width),
+               mode="lines+markers" if marker else "lines")
+    if marker:
+        out["marker"] = dict(symbol=marker, size=6)
+    return out
 
 
 def _vline(fig: go.Figure, x: float, text: str, color: str = "#444", log_axis: bool = False) -> None:
@@ -67,14 +93,16 @@ def wavelength_figure(spec: RopeSpec) -> go.Figure:
 def factor_figure(specs: dict[str, RopeSpec], highlight: str | None = None) -> go.Figure:
     """Effective per-pair factor λᵢ = θᵢ / inv_freqᵢ at the target length, every spec overlaid."""
     fig = go.Figure(layout=BASE_LAYOUT)
-    for i, (label, spec) in enumerate(specs.items()):
+    # drawn thickest first, the highlighted method last: a thin curve stays visible on a thick one
+    order = sorted(enumerate(specs.items()), key=lambda t: (t[1][0] == highlight, -style_of(t[1][0])["line"]["width"]))
+    for i, (label, spec) in order:
         d = pair_diagnostics(spec)
         bold = label == highlight
-        fig.add_scatter(x=d.pair, y=d.effective_factor, name=label, mode="lines",
-                        line=dict(color=color_of(label, i), width=4 if bold else 1.8, dash=None if bold else "solid"),
-                        opacity=1.0 if bold or highlight is None else 0.55)
+        fig.add_scatter(x=d.pair, y=d.effective_factor, name=label, **style_of(label, i, bold),
+                        opacity=1.0 if bold or highlight is None else 0.75)
     any_spec = next(iter(specs.values()))
-    _hline(fig, any_spec.factor, f"s = {any_spec.factor:g}")
+    _hline(fig, any_spec.factor, f"s = {any_spec.factor:g}", "#bbbbbb")
+    fig.layout.shapes[-1].layer = "below"  # under the curves, so PI's λ = s line shows on it
     fig.update_layout(title="Rescale factor per pair  λᵢ = θᵢ / θ'ᵢ", xaxis_title="pair i (fast → slow)",
                       yaxis_title="λᵢ")
     return fig
@@ -85,11 +113,13 @@ def ood_figure(spec: RopeSpec, n_positions: int = 96) -> go.Figure:
     positions, ratio = ood_angle_map(spec, n_positions)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.log2(np.where(ratio > 0, ratio, np.nan))
-    z = np.clip(z, -4, 4)
-    # gaps (no angle yet, position 0) as null: NaN is not JSON, and a live FigureWidget would warn on every draw
+    # the colour scale fits the data: symmetric around 0 (seen / unseen), ending at the largest |value|
+    finite = np.abs(z[np.isfinite(z)])
+    lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    # gaps (no angle yet, position 0) as null: NaN is not JSON
     z = [[None if not math.isfinite(v) else float(v) for v in row] for row in z]
     fig = go.Figure(layout={**BASE_LAYOUT, "height": 360})
-    fig.add_heatmap(x=positions, y=np.arange(ratio.shape[0]), z=z, zmin=-4, zmax=4, zmid=0,
+    fig.add_heatmap(x=positions, y=np.arange(ratio.shape[0]), z=z, zmin=-lim, zmax=lim, zmid=0,
                     colorscale=[[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
                     colorbar=dict(title="log₂ angle / trained", len=0.9), hoverongaps=False,
                     name="OOD")
@@ -202,30 +232,14 @@ def method_specs(geometry: RopeSpec, methods: Iterable[str], **overrides: dict) 
     return out
 
 
-def sync(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Make a FigureWidget show ``fig``, updating traces in place where the trace list is unchanged."""
-    with widget.batch_update():
-        if len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data, strict=True)):
-            for old, new in zip(widget.data, fig.data, strict=True):
-                old.update(new.to_plotly_json(), overwrite=True)
-        else:
-            widget.data = []
-            widget.add_traces(list(fig.data))
-        widget.layout.shapes = fig.layout.shapes
-        widget.layout.annotations = fig.layout.annotations
-        widget.layout.title = fig.layout.title
-        widget.layout.xaxis.update(fig.layout.xaxis.to_plotly_json(), overwrite=True)
-        widget.layout.yaxis.update(fig.layout.yaxis.to_plotly_json(), overwrite=True)
-
-
 def entropy_heatmap_figure(result, baseline=None) -> go.Figure:
     """Mean attention entropy per layer (rows) and head (columns); with ``baseline``: the difference."""
     z = np.array(result.layer_head())
-    title = f"Attention entropy by layer and head: {result.label} @ {result.length}"
+    title = f"Attention entropy by layer and head: {_at(result)}"
     scale, zmid = "Viridis", None
     if baseline is not None:
         z = z - np.array(baseline.layer_head())
-        title = f"Entropy change vs {baseline.label} (nats): {result.label} @ {result.length}"
+        title = f"Entropy change vs {baseline.label} (nats): {_at(result)}"
         scale, zmid = [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]], 0.0
     lim = float(np.nanmax(np.abs(z))) if baseline is not None else None
     fig = go.Figure(layout={**BASE_LAYOUT, "height": 360})
@@ -236,6 +250,11 @@ def entropy_heatmap_figure(result, baseline=None) -> go.Figure:
     fig.update_xaxes(dtick=1)  # heads and layers are whole numbers
     fig.update_yaxes(dtick=1)
     return fig
+
+
+def _at(result) -> str:
+    """``label @ length``, unless the label already says where ("no scaling @ 1024")."""
+    return result.label if "@" in result.label else f"{result.label} @ {result.length}"
 
 
 def entropy_position_figure(results: Iterable, original_length: int | None = None) -> go.Figure:
@@ -340,15 +359,24 @@ def search_factors_figure(best: list[float], parents: list[list[float]], baselin
 
 
 def heldout_figure(report: dict, against: str = "yarn") -> go.Figure:
-    """Per held-out document: the searched factors' perplexity against a baseline's (below the diagonal: better)."""
+    """Per held-out window: the searched factors' perplexity minus a baseline's, paired (below 0: searched better).
+
+    Absolute perplexities on a diagonal hide the difference (every point sits on it); the paired difference shows
+    how large it is and on which windows."""
     key = "per_document_ppl" if "per_document_ppl" in report["settings"]["searched"] else "per_document_nll"
-    x, y = report["settings"][against][key], report["settings"]["searched"][key]
-    lo, hi = min(x + y), max(x + y)
-    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
-    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="equal", line=dict(color="#999", dash="dash", width=1))
-    fig.add_scatter(x=x, y=y, mode="markers", name="documents", marker=dict(size=9, color=COLORS["longrope"]))
+    base, searched = report["settings"][against][key], report["settings"]["searched"][key]
+    diff = [s - b for s, b in zip(searched, base, strict=True)]
+    names = report.get("documents") or [f"window {k + 1}" for k in range(len(diff))]
+    order = sorted(range(len(diff)), key=lambda k: diff[k])
+    name = SEARCH_NAMES.get(against, against)
     unit = "PPL" if key == "per_document_ppl" else "answer NLL"
-    fig.update_layout(title=f"Held-out: searched vs {SEARCH_NAMES.get(against, against)} "
-                            f"(better on {report[f'wins_vs_{against}']:.0%} of documents)",
-                      xaxis_title=f"{SEARCH_NAMES.get(against, against)} {unit}", yaxis_title=f"searched {unit}")
+    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
+    fig.add_bar(x=[str(names[k]) if k < len(names) else str(k) for k in order], y=[diff[k] for k in order],
+                name=f"searched − {name}", marker=dict(color=["#1a9850" if diff[k] < 0 else "#d73027" for k in order]))
+    _hline(fig, 0.0, "")
+    wins = report.get(f"wins_vs_{against}", sum(d < 0 for d in diff) / max(1, len(diff)))
+    fig.update_layout(title=f"Held-out: searched − {name} {unit} per window<br>(below 0 on {wins:.0%} of windows: "
+                            "searched better)",
+                      xaxis_title="held-out window (sorted)", yaxis_title=f"Δ {unit}", xaxis_showticklabels=False,
+                      showlegend=False)
     return fig

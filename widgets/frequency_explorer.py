@@ -14,7 +14,6 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 
 from workbench.doctor import doctor
 from workbench.hf import NotExpressibleError, load_config_dict, spec_from_hf, to_hf
@@ -25,9 +24,9 @@ from .figures import (
     factor_figure,
     method_specs,
     ood_figure,
-    sync,
     wavelength_figure,
 )
+from .panel import FigureOutput, Panel
 
 LENGTHS = [2**k for k in range(6, 21)]  # 64 .. 1M tokens
 KNOTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # positions of the curve's control points, as a fraction of the pairs
@@ -43,18 +42,37 @@ def knot_curve(values: list[float], n_pairs: int) -> tuple[float, ...]:
     return tuple(round(float(v), 2) for v in curve)
 
 
+def yarn_note(spec: RopeSpec, beta_max: float = 256) -> str:
+    """Where YaRN's ramp runs, and which whole β_fast values give the same curve: the ramp's ends are rounded
+    to whole pairs (floor / ceil, as transformers does), so β_fast moves the curve only when it crosses a pair."""
+    low, high = spec.boundaries()
+    L0, d, b = spec.original_max_position_embeddings, spec.head_dim, spec.rope_theta
+
+    def beta_at(pair: float) -> float:  # the β whose correction dimension is exactly ``pair``
+        return L0 / (2 * math.pi * b ** (2 * pair / d))
+
+    first = math.floor(beta_at(low + 1)) + 1
+    last = math.floor(beta_at(low)) if low > 0 else int(beta_max)
+    first, last = max(1, first), min(int(beta_max), last)
+    same = f"β_fast {first}–{last} all give pair {int(low)}" if last > first else f"β_fast {first} gives pair {int(low)}"
+    return (f"ramp from pair {int(low)} to pair {int(high)}: its ends are whole pairs, so {same} "
+            f"(now {spec.beta_fast:g})")
+
+
 def _nearest(options: list[int], value: int) -> int:
     return min(options, key=lambda o: abs(math.log(o) - math.log(max(value, 1))))
 
 
-class FrequencyExplorer:
+class FrequencyExplorer(Panel):
     """Sliders -> RopeSpec -> four FigureWidgets updated in place (plus the transformers export)."""
 
     def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
                  target_length: int = 16384, method: str = "longrope", config: Any = None,
                  measure_model: str | None = "teaching") -> None:
         def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
-            return dict(continuous_update=True, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
+            # a slider sends its value when let go (or per key press), not on every pixel of a drag: each value
+            # redraws four figures
+            return dict(continuous_update=False, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
 
         self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
                                      readout=False, **slider_args())
@@ -81,14 +99,15 @@ class FrequencyExplorer:
                                              **slider_args())
         self.critical = W.IntSlider(value=1, min=1, max=head_dim // 2 - 1, description="critical pair", **slider_args())
         self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
-                                    continuous_update=True, orientation="vertical",
+                                    continuous_update=False, orientation="vertical",
                                     layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
         self.config_path = W.Text(placeholder="teaching, smollm2, a model folder or config.json",
                                   layout=W.Layout(width="310px"))
         self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="120px"))
         self.reset_button = W.Button(description="Reset", icon="undo", layout=W.Layout(width="120px"),
                                      tooltip="back to the loaded model's settings (or the starting ones)")
-        self.status = W.HTML()
+        super().__init__()  # the status line
+        self.yarn_note = W.HTML(layout=W.Layout(width="310px"))
         self.export = W.HTML(layout=W.Layout(width="100%"))
         self.export_json = W.Textarea(layout=W.Layout(width="100%", height="90px"), disabled=False,
                                       description="copy:", style={"description_width": "50px"})
@@ -105,15 +124,10 @@ class FrequencyExplorer:
 
         self._set_default_knots()
         first = self._build_spec()
-        self.figures = {
-            "wavelength": go.FigureWidget(wavelength_figure(first)),
-            "factors": go.FigureWidget(factor_figure(self._compare_specs(first), first.method)),
-            "ood": go.FigureWidget(ood_figure(first)),
-            "attention": go.FigureWidget(attention_figure(first)),
-        }
-        for f in self.figures.values():
-            f.update_layout(**FIGURE_SIZE)
+        self.figures = {name: FigureOutput("drawing ...", **FIGURE_SIZE)
+                        for name in ("wavelength", "factors", "ood", "attention")}
         self.spec = first
+        self._draw(first)
         self._render_export(first)
 
         for w in (self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
@@ -150,22 +164,19 @@ class FrequencyExplorer:
         geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.base_text, self.head_dim, self.original,
                            self.target, W.HTML("<b>Load from a model</b>"), self.config_path,
                            W.HBox([self.load_button, self.reset_button])], **column)
-        method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.low_freq,
+        method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.yarn_note,
+                         self.low_freq,
                          self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical], **column)
         self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b><br>λ at 0/25/50/75/100 % of the pairs"),
                                   W.HBox(self.knots)], layout=W.Layout(width="320px"))
         f = self.figures
-        plots = W.VBox([W.HBox([f["wavelength"], f["factors"]]), W.HBox([f["ood"], f["attention"]])])
+        plots = W.VBox([W.HBox([f["wavelength"].widget, f["factors"].widget]),
+                        W.HBox([f["ood"].widget, f["attention"].widget])])
         self._visibility()
         parts = [W.HBox([geometry, method, self._curve_box]), self.status, plots, self.export, self.export_json]
         if self.measure is not None:
             parts.append(self.measure.widget)
         return W.VBox(parts)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
     # ---- state -> spec ------------------------------------------------------------------------
     def _geometry(self) -> dict[str, Any]:
@@ -205,7 +216,12 @@ class FrequencyExplorer:
     def _on_base_slider(self, change: dict) -> None:
         if self._muted:
             return
-        self._theta = float(change["new"])
+        new = float(change["new"])
+        # The browser snaps an exact base (500) to the slider's log grid (10**2.7 = 501.19) and sends that back
+        # after the kernel set it: a value in the same grid cell as the exact base is that echo, not a user move.
+        if new > 0 and abs(math.log10(new) - math.log10(self._theta)) < self.base.step / 2 - 1e-9:
+            return
+        self._theta = new
         with self._hold():
             self.base_text.value = self._theta
         self._on_change({"owner": self.base})
@@ -241,16 +257,30 @@ class FrequencyExplorer:
         try:
             spec = self._build_spec()
         except SpecError as e:
-            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(e))}</span>"
+            # no plot may show settings other than the sliders': each says why it is not drawn
+            self.spec = None
+            self.say(str(e), error=True)
+            for f in self.figures.values():
+                f.message(f"not drawn: {e}")
             return
         self.spec = spec
         self.status.value = f"<span style='color:#555'>{html.escape(self._summary(spec))}</span>"
-        sync(self.figures["wavelength"], wavelength_figure(spec))
-        sync(self.figures["factors"], factor_figure(self._compare_specs(spec), spec.method))
-        sync(self.figures["ood"], ood_figure(spec))
-        sync(self.figures["attention"], attention_figure(spec))
+        self._draw(spec)
         self._render_export(spec)
         self.updates += 1
+
+    def _draw(self, spec: RopeSpec) -> None:
+        """Every plot (and the YaRN note) from the one spec built for this update."""
+        note = yarn_note(spec, self.beta_fast.max) if self.method.value == "yarn" else ""
+        self.yarn_note.value = f"<small>{html.escape(note)}</small>" if note else ""
+        factors = factor_figure(self._compare_specs(spec), spec.method)
+        if note:
+            factors.add_annotation(x=0, y=1, xref="paper", yref="paper", xanchor="left", yanchor="top",
+                                   text=note.split(":")[0], showarrow=False, font=dict(size=10, color="#555"))
+        self.figures["wavelength"].show(wavelength_figure(spec))
+        self.figures["factors"].show(factors)
+        self.figures["ood"].show(ood_figure(spec))
+        self.figures["attention"].show(attention_figure(spec))
 
     @staticmethod
     def _summary(spec: RopeSpec) -> str:

@@ -115,22 +115,31 @@ class SearchMonitor(Panel):
                        for i, e in enumerate(complete))
         self.table.value = ("<table><tr><th>#</th><th>PPL</th><th>n̂</th><th>found in</th><th>λ first … middle … "
                             f"last</th></tr>{rows}</table>")
-        n = len(self.evals)
+        # the budget counts the factor search; the n̂ stage evaluates the best curves again with other n̂
+        n = sum(e["stage"] != "n_hat" for e in self.evals)
+        n_hat = len(self.evals) - n
         stopped = sum(not e["complete"] for e in self.evals)
         replayed = sum(e.get("replayed", False) for e in self.evals)
         self.progress.value = min(1.0, n / self.budget) if self.budget else 0
-        best = f"best PPL {gens[-1]['best']:.3f}; " if gens else ""
-        if self.done:
-            state = "<b>stopped</b> (press Resume to continue from the journal):" if self.done.get("stopped") else "<b>done</b>:"
+        # the best is the table's first row (the n̂ stage may beat the last generation's best)
+        top = complete[0]["fitness"] if complete else gens[-1]["best"] if gens else None
+        best = f"best PPL {top:.3f}; " if top is not None else ""
+        if self.done and self.done.get("stopped"):
+            state = "<b>stopped</b> (press Resume to continue from the journal):"
+        elif self.done and self.report is None and self.job is not None and self.result is None:
+            state = "<b>search done</b>, held-out report running ...:"
+        elif self.done:
+            state = "<b>done</b>:"
         else:
-            state = "running:" if self.job and self.job.running else ""
+            state = "running:" if self.running else ""
         extra = ""
         if self.report:
             extra = (f"<br>held-out: searched {self.report['settings']['searched']['ppl']:.3f} vs YaRN "
                      f"{self.report['settings']['yarn']['ppl']:.3f} (better on {self.report['wins_vs_yarn']:.0%} of "
                      f"{len(self.report['documents'])} windows)")
         racing = (self.done or {}).get("racing", "")
-        self.status.value = (f"{state} {best}{n} evaluations of a budget of {self.budget} ({stopped} stopped early by "
+        extra_n_hat = f" + {n_hat} in the n̂ stage" if n_hat else ""
+        self.status.value = (f"{state} {best}{n} of {self.budget} evaluations{extra_n_hat} ({stopped} stopped early by "
                              f"{racing + ' ' if racing else ''}racing, {replayed} from the journal); "
                              f"{self.tokens:,} token-forwards; "
                              f"{time.time() - self.t0:.0f} s{extra}")
@@ -150,6 +159,7 @@ class SearchMonitor(Panel):
             return None
         self._following.clear()
         self.reset()
+        self.result = None
         name, folder, config = self.model.value, self.run_dir.value, self.config
         self.say(f"loading {html.escape(name)} ...")
 

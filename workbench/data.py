@@ -263,7 +263,7 @@ def samples(tokenizer: Any, source: str, split: str, length: int, n: int, *, per
     return out
 
 
-# ---- prompt builders: passkey (SPEC 5), needles (SPEC 3) --------------------------------------------
+# ---- prompt builders: passkey retrieval, needles (LongRoPE2's needle-driven perplexity) ----------------
 PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                  "I will quiz you about the important information there.")
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "

@@ -244,14 +244,14 @@ class ShippedResults:
         return [r for r in self.ppl if r.length == max(self.lengths)]
 
 
-def shipped_results(name: str = "smollm2") -> ShippedResults:
+def shipped_results(name: str = "smollm2", folder: Path = RESULTS) -> ShippedResults:
     """The results file ``workbench/assets/results/<name>.json`` (written by ``make demo-full``)."""
     from .entropy import EntropyResult
     from .evaluate import PerplexityResult
 
-    path = RESULTS / f"{name}.json"
+    path = folder / f"{name}.json"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in RESULTS.glob("*.json"))) or "none"
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.json"))) or "none"
         raise FileNotFoundError(f"no shipped results {name!r} ({path}); shipped: {known}")
     d = json.loads(path.read_text())
     return ShippedResults(d["name"], d["model"], d["corpus"], d["documents"], d["dtype"],
@@ -282,10 +282,10 @@ def results_record(run: Path, provenance: dict[str, Any], name: str = "smollm2")
             "entropy": [_averaged(e) for e in json.loads(entropy.read_text())] if entropy.exists() else []}
 
 
-def write_shipped_results(run: Path, provenance: dict[str, Any], name: str = "smollm2") -> Path:
-    """Write ``workbench/assets/results/<name>.json`` from a notebook-02 output folder."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_shipped_results(run: Path, provenance: dict[str, Any], name: str = "smollm2", folder: Path = RESULTS) -> Path:
+    """Write ``workbench/assets/results/<name>.json`` (or ``folder/<name>.json``) from a notebook-02 output folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(results_record(run, provenance, name), indent=1) + "\n")
     return path
 

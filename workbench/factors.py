@@ -32,8 +32,12 @@ class FactorSet:
     spec: RopeSpec
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def fitted_to(self, geometry: RopeSpec) -> FactorSet:
-        """This set, after checking that it was made for a model with ``geometry``'s RoPE.
+    def fitted_to(self, geometry: Any) -> FactorSet:
+        """This set, after checking that it was made for a model of this RoPE geometry.
+
+        Args:
+            geometry: the model's head_dim, rope_theta and original_max_position_embeddings: a
+                :class:`workbench.hf.Geometry` (``model_geometry(model)``) or any spec of that model.
 
         Raises:
             FactorSetError: head_dim, rope_theta or original_max_position_embeddings differ (names which).

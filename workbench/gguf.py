@@ -86,7 +86,8 @@ class GGUFInfo:
                 or (self.scaling_factor not in (None, 0.0, 1.0)) or self.attn_factor not in (None, 1.0))
 
 
-def _check_gguf(path: str | os.PathLike) -> Path:
+def check_gguf(path: str | os.PathLike) -> Path:
+    """``path`` as a Path once it is known to be an existing GGUF file (by its magic); else a GGUFError."""
     p = Path(path)
     if not p.exists():
         raise GGUFError(f"{str(p)!r} does not exist")
@@ -102,7 +103,7 @@ def _check_gguf(path: str | os.PathLike) -> Path:
 def _reader(path: str | os.PathLike) -> Any:
     import gguf
 
-    p = _check_gguf(path)
+    p = check_gguf(path)
     try:
         return gguf.GGUFReader(p)
     except Exception as e:  # a truncated or corrupt file: the reader raises assorted errors
@@ -253,7 +254,7 @@ def export_gguf(spec: RopeSpec, source_gguf: str | os.PathLike, out: str | os.Pa
     import gguf
 
     src, dst = Path(source_gguf), Path(out)
-    _check_gguf(src)
+    check_gguf(src)
     if _same_file(src, dst):
         raise GGUFError(f"the output {str(dst)!r} is the input GGUF: choose another path (the source is never "
                         "modified)")

@@ -25,7 +25,7 @@ import torch
 from .data import Sample
 from .evaluate import PerplexityResult, as_samples, check_window, make_result
 from .events import Event, Sink, null_sink
-from .gguf import _check_gguf, gguf_spec, read_gguf
+from .gguf import check_gguf, gguf_spec, read_gguf
 
 ENGINES = ("transformers", "llama.cpp")
 INSTALL_HINT = ("llama-cpp-python is not installed: run `make setup-llamacpp` (builds llama.cpp from source, "
@@ -88,7 +88,7 @@ class LlamaCppModel:
     def __init__(self, path: str | os.PathLike, n_ctx: int, *, n_batch: int = 512, n_threads: int | None = None,
                  kv_type: str = "f16", flash_attn: bool = False, **llama_kwargs: Any) -> None:
         llama_cpp = llama_cpp_module()
-        _check_gguf(path)
+        check_gguf(path)
         if kv_type not in ("f16", "f32"):
             raise EngineError(f"kv_type={kv_type!r} is not allowed: 'f16' or 'f32'")
         self.path = Path(path)

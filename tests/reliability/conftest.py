@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.models import load_model
 from workbench.search import SearchConfig, run_search
 
 TINY_SEARCH = dict(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=1, n_documents=1,
@@ -12,9 +11,9 @@ TINY_SEARCH = dict(target_length=512, population=4, parents=2, mutants=1, crosso
 
 
 @pytest.fixture(scope="module")
-def finished_search(tmp_path_factory):
+def finished_search(tmp_path_factory, teaching_ci):
     """A run folder holding a finished tiny search (copy it before changing it)."""
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     folder = tmp_path_factory.mktemp("search") / "run"
     run_search(lm.model, lm.tokenizer, SearchConfig(**TINY_SEARCH), folder, report=False)
     return folder

@@ -88,3 +88,13 @@ def test_markdown_is_rendered(shown):
 
     D.markdown("| a | b |\n|---|---|\n| 1 | 2 |")
     assert isinstance(shown[0][0], Markdown)
+
+
+def test_a_long_title_is_broken_into_lines_not_clipped():
+    long = "Held-out: searched − YaRN perplexity per window, below 0 where the searched factors are better"
+    layout = D.figure_json(go.Figure(layout={"title": long, "width": 520, "margin": {"t": 50}}))["layout"]
+    lines = layout["title"]["text"].split("<br>")
+    assert len(lines) > 1 and all(len(line) <= 520 / 9 for line in lines) and " ".join(lines) == long
+    assert layout["margin"]["t"] > 50
+    short = D.figure_json(go.Figure(layout={"title": "Fitness", "width": 520}))["layout"]
+    assert short["title"]["text"] == "Fitness"

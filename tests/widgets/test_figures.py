@@ -72,3 +72,38 @@ def test_result_figures_render(tmp_path):
     assert save_png(figs, tmp_path / "r.png", columns=3).stat().st_size > 30_000
     html = passkey_table([PasskeyResult("yarn", [256, 512], [1.0, 0.5], [{}] * 4, 1.0)])
     assert "<td>50%</td>" in html and "<td>2</td>" in html
+
+
+def test_overlapping_methods_are_told_apart():
+    from widgets.figures import STYLES, style_of
+
+    specs = method_specs(GEOMETRY, ["default", "linear", "ntk", "yarn", "llama3", "longrope"])
+    fig = factor_figure(specs, "longrope")
+    looks = {(t.line.dash, t.line.width, t.mode, t.marker.symbol if t.marker else None) for t in fig.data}
+    assert len(looks) == len(specs) and len(set(STYLES.values())) == len(STYLES)
+    assert fig.data[-1].name == "longrope" and fig.data[-1].line.width == 4  # the chosen method on top
+    assert fig.layout.shapes[0].layer == "below"  # the s line under PI's λ = s
+    assert style_of("no scaling (PPL 3)")["line"]["color"] != style_of("linear s=4")["line"]["color"]
+
+
+def test_heldout_figure_plots_the_paired_difference():
+    from widgets.figures import heldout_figure
+
+    report = {"settings": {"searched": {"per_document_ppl": [10.0, 20.0, 30.0]},
+                           "yarn": {"per_document_ppl": [11.0, 19.0, 33.0]}},
+              "documents": ["a", "b", "c"], "wins_vs_yarn": 2 / 3}
+    fig = heldout_figure(report)
+    bars = [t for t in fig.data if t.type == "bar"][0]
+    assert list(bars.y) == [-3.0, -1.0, 1.0] and list(bars.x) == ["c", "a", "b"]
+    assert "67%" in fig.layout.title.text
+
+
+def test_titles_do_not_repeat_the_length():
+    import torch
+
+    from widgets.figures import entropy_heatmap_figure
+    from workbench.entropy import EntropyResult
+
+    ent = EntropyResult("no scaling @ 1024", 1024, [0, 1], 2, 64, torch.rand(2, 2, 8).tolist(),
+                        torch.rand(2, 2, 8).tolist(), [64] * 8)
+    assert "@ 1024 @ 1024" not in entropy_heatmap_figure(ent).layout.title.text

@@ -1,4 +1,5 @@
-"""The explorer updates its plots in place when a control moves, and explains bad input."""
+"""The explorer redraws its plots when a control moves, every plot from the one spec the sliders describe, and
+explains bad input."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from widgets.frequency_explorer import FrequencyExplorer, knot_curve  # noqa: E4
 
 
 def ys(explorer, figure, trace=1):
-    return list(explorer.figures[figure].data[trace].y)
+    return list(explorer.figures[figure].traces[trace]["y"])
 
 
-def test_moving_sliders_updates_every_plot_in_place():
+def test_moving_sliders_redraws_every_plot():
     ex = FrequencyExplorer(method="yarn")
-    widgets = {name: id(fig) for name, fig in ex.figures.items()}
-    before = {name: fig.to_plotly_json()["data"] for name, fig in ex.figures.items()}
+    outputs = {name: id(fig.widget) for name, fig in ex.figures.items()}
+    before = {name: fig.traces for name, fig in ex.figures.items()}
+    assert all(before.values())  # every plot is drawn from the start, none is an empty frame
     ex.target.value = 65536
-    after = {name: fig.to_plotly_json()["data"] for name, fig in ex.figures.items()}
-    assert {name: id(fig) for name, fig in ex.figures.items()} == widgets  # same FigureWidgets, updated
+    after = {name: fig.traces for name, fig in ex.figures.items()}
+    assert {name: id(fig.widget) for name, fig in ex.figures.items()} == outputs  # the same output areas
     for name in ("wavelength", "factors", "ood", "attention"):
         assert before[name] != after[name], name
     assert ex.spec.target_length == 65536 and ex.updates == 1
@@ -42,7 +44,7 @@ def test_shaping_the_curve_changes_the_longrope_factors():
     ex.knots[2].value = ex.knots[2].max  # push the middle up: the curve stays monotone
     new = ex.spec.long_factor
     assert new != old and all(b >= a for a, b in zip(new, new[1:], strict=False))
-    assert ys(ex, "factors", trace=len(ex.figures["factors"].data) - 1) == pytest.approx(list(new), rel=1e-6)
+    assert ys(ex, "factors", trace=len(ex.figures["factors"].traces) - 1) == pytest.approx(list(new), abs=1e-4)
 
 
 def test_knot_curve_is_monotone_on_grid():
@@ -125,3 +127,64 @@ def test_load_by_model_name_reset_and_the_full_json():
     ex.config_path.value = "no-such-model"
     ex.load_button.click()
     assert "give 'teaching', 'teaching-ci', 'smollm2'" in html.unescape(ex.status.value)
+
+
+def annotations(explorer, figure):
+    from widgets.display import PLOTLY_MIME
+
+    return [a["text"] for a in explorer.figures[figure].bundle[PLOTLY_MIME]["layout"].get("annotations", [])]
+
+
+def test_every_plot_shows_the_lengths_the_sliders_show_after_quick_moves():
+    ex = FrequencyExplorer(original_max_position_embeddings=4096, target_length=16384, method="longrope",
+                           measure_model=None)
+    for L0, target in ((8192, 16384), (2048, 4096), (65536, 65536), (1024, 1 << 20), (4096, 8192)):
+        ex.original.value = L0
+        ex.target.value = target
+        L0, target = ex.original.value, ex.target.value  # what the sliders show now
+        assert (ex.spec.original_max_position_embeddings, ex.spec.target_length) == (L0, target)
+        assert {f"L0 = {L0}", f"target = {target}"} <= set(annotations(ex, "wavelength"))
+        assert f"s = {target / L0:g}" in annotations(ex, "factors")
+        assert f"L0 {L0} → {target} tokens" in ex.status.value
+        assert max(ex.figures["ood"].traces[0]["x"]) <= target
+        assert f'"factor": {target / L0}' in ex.export_json.value.replace(".0,", ",").replace(".0\n", "\n") or \
+            f'"factor": {target / L0:g}' in ex.export_json.value
+
+
+def test_the_out_of_distribution_scale_fits_the_data():
+    ex = FrequencyExplorer(method="default", measure_model=None)
+    heat = ex.figures["ood"].traces[0]
+    values = [abs(v) for row in heat["z"] for v in row if v is not None]
+    assert heat["zmax"] == pytest.approx(max(values), rel=1e-4) and heat["zmin"] == -heat["zmax"]
+    assert heat["zmax"] != 4  # not the old fixed scale
+
+
+def test_the_yarn_note_names_the_beta_fast_values_that_give_the_same_curve():
+    import re
+
+    ex = FrequencyExplorer(method="yarn", measure_model=None)
+    ex.beta_fast.value = 32
+    first, last, pair = (int(v) for v in re.search(r"β_fast (\d+)–(\d+) all give pair (\d+)", ex.yarn_note.value).groups())
+    assert first <= 32 <= last
+    curves = set()
+    for beta in range(first, last + 1):
+        ex.beta_fast.value = beta
+        assert ex.spec.boundaries()[0] == pair
+        curves.add(tuple(ex.figures["factors"].traces[-1]["y"]))
+    assert len(curves) == 1  # the whole range draws one curve
+    ex.beta_fast.value = last + 1
+    assert ex.spec.boundaries()[0] == pair - 1 and f"pair {pair - 1}" in ex.yarn_note.value
+    assert any("ramp from pair" in a for a in annotations(ex, "factors"))  # said on the plot too
+    ex.method.value = "linear"
+    assert ex.yarn_note.value == ""
+
+
+def test_exported_rope_theta_is_the_loaded_one_after_an_unrelated_slider():
+    import json
+
+    ex = FrequencyExplorer(method="yarn", measure_model=None)
+    ex.load_config("smollm2")
+    theta = ex.spec.rope_theta
+    ex.beta_slow.value = 2.0
+    ex.target.value = ex.target.options[-1]
+    assert json.loads(ex.export_json.value)["rope_parameters"]["rope_theta"] == theta == 100000.0

@@ -16,20 +16,28 @@ def teaching_ci():
     return load_model("teaching-ci")
 
 
+def names(panel):
+    """The legend's curves (each also drawn raw and faint, without a legend entry)."""
+    return [t["name"].split(" (")[0] for t in panel.figure.traces if t.get("showlegend") is not False]
+
+
 def test_measure_draws_baseline_and_setting(teaching_ci):
     ex = FrequencyExplorer.from_model(teaching_ci.model, target_length=1024, method="yarn", measure_model="teaching-ci")
     panel = ex.measure
     panel.n_documents.value = 2
+    assert not panel.figure.traces and "press Measure" in panel.figure.bundle["text/plain"]  # says why it is empty
     job = panel.measure(wait=True)
     assert job.error is None and not job.cancelled
-    assert [t.name.split(" (")[0] for t in panel.figure.data] == ["no scaling", "yarn s=4"]
+    assert names(panel) == ["no scaling", "yarn s=4"]
     assert "PPL" in panel.status.value and panel.progress.value == 1
     yarn = panel.results[-1]
     assert yarn.length == 1024 and yarn.n_documents == 2 and yarn.ppl > 1
     ex.method.value = "linear"  # a second setting reuses the cached baseline
     panel.measure(wait=True)
-    assert [t.name.split(" (")[0] for t in panel.figure.data] == ["no scaling", "yarn s=4", "linear s=4"]
-    assert "<td>linear s=4</td>" in panel.table.value
+    assert names(panel) == ["no scaling", "yarn s=4", "linear s=4"]
+    assert "<td>linear s=4</td>" in panel.table.value and "<th>seconds</th>" in panel.table.value
+    colors = {t["name"].split(" (")[0]: t["line"]["color"] for t in panel.figure.traces}
+    assert len(set(colors.values())) == 3, colors  # the baseline, yarn and linear each in their own colour
 
 
 def test_stop_cancels_a_running_measurement(teaching_ci):

@@ -75,3 +75,10 @@ def test_job_lifecycle_done_error_and_stop():
     p.stop()
     job.join(5)
     assert job.cancelled and p.status.value == "stopped" and not p.go.disabled and p.stop_button.disabled
+
+
+def test_a_model_that_is_not_there_is_refused_naming_what_is_accepted(tmp_path):
+    p = Toy()
+    p.start_job(lambda sink: p.load(str(tmp_path / "no-such-model")), lambda v: None, wait=True)
+    for name in ("teaching", "teaching-ci", "smollm2", "folder"):
+        assert name in p.status.value, p.status.value

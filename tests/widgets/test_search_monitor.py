@@ -70,3 +70,28 @@ def test_a_resumed_folder_replays_each_generation_and_evaluation_once(tmp_path):
     viewer.open(tmp_path / "run", follow=False)
     assert [g["generation"] for g in viewer.generations] == list(range(small.generations + 1))
     assert len(viewer.evals) == done.evaluations
+
+
+def test_status_counts_the_budget_honestly_and_waits_for_the_report():
+    from workbench.events import Event
+
+    mon = SearchMonitor(model="teaching-ci")
+    mon.job = type("Finished", (), {"running": True})()  # a search job whose run has not returned yet
+    mon.result = None
+
+    def ev(kind, **data):
+        mon.handle(Event(kind, data), force=True)
+
+    ev("search.start", budget=2)
+    for k, (fit, stage) in enumerate([(5.0, "init"), (4.0, "generation"), (3.9994, "n_hat")]):
+        ev("search.eval", key=str(k), factors=[1.0, 2.0], n_hat=4 * (stage == "n_hat"), fitness=fit, complete=True,
+           documents=1, stage=stage, generation=0, replayed=False, tokens_total=10, seconds=1.0)
+    ev("search.generation", generation=0, best=4.0, median=4.5, best_factors=[1.0, 2.0], population_factors=[])
+    ev("search.done", stopped=False)
+    status = mon.status.value
+    assert "2 of 2 evaluations + 1 in the n̂ stage" in status  # not "3 evaluations of a budget of 2"
+    assert "best PPL 3.999;" in status and "<td>3.999</td>" in mon.table.value  # status and table agree
+    assert "report running" in status and "<b>done</b>" not in status
+    mon.result = object()  # the search (and its report) returned
+    mon.draw()
+    assert "<b>done</b>" in mon.status.value

@@ -1,9 +1,7 @@
 """The teaching figures draw data (no empty frames), say the right pair numbers, and render to PNG; the notebooks'
-automatic ``live`` is off under headless runners; the shipped SmolLM2 results load with their provenance."""
+automatic ``live`` is off under headless runners."""
 
 from __future__ import annotations
-
-import pytest
 
 from widgets.figures import method_specs
 from widgets.session import front_end_attached, resolve_live, runner_command
@@ -42,17 +40,3 @@ def test_live_is_automatic_off_under_headless_runners(tmp_path):
     assert front_end_attached() == (not any(n in runner_command() for n in ("papermill", "nbconvert", "nbclient",
                                                                              "jupyter-execute", "nbmake")))
 
-
-def test_shipped_smollm2_results_load_with_provenance():
-    from workbench.demo import shipped_results
-
-    r = shipped_results("smollm2")
-    assert r.original_max_position_embeddings == 8192 and r.lengths == [8192, 16384]
-    assert {x.label for x in r.longest()} == {"default", "linear", "ntk", "yarn", "longrope"}
-    for key in ("commit", "machine", "date", "command"):
-        assert r.provenance[key] and r.provenance[key] != "unknown", key
-    assert "measured on" in r.caption() and r.provenance["commit"][:7] in r.caption()
-    table = r.table()
-    assert "| default | 25.71 | 58.16 |" in table and "attention entropy beyond L0" in table
-    with pytest.raises(FileNotFoundError, match="shipped: smollm2"):
-        shipped_results("nope")
