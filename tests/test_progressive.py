@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from workbench.progressive import ProgressiveConfig, ProgressiveError, run_progressive
+from workbench.runs import RunFolder
 
 TINY = ProgressiveConfig(
     stage1_length=512, stage2_length=1024,
@@ -50,10 +52,23 @@ def test_pipeline_refuses_other_settings_and_bad_lengths(tmp_path):
     folder = tmp_path / "q"
     folder.mkdir()
     (folder / "params.json").write_text(json.dumps({"model": "teaching-ci", "config": {"stage1_length": 9}}))
-    with pytest.raises(ProgressiveError, match="made with other settings"):
-        run_progressive("teaching-ci", TINY, folder, progress=False)
+    with pytest.raises(ProgressiveError, match="written by an older workbench .*start a new run folder"):
+        run_progressive("teaching-ci", TINY, folder, progress=False)  # the format before one params.json
+    other = tmp_path / "o"
+    RunFolder.open(other, "progressive", {"model": "teaching-ci", "config": replace(TINY, stage2_length=2048).to_dict()},
+                   resume=False)
+    with pytest.raises(ProgressiveError, match="made with different settings: config.stage2_length: 2048 in the "
+                                               "folder, 1024 now$"):
+        run_progressive("teaching-ci", TINY, other, progress=False)
     with pytest.raises(ProgressiveError, match="lengths must grow"):
         run_progressive("teaching-ci", ProgressiveConfig(stage1_length=1024, stage2_length=512), tmp_path / "r")
+
+
+def test_a_stage_n_hat_the_next_stage_would_drop_is_refused():
+    for name in ("search1", "search2"):
+        with pytest.raises(ProgressiveError, match=f"{name}: n_hat_stage=True is not allowed: the next stage "
+                                                   "composes the long factors only"):
+            ProgressiveConfig.with_overrides(512, 1024, **{name: {"n_hat_stage": True}})
 
 
 def test_with_overrides_updates_each_stage_budget_instead_of_replacing_it():

@@ -63,12 +63,26 @@ def test_longrope2_space_is_strictly_increasing_from_s():
     assert len(full) == 32 and full[0] == 1.0 and full[19] == child[0] / GRID
 
 
-def test_racing_bound():
+def test_heuristic_racing_rule():
     t = Threshold(nll=[3.0, 3.0, 3.0], floor=[2.9, 2.8, 2.9])
     assert not hopeless([3.05], t)  # 0.05 behind, 0.3 of slack left
     assert hopeless([3.5], t)  # 0.5 behind, at most 0.3 to gain
     assert not hopeless([2.0], t) and hopeless([3.2, 3.1], t)
     assert not hopeless([9.0], None)
+    # the counter-example: the floor is a guess, not a bound; this candidate would have become a parent
+    assert hopeless([4.1], Threshold(nll=[3.0, 3.0, 3.0], floor=[2.5, 2.5, 2.5])) and 4.1 + 2.0 + 2.0 < 9.0
+
+
+def test_exact_racing_stops_only_candidates_that_cannot_win():
+    t = Threshold(nll=[3.0, 3.0, 3.0])  # no floor: a loss is never below 0
+    assert not hopeless([4.1], t) and not hopeless([4.1, 2.0], t)  # [4.1, 2.0, 2.0] beats the parent: kept
+    assert not hopeless([8.9], t) and hopeless([9.01], t) and hopeless([5.0, 4.5], t)
+    rng = random.Random(0)
+    for _ in range(2000):  # never drops a candidate whose complete losses beat the threshold
+        parent = [rng.uniform(0.5, 6) for _ in range(4)]
+        child = [rng.uniform(0.5, 6) for _ in range(4)]
+        stopped = any(hopeless(child[:k], Threshold(parent)) for k in range(1, 4))
+        assert not (stopped and sum(child) / 4 < sum(parent) / 4)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -77,11 +91,22 @@ def test_racing_bound():
     (dict(mutation_p=1.5), "mutation_p=1.5 is not allowed: a probability in \\[0, 1\\]"),
     (dict(crossover_p=-0.1), "crossover_p=-0.1 is not allowed"),
     (dict(mode="longrope3"), "mode='longrope3' is not allowed"),
-    (dict(max_factor="2s"), "max_factor='2s' is not allowed"),
+    (dict(max_factor="3s"), "max_factor='3s' is not allowed"),
+    (dict(racing="maybe"), "racing='maybe' is not allowed: one of \\('exact', 'heuristic', 'off'\\)"),
+    (dict(attention_policy="bogus"), "attention_policy='bogus' is not allowed"),
+    (dict(attention_policy="constant"), "attention_policy='constant' is not allowed: .*fixed attention_factor"),
 ])
 def test_config_errors(kwargs, message):
     with pytest.raises(SearchError, match=message):
         SearchConfig(target_length=512, **kwargs)
+
+
+def test_max_factor_defaults_follow_the_mode():
+    assert SearchConfig(target_length=2048).max_factor_for(8) == 9  # LongRoPE: 1 + s
+    assert SearchConfig(target_length=2048, mode="longrope2").max_factor_for(8) == 16  # LongRoPE2: 2s
+    assert SearchConfig(target_length=2048, mode="longrope2", max_factor="1+s").max_factor_for(8) == 9
+    assert SearchConfig(target_length=2048, max_factor="1.25s").max_factor_for(8) == 10
+    assert SearchConfig(target_length=2048, max_factor=12.5).max_factor_for(8) == 12.5
 
 
 def test_target_and_max_factor_errors(teaching, tmp_path):
@@ -104,21 +129,28 @@ def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching
     assert len(keys) == len(set(keys)) == a.evaluations  # no candidate evaluated twice
     assert any("|4|" in k or "|64|" in k for k in keys)  # the n_hat stage ran
     assert set(a.baselines) == {"linear", "ntk", "yarn"}
+    assert a.baseline_labels == {"linear": "PI seed", "ntk": "NTK seed", "yarn": "YaRN seed"}
     assert a.rope_parameters is not None or a.best_n_hat > 0
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert set(report["settings"]) == {"searched", "linear", "ntk", "yarn"} and 0 <= report["wins_vs_yarn"] <= 1
+    assert 0 <= report["document_wins_vs_yarn"] <= 1 and len(report["source_documents"]) <= len(report["documents"])
     other = run_search(teaching.model, teaching.tokenizer, SearchConfig(**{**TINY, "seed": 1}), tmp_path / "c",
                        report=False)
     assert other.evaluations == a.evaluations
 
 
-def test_racing_saves_forwards_and_plain_mode_evaluates_everything(teaching, tmp_path):
+def test_racing_saves_forwards_and_exact_racing_ends_like_the_plain_algorithm(teaching, tmp_path):
     cfg = dict(TINY, generations=4, n_documents=4, n_hat_stage=False)
-    raced = run_search(teaching.model, teaching.tokenizer, SearchConfig(**cfg), tmp_path / "r", report=False)
-    plain = run_search(teaching.model, teaching.tokenizer, SearchConfig(**cfg, racing=False), tmp_path / "p",
-                       report=False)
+    runs = {mode: run_search(teaching.model, teaching.tokenizer, SearchConfig(**cfg, racing=mode), tmp_path / mode,
+                             report=False) for mode in ("exact", "heuristic", "off")}
+    plain, exact, heuristic = runs["off"], runs["exact"], runs["heuristic"]
     assert plain.tokens_saved_by_racing == 0 and plain.tokens_forwarded == plain.evaluations * 4 * 512
-    assert raced.tokens_saved_by_racing > 0 and raced.tokens_forwarded < plain.tokens_forwarded
+    assert heuristic.tokens_saved_by_racing > 0 and heuristic.tokens_forwarded < plain.tokens_forwarded
+    assert exact.tokens_forwarded == plain.tokens_forwarded - exact.tokens_saved_by_racing
+    assert exact.racing == "exact" and SearchConfig(**cfg, racing=True).racing == "exact"
+    # exact racing drops no future parent: every generation keeps the plain algorithm's parents
+    assert [g["parents"] for g in exact.generations] == [g["parents"] for g in plain.generations]
+    assert exact.best_factors == plain.best_factors and exact.best_fitness == plain.best_fitness
 
 
 def test_longrope2_mode(teaching, tmp_path):

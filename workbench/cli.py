@@ -27,6 +27,7 @@ from .hf import (
 )
 from .rope import SpecError, available_methods, make_spec
 from .rope.diagnostics import format_pair_table, pair_diagnostics
+from .search.config import PRESETS as SEARCH_PRESETS
 
 
 class CliError(Exception):
@@ -68,10 +69,10 @@ def _finite_float(low: float, strict: bool = True, what: str = "") -> Any:
 
 
 def _max_factor(text: str) -> str | float:
-    """--max-factor: '1+s', '1.25s' or a finite number >= 1."""
-    if text in ("1+s", "1.25s"):
+    """--max-factor: '1+s', '1.25s', '2s' or a finite number >= 1."""
+    if text in ("1+s", "1.25s", "2s"):
         return text
-    return _finite_float(1.0, strict=False, what=", '1+s' or '1.25s'")(text)
+    return _finite_float(1.0, strict=False, what=", '1+s', '1.25s' or '2s'")(text)
 
 
 def _json_flag(flag: str, text: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -530,19 +531,11 @@ def cmd_teaching(args: argparse.Namespace) -> int:
     return 0
 
 
-SEARCH_PRESETS = {
-    "full": {},  # the SPEC defaults: population 64, 32 parents, 16 + 16 children, 40 generations
-    "small": {"population": 16, "parents": 8, "mutants": 4, "crossovers": 4, "generations": 6, "n_hat_top": 2},
-    "tiny": {"population": 6, "parents": 3, "mutants": 2, "crossovers": 1, "generations": 2, "n_hat_top": 1,
-             "n_hat_choices": (0, 4)},
-}
-
-
 def _distributed() -> Any:
     """Under accelerate launch / torchrun: an Accelerator (it initialises the process group), else None."""
-    import os
+    from . import distributed
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not distributed.launched():
         return None
     import torch
     from accelerate import Accelerator
@@ -553,6 +546,7 @@ def _distributed() -> Any:
 def cmd_search(args: argparse.Namespace) -> int:
     import torch
 
+    from . import distributed
     from .models import load_model
     from .search import SearchConfig, run_search
 
@@ -569,43 +563,47 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.factors:
         params["user_seeds"] = (tuple(_load_factors(args.factors)),)
     config = SearchConfig(target_length=args.target_length, mode=args.mode, corpus=args.corpus,
-                          n_documents=args.documents, racing=not args.no_racing, n_hat_stage=not args.no_n_hat,
+                          n_documents=args.documents, racing="off" if args.no_racing else args.racing,
+                          n_hat_stage=not args.no_n_hat,
                           **params)
     if args.resume and not (Path(args.run_dir) / "params.json").is_file():
         raise CliError(f"--resume --run-dir {args.run_dir!r}: "
                        + ("it does not exist" if not Path(args.run_dir).exists() else "it holds no search "
                           "(no params.json)") + "; check the path, or drop --resume to start a new search there")
     lm = load_model(args.model)
-    rank = accelerator.process_index if accelerator else 0
-    if rank == 0:
+    if distributed.is_main():
         print(f"search: {args.model}, {config.mode} to {config.target_length} tokens, budget "
-              f"{config.evaluations_budget} evaluations on {config.n_documents} {config.corpus} documents"
-              f"{f', {accelerator.num_processes} processes' if accelerator else ''} -> {args.run_dir}", flush=True)
+              f"{config.evaluations_budget} evaluations on {config.n_documents} {config.corpus} documents, "
+              f"racing {config.racing}"
+              f"{f', {distributed.world_size()} processes' if accelerator else ''} -> {args.run_dir}", flush=True)
 
     result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=ConsoleSink(),
                         model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
+    distributed.shutdown()
     if result is None:
         return 0
-    print(f"best PPL {result.best_fitness:.4f} (seeds: " + ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items())
+    print(f"best PPL {result.best_fitness:.4f} (seeds, with the search's attention factor: "
+          + ", ".join(f"{result.baseline_labels.get(k, k)} {v:.4f}" for k, v in result.baselines.items())
           + f"); n_hat {result.best_n_hat}; {result.evaluations} evaluations ({result.evaluations_replayed} from the "
-          f"journal), {result.tokens_forwarded:,} token-forwards, {result.tokens_saved_by_racing:,} saved by racing, "
-          f"{result.seconds:.0f} s" + (" — STOPPED" if result.stopped else ""))
+          f"journal), {result.tokens_forwarded:,} token-forwards, {result.tokens_saved_by_racing:,} saved by "
+          f"{result.racing} racing, {result.seconds:.0f} s" + (" — STOPPED" if result.stopped else ""))
     print("best factors: " + json.dumps([round(x, 2) for x in result.best_factors]))
     report = Path(args.run_dir) / "report.json"
     if report.exists():
         rep = json.loads(report.read_text())
         s = rep["settings"]
-        print("held-out: " + ", ".join(f"{k} {v['ppl']:.3f}" for k, v in s.items()) +
-              f"; searched better than YaRN on {rep['wins_vs_yarn']:.0%} of {len(rep['documents'])} documents")
+        n_docs = len(rep.get("source_documents", []))
+        per_doc = (f" and on {rep['document_wins_vs_yarn'] * n_docs:.0f} of the {n_docs} held-out documents they "
+                   "come from" if "document_wins_vs_yarn" in rep else "")
+        print("held-out: " + ", ".join(f"{k} {v['ppl']:.3f}" for k, v in s.items()) + "; searched better than YaRN "
+              f"on {rep['wins_vs_yarn'] * len(rep['documents']):.0f} of {len(rep['documents'])} windows{per_doc}")
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
+    from . import distributed
     from .models import load_model
     from .train import TrainConfig, finetune
 
@@ -630,8 +628,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     # under accelerate launch, finetune's Accelerator joins the process group from the environment
     result = finetune(lm.model, lm.tokenizer, spec, cfg, args.run_dir, resume=args.resume, model_name=args.model,
                       progress=not args.quiet)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    distributed.shutdown()
     if result.final_dir and not result.history and result.resumed_from == cfg.steps:
         print(f"{args.run_dir} was already complete: {cfg.steps} of {cfg.steps} steps{_last_loss(args.run_dir)}; "
               f"nothing to do; the model is in {result.final_dir}")
@@ -657,6 +654,7 @@ def _last_loss(run_dir: str) -> str:
 def cmd_progressive(args: argparse.Namespace) -> int:
     import torch
 
+    from . import distributed
     from .progressive import STAGE_BUDGETS, ProgressiveConfig, run_progressive
 
     if args.threads:
@@ -666,8 +664,7 @@ def cmd_progressive(args: argparse.Namespace) -> int:
                                            eval_documents=args.eval_documents, seed=args.seed, **budgets)
 
     result = run_progressive(args.model, cfg, args.run_dir, sink=ConsoleSink(train_every=20), progress=False)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    distributed.shutdown()
     if result is None:
         return 0
     r = result.report
@@ -798,11 +795,17 @@ def _add_search_parser(sub: Any) -> None:
     for name in ("population", "parents", "mutants", "crossovers", "generations", "critical-dim",
                  "critical-dim-span", "seed"):
         sp.add_argument(f"--{name}", type=POSITIVE if name in ("population", "parents", "critical-dim") else NON_NEGATIVE)
-    sp.add_argument("--max-factor", type=_max_factor, help="'1+s' (default), '1.25s' or a number")
+    sp.add_argument("--max-factor", type=_max_factor,
+                    help="'1+s' (LongRoPE's default), '1.25s', '2s' (LongRoPE2's default) or a number >= s")
     sp.add_argument("--factors", help="JSON file with a factor list to seed the population with")
     sp.add_argument("--documents", type=POSITIVE, default=3, help="fitness documents (train split)")
     sp.add_argument("--corpus", default="shakespeare")
-    sp.add_argument("--no-racing", action="store_true", help="the plain algorithm: every candidate on every document")
+    sp.add_argument("--racing", choices=["exact", "heuristic", "off"], default="exact",
+                    help="stop hopeless candidates early. exact (default): only when their losses so far already "
+                         "exceed what they must beat, so the result is the plain algorithm's; heuristic: also "
+                         "guesses the remaining documents' losses from the best seen (saves more, may drop a "
+                         "future parent); off: every candidate on every document")
+    sp.add_argument("--no-racing", action="store_true", help="the same as --racing off")
     sp.add_argument("--no-n-hat", action="store_true", help="skip the n_hat stage")
     sp.add_argument("--no-report", action="store_true", help="skip the held-out report")
     sp.add_argument("--report-documents", type=POSITIVE, default=20)

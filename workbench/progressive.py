@@ -1,9 +1,10 @@
-"""Progressive extension (LongRoPE, SPEC section 4): search -> fine-tune -> search again -> recover short context.
+"""Progressive extension (LongRoPE): search -> fine-tune -> search again -> recover short context.
 
     01-search1    factors for L1 = s1 x L0 on the original model
     02-finetune   fine-tune at L1 with them
     03-search2    factors for L2 = s2 x L1 on the fine-tuned model, on top of the stage-1 factors
-                  (the composed long factor is the product)
+                  (the composed long factor is the product; n_hat is not composed, so the first two
+                  searches run without their n_hat stage)
     04-recovery   short factors for L0 on the fine-tuned model, the final long factors fixed
     final/        the fine-tuned weights with short and long factors in rope_parameters
     report.json   perplexity at each length: no fine-tuning, after stage 1, after stage 2; and at L0:
@@ -11,7 +12,7 @@
 
 Every stage writes its own folder and is skipped when complete, resumed when started (search journals,
 training checkpoints): the pipeline resumes at the stage where it stopped. Under ``accelerate launch``
-the searches and the fine-tuning use every process; rank 0 writes the results the other ranks read.
+the searches and the fine-tuning use every process; process 0 writes the results the others read.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from typing import Any
 
 import torch
 
-from .events import Event, JsonlSink, Sink, fan_out, null_sink, read_events
+from . import distributed
+from .events import Event, Sink, fan_out, null_sink, read_events
 from .hf import model_geometry
 from .rope import LongRopeSpec, spec_from_dict
-from .runs import claim
+from .runs import RunFolder, RunFolderError
 from .search import LongTarget, SearchConfig, ShortTarget, run_search
 from .train import TrainConfig, finetune, load_finetuned, save_model
-
-STAGES = ("search1", "finetune", "search2", "recovery", "final", "report")
 
 
 class ProgressiveError(ValueError):
@@ -103,6 +103,10 @@ class ProgressiveConfig:
                 SearchConfig(target_length=self.stage2_length, corpus=self.corpus, seed=self.seed, **budget)
             except SearchError as e:
                 raise ProgressiveError(f"{name}: {e}") from None
+        for name in ("search1", "search2"):  # the next stage composes long factors only: it would drop an n_hat
+            if getattr(self, name).get("n_hat_stage", True):
+                raise ProgressiveError(f"{name}: n_hat_stage=True is not allowed: the next stage composes the long "
+                                       "factors only and would drop an n_hat > 0; leave it False")
         if not isinstance(self.train, dict):
             raise ProgressiveError(f"train={self.train!r} is not allowed: a dict of TrainConfig overrides")
         allowed = set(TrainConfig.__dataclass_fields__) - {"seq_len", "corpora", "seed"}
@@ -118,22 +122,11 @@ class ProgressiveConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
-def _rank() -> int:
-    d = torch.distributed
-    return d.get_rank() if d.is_available() and d.is_initialized() else 0
-
-
 def _device() -> torch.device:
     """This process's GPU (its LOCAL_RANK under accelerate launch) when there is one, else the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
-
-
-def _barrier() -> None:
-    d = torch.distributed
-    if d.is_available() and d.is_initialized():
-        d.barrier()
 
 
 @dataclass
@@ -151,38 +144,12 @@ class ProgressiveResult:
 def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | Path, *, sink: Sink = null_sink,
                     stop: Any = lambda: False, progress: bool = True) -> ProgressiveResult | None:
     """Run (or resume) the whole pipeline for a named model; returns the result on rank 0."""
-    from .models import load_model, load_model_config
+    from .models import load_model
 
     folder = Path(run_dir)
-    rank = _rank()
-    L0 = model_geometry(load_model_config(model_name)).original_max_position_embeddings  # the config only: fast
-    if not L0 < config.stage1_length:
-        raise ProgressiveError(f"stage1_length={config.stage1_length} is not allowed: lengths must grow: "
-                               f"L0={L0} < stage1_length < stage2_length={config.stage2_length}")
-    claim(folder, "progressive")
-    folder.mkdir(parents=True, exist_ok=True)
-    params = folder / "params.json"
-    ident = {"kind": "progressive", "model": model_name, "config": config.to_dict()}
-    if rank == 0:
-        if params.exists() and {"kind": "progressive", **json.loads(params.read_text())} != ident:
-            from .search import _differences
-
-            raise ProgressiveError(f"cannot resume {folder}: made with other settings: "
-                                   + "; ".join(_differences(json.loads(params.read_text()), ident)))
-        params.write_text(json.dumps(ident, indent=1))
-    events = fan_out([sink, JsonlSink(folder / "events.jsonl") if rank == 0 else None])
-    t0 = time.time()
-    clock = [t0]
-    stages: dict[str, Any] = {}
-
-    def stage(name: str, info: dict) -> None:
-        """A stage is complete: ``seconds`` since the call began, ``stage_seconds`` spent on it in this call
-        (about 0 when a resumed run found it done)."""
-        now = time.time()
-        stages[name] = info
-        events(Event("progressive.stage", {"stage": name, **info, "seconds": now - t0, "stage_seconds": now - clock[0]}))
-        clock[0] = now
-
+    rank = distributed.rank()
+    events = fan_out([sink, _open_folder(model_name, config, folder).sink])
+    stage = _Stages(events)
     original = load_model(model_name)
     original.model.to(_device())  # the searches and the report run where the fine-tuning does
     L0 = model_geometry(original.model).original_max_position_embeddings
@@ -200,15 +167,8 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
 
     # ---- stage 2: fine-tune at L1 -------------------------------------------------------------------
     ft_dir = folder / "02-finetune"
-    if not (ft_dir / "model" / "workbench_rope.json").exists():
-        tcfg = TrainConfig(seq_len=L1, corpora=(config.corpus,), seed=config.seed, **config.train)
-        model = load_model(model_name).model  # a fresh copy: the original stays for the report
-        events(Event("progressive.start", {"stage": "finetune"}))
-        result = finetune(model, original.tokenizer, spec1, tcfg, ft_dir, resume=(ft_dir / "params.json").exists(),
-                          sink=events, stop=stop, progress=progress and rank == 0, model_name=model_name)
-        if result.stopped:
-            return None
-        _barrier()
+    if not _finetune_stage(model_name, original.tokenizer, spec1, config, ft_dir, events, stop, progress):
+        return None
     tuned, tokenizer, _ = load_finetuned(ft_dir / "model")
     tuned.to(_device())
     train_log = [e.data for e in read_events(ft_dir / "events.jsonl") if e.kind == "train.step"]
@@ -216,49 +176,96 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
                        "loss_first": train_log[0]["loss"] if train_log else None,
                        "loss_last": train_log[-1]["loss"] if train_log else None})
 
-    # ---- stage 3: search again on the fine-tuned model, on top of the stage-1 factors ----------------------
+    # ---- stage 3: search again on the fine-tuned model, on top of the stage-1 factors; 4: recovery at L0 -----
     geom = dict(head_dim=spec1.head_dim, rope_theta=spec1.rope_theta, original_max_position_embeddings=L0)
-    s2_dir = folder / "03-search2"
     cfg2 = SearchConfig(target_length=L2, corpus=config.corpus, seed=config.seed, **config.search2)
     target2 = LongTarget(geom, L2, cfg2.attention_policy, base_factors=spec1.long_factor, base_length=L1)
-    spec2 = _search_stage(tuned, tokenizer, cfg2, s2_dir, f"{model_name}+finetune", events, stop, target2)
+    spec2 = _search_stage(tuned, tokenizer, cfg2, folder / "03-search2", f"{model_name}+finetune", events, stop, target2)
     if spec2 is None:
         return None
-    stage("search2", {"length": L2, "long_factor": list(spec2.long_factor), "fitness": _fitness(s2_dir)})
-
-    # ---- stage 4: short-context recovery at L0 ------------------------------------------------------------
-    rec_dir = folder / "04-recovery"
-    max_short = config.recovery_max_factor or max(spec1.long_factor)
-    cfg_r = SearchConfig(target_length=L0, corpus=config.corpus, seed=config.seed, max_factor=max(1.0, max_short),
-                         **config.recovery)
-    target_r = ShortTarget(geom, spec2.long_factor, spec2.factor, cfg_r.attention_policy)
-    spec_r = _search_stage(tuned, tokenizer, cfg_r, rec_dir, f"{model_name}+finetune", events, stop, target_r)
+    stage("search2", {"length": L2, "long_factor": list(spec2.long_factor), "fitness": _fitness(folder / "03-search2")})
+    spec_r = recover_short_context(tuned, tokenizer, spec2, folder / "04-recovery", budget=config.recovery,
+                                   max_factor=config.recovery_max_factor or max(spec1.long_factor), corpus=config.corpus,
+                                   seed=config.seed, model_name=f"{model_name}+finetune", sink=events, stop=stop)
     if spec_r is None:
         return None
-    stage("recovery", {"length": L0, "short_factor": list(spec_r.short_factor), "fitness": _fitness(rec_dir)})
+    stage("recovery", {"length": L0, "short_factor": list(spec_r.short_factor), "fitness": _fitness(folder / "04-recovery")})
 
-    # ---- the final model --------------------------------------------------------------------------------
+    # ---- the final model, and the report (process 0) -------------------------------------------------------
     final_dir = folder / "final"
     if rank == 0 and not (final_dir / "workbench_rope.json").exists():
         save_model(tuned, tokenizer, spec_r, final_dir)
-    _barrier()
+    distributed.barrier()
     stage("final", {"dir": str(final_dir), "spec": spec_r.to_dict()})
-
-    # ---- report -------------------------------------------------------------------------------------
     report = None
     if rank == 0:
-        report_path = folder / "report.json"
-        if report_path.exists():
-            report = json.loads(report_path.read_text())
-        else:
-            report = progressive_report(original, tuned, tokenizer, spec1, spec2, spec_r, config, L0, L1, L2,
-                                        events, progress)
-            report_path.write_text(json.dumps(report, indent=1))
+        report = _report_stage(folder / "report.json", lambda: progressive_report(
+            original, tuned, tokenizer, spec1, spec2, spec_r, config, L0, L1, L2, events, progress))
         stage("report", {k: v for k, v in report.items() if k != "per_document"})
-    _barrier()
+    distributed.barrier()
     if rank != 0:
         return None
-    return ProgressiveResult(str(folder), stages, report, str(final_dir), time.time() - t0)
+    return ProgressiveResult(str(folder), stage.done, report, str(final_dir), time.time() - stage.t0)
+
+
+def _report_stage(path: Path, make: Any) -> dict[str, Any]:
+    """The report at ``path``, made (by ``make()``) and written when it is not there yet."""
+    if path.exists():
+        return json.loads(path.read_text())
+    report = make()
+    path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _open_folder(model_name: str, config: ProgressiveConfig, folder: Path) -> RunFolder:
+    """The pipeline's run folder, new or resumed, after the lengths are checked against the model's config."""
+    from .models import load_model_config
+
+    L0 = model_geometry(load_model_config(model_name)).original_max_position_embeddings  # the config only: fast
+    if not L0 < config.stage1_length:
+        raise ProgressiveError(f"stage1_length={config.stage1_length} is not allowed: lengths must grow: "
+                               f"L0={L0} < stage1_length < stage2_length={config.stage2_length}")
+    try:
+        return RunFolder.open(folder, "progressive", {"model": model_name, "config": config.to_dict()},
+                              resume=(folder / "params.json").exists())
+    except RunFolderError as e:
+        raise ProgressiveError(str(e)) from None
+
+
+class _Stages:
+    """Records each completed stage and reports it: ``seconds`` since the pipeline's call began,
+    ``stage_seconds`` spent on it in this call (about 0 when a resumed run found it done)."""
+
+    def __init__(self, events: Sink) -> None:
+        self.events, self.t0 = events, time.time()
+        self.clock = self.t0
+        self.done: dict[str, Any] = {}
+
+    def __call__(self, name: str, info: dict) -> None:
+        now = time.time()
+        self.done[name] = info
+        self.events(Event("progressive.stage", {"stage": name, **info, "seconds": now - self.t0,
+                                                "stage_seconds": now - self.clock}))
+        self.clock = now
+
+
+def _finetune_stage(model_name: str, tokenizer: Any, spec1: Any, config: ProgressiveConfig, ft_dir: Path,
+                    events: Sink, stop: Any, progress: bool) -> bool:
+    """Fine-tune a fresh copy of the model at L1 with the stage-1 factors (or resume, or skip when done);
+    False when stopped."""
+    from .models import load_model
+
+    if (ft_dir / "model" / "workbench_rope.json").exists():
+        return True
+    tcfg = TrainConfig(seq_len=config.stage1_length, corpora=(config.corpus,), seed=config.seed, **config.train)
+    model = load_model(model_name).model  # a fresh copy: the original stays for the report
+    events(Event("progressive.start", {"stage": "finetune"}))
+    result = finetune(model, tokenizer, spec1, tcfg, ft_dir, resume=(ft_dir / "params.json").exists(), sink=events,
+                      stop=stop, progress=progress and distributed.is_main(), model_name=model_name)
+    if result.stopped:
+        return False
+    distributed.barrier()
+    return True
 
 
 def _fitness(folder: Path) -> float | None:
@@ -273,13 +280,9 @@ def _search_stage(model: Any, tokenizer: Any, cfg: SearchConfig, folder: Path, m
         events(Event("progressive.start", {"stage": folder.name}))
         result = run_search(model, tokenizer, cfg, folder, resume=(folder / "params.json").exists(), sink=events,
                             stop=stop, model_name=model_name, report=False, target=target)
-        stopped = result.stopped if result is not None else False
-        box = [stopped]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast_object_list(box, src=0)
-        if box[0]:
+        if distributed.broadcast(result.stopped if result is not None else False):  # process 0's result decides
             return None
-    _barrier()
+    distributed.barrier()
     return spec_from_dict(json.loads((folder / "result.json").read_text())["spec"])
 
 
@@ -292,7 +295,7 @@ def progressive_report(original: Any, tuned: Any, tokenizer: Any, spec1: Any, sp
     from dataclasses import replace
 
     from .data import samples
-    from .evaluate import compare_methods, perplexity
+    from .evaluate import compare_methods
 
     docs = samples(tokenizer, config.corpus, "heldout", L2, config.eval_documents, per_document=4, progress=False)
     lengths = [L0, L1, L2]
@@ -303,24 +306,63 @@ def progressive_report(original: Any, tuned: Any, tokenizer: Any, spec1: Any, sp
         results = compare_methods(model, {label: spec}, docs, lengths, progress=progress, sink=sink)
         rows[label] = {str(r.length): r.ppl for r in results}
         per_doc[label] = {str(r.length): r.per_document_ppl for r in results}
-    short_docs = samples(tokenizer, config.corpus, "heldout", L0, config.eval_documents * 2, per_document=8,
-                         progress=False)
-    at_L0 = {
-        "original": perplexity(original.model, short_docs, length=L0, label="original", progress=progress).ppl,
-        "before recovery": perplexity(tuned, short_docs, spec=replace(spec_r, short_factor=None), length=L0,
-                                      label="before recovery", progress=progress).ppl,
-        "after recovery": perplexity(tuned, short_docs, spec=spec_r, length=L0, label="after recovery",
-                                     progress=progress).ppl,
-    }
+    short = short_context_report(original.model, tuned, tokenizer, replace(spec_r, short_factor=None), spec_r,
+                                 corpus=config.corpus, documents=config.eval_documents * 2, progress=progress)
+    at_L0 = short["ppl_at_L0"]
     stage2_vs_stage1 = rows["after stage 2"][str(L2)] / rows["after stage 1"][str(L1)]
     return {
         "lengths": lengths, "ppl": rows, "ppl_at_L0": at_L0,
         "stage2_at_L2_over_stage1_at_L1": stage2_vs_stage1,
         "recovery_vs_original_at_L0": at_L0["after recovery"] / at_L0["original"] - 1,
-        "documents": [d.label for d in docs], "short_documents": len(short_docs),
+        "documents": [d.label for d in docs], "short_documents": short["documents"],
         "targets": {"stage2_at_L2_over_stage1_at_L1": "<= 1.2", "recovery_vs_original_at_L0": "<= +2%"},
         "met": {"stage2": stage2_vs_stage1 <= 1.2,
                 "recovery": at_L0["after recovery"] / at_L0["original"] - 1 <= 0.02},  # at most 2% worse
         "per_document": per_doc,
         "not_finite": [k for k, v in rows.items() if any(not math.isfinite(x) for x in v.values())],
     }
+
+
+def recover_short_context(model: Any, tokenizer: Any, long_spec: LongRopeSpec, run_dir: str | Path, *,
+                          budget: dict | None = None, max_factor: float | None = None, corpus: str = "shakespeare",
+                          seed: int = 0, model_name: str = "model", sink: Sink = null_sink,
+                          stop: Any = lambda: False) -> LongRopeSpec | None:
+    """Stage 4 on its own: search short factors for inputs up to L0 on a model extended with ``long_spec``'s long
+    factors (kept fixed), in ``run_dir`` (resumed or skipped when done, as in :func:`run_progressive`).
+
+    Args:
+        budget: search settings (population, generations, n_documents, ...); default: the pipeline's recovery budget.
+        max_factor: the short factors' upper bound (default: the largest long factor).
+    Returns:
+        ``long_spec`` with the recovered ``short_factor``; None when stopped.
+    """
+    L0 = long_spec.original_max_position_embeddings
+    geom = dict(head_dim=long_spec.head_dim, rope_theta=long_spec.rope_theta, original_max_position_embeddings=L0)
+    settings = ProgressiveConfig.__dataclass_fields__["recovery"].default_factory() if budget is None else budget
+    cap = max(1.0, max_factor or max(long_spec.long_factor))
+    cfg = SearchConfig(target_length=L0, corpus=corpus, seed=seed, max_factor=cap, **settings)
+    target = ShortTarget(geom, long_spec.long_factor, long_spec.factor, cfg.attention_policy)
+    return _search_stage(model, tokenizer, cfg, Path(run_dir), model_name, sink, stop, target)
+
+
+def short_context_report(original: Any, extended: Any, tokenizer: Any, long_spec: LongRopeSpec,
+                         recovered: LongRopeSpec, *, corpus: str = "shakespeare", documents: int = 16,
+                         progress: bool = False) -> dict[str, Any]:
+    """Held-out perplexity at L0 of the original model, the extended one before recovery (short factors all 1)
+    and after it, and the change after recovery against the original (LongRoPE's target: at most +2 %)."""
+    from dataclasses import replace
+
+    from .data import samples
+    from .evaluate import perplexity
+
+    L0 = long_spec.original_max_position_embeddings
+    docs = samples(tokenizer, corpus, "heldout", L0, documents, per_document=8, progress=False)
+    at_L0 = {
+        "original": perplexity(original, docs, length=L0, label="original", progress=progress).ppl,
+        "before recovery": perplexity(extended, docs, spec=replace(recovered, short_factor=None), length=L0,
+                                      label="before recovery", progress=progress).ppl,
+        "after recovery": perplexity(extended, docs, spec=recovered, length=L0, label="after recovery",
+                                     progress=progress).ppl,
+    }
+    return {"ppl_at_L0": at_L0, "recovery_vs_original_at_L0": at_L0["after recovery"] / at_L0["original"] - 1,
+            "documents": len(docs)}

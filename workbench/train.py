@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from .data import split_documents, tokenized
-from .events import Event, JsonlSink, Sink, fan_out, null_sink
+from .events import Event, Sink, fan_out, null_sink
 from .hf import export_config, hf_config_from_dict, spec_from_hf
 from .models import atomic_dir
 from .patch import patch
@@ -48,7 +49,7 @@ class TrainError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fine-tuning parameters (SPEC section 4 defaults). ``corpora`` are read from their train split only."""
+    """Fine-tuning parameters (the LongRoPE / LongRoPE2 papers' defaults); ``corpora``: their train split only."""
 
     seq_len: int
     steps: int = 400
@@ -236,7 +237,7 @@ def _attention_implementation(cfg: TrainConfig) -> str:
 
 
 def _identity(model: Any, spec: RopeSpec, cfg: TrainConfig, model_name: str) -> dict[str, Any]:
-    from .search import model_fingerprint
+    from .runs import model_fingerprint
 
     return {"model": model_name, "model_fingerprint": model_fingerprint(model), "spec": spec.to_dict(),
             "config": cfg.to_dict()}
@@ -255,6 +256,22 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _open_run_folder(folder: Path, model: Any, spec: RopeSpec, cfg: TrainConfig, model_name: str,
+                     resume: bool) -> Any:
+    """The fine-tune's run folder, new or resumed (checked on the main process, every process told).
+
+    Raises:
+        TrainError: the folder holds another kind of run, a fine-tune with other settings, or nothing to resume.
+    """
+    from .runs import RunFolder, RunFolderError
+
+    try:
+        return RunFolder.open(folder, "finetune", _identity(model, spec, cfg, model_name), resume, spec=spec)
+    except RunFolderError as e:
+        raise TrainError(str(e).replace("it was made with different settings", "its checkpoints are from other "
+                                                                                "settings")) from None
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -276,11 +293,9 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     Raises:
         TrainError: bad configuration, data too short for ``seq_len``, or a resume that does not match.
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from .evaluate import resolve_dtype
-    from .runs import folder_kind, folder_lock, made_by, versions
 
     folder = Path(run_dir)
     L0 = spec.original_max_position_embeddings
@@ -292,54 +307,18 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     if model.config._attn_implementation != impl:
         model.set_attn_implementation(impl)
     bf16 = resolve_dtype(cfg.dtype) == "bf16"
-    # bf16 through our own autocast, not Accelerator(mixed_precision=...): accelerate keeps that setting
-    # in a process-wide state, so a kernel that fine-tuned once in fp32 could never switch to bf16
-    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
-    acc.gradient_accumulation_steps = cfg.grad_accum
-    rank, world = acc.process_index, acc.num_processes
+    acc = _accelerator(accelerator, cfg)
+    world = acc.num_processes
     data = PackedData(tokenizer, cfg, L0)
 
-    ident = _identity(model, spec, cfg, model_name)
-    error = None
-    start_step, resumed_from = 0, None
-    params = folder / "params.json"
-    if acc.is_main_process:
-        held = folder_kind(folder)
-        if held not in (None, "finetune"):
-            error = f"{folder} holds a run of kind {held!r} ({made_by(folder)}), not a fine-tune: choose another folder"
-        elif resume and not params.exists():
-            error = (f"cannot resume {folder}: " + ("it does not exist" if not folder.exists() else
-                     "it holds no fine-tune (no params.json)") + "; check the path, or drop resume (--resume)")
-        elif params.exists():
-            if not resume:
-                error = f"{folder} already holds a fine-tuning run; pass resume=True (--resume) or another folder"
-            else:
-                from .search import _differences
-
-                diffs = _differences(json.loads(params.read_text()).get("identity", {}), ident)
-                if diffs:
-                    error = f"cannot resume {folder}: its checkpoints are from other settings: " + "; ".join(diffs)
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            params.write_text(json.dumps({"kind": "finetune", "identity": ident, "versions": versions(), "world_size": world,
-                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
-    box = [error]
-    if world > 1:
-        torch.distributed.broadcast_object_list(box, src=0)
-    if box[0]:
-        raise TrainError(box[0])
-
+    run = _open_run_folder(folder, model, spec, cfg, model_name, resume)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    loaded = _load_latest_checkpoint(folder, sink) if resume else None
-    if loaded is not None:
-        resumed_from, state = loaded
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_step = resumed_from
+    resumed_from = _restore(model, opt, folder, sink) if resume else None
+    start_step = resumed_from or 0
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
-    events = fan_out([sink, JsonlSink(folder / "events.jsonl") if acc.is_main_process else None])
+    events = fan_out([sink, run.sink])
     if start_step and acc.is_main_process:
         events(Event("train.resume", {"step": start_step, "steps": cfg.steps}))
     history: list[dict[str, float]] = []
@@ -348,7 +327,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     stopped = False
     use_mask = impl != "flash_attention_2"
     # one process trains in a folder at a time (the main one holds its lock while the steps run)
-    lock = folder_lock(folder, "a fine-tune") if acc.is_main_process else nullcontext()
+    lock = run.lock("a fine-tune") if acc.is_main_process else nullcontext()
     with lock, patch(model, spec):  # patch before prepare, so a DDP wrapper sees the final module tree
         prepared, opt = acc.prepare(model, opt)
         bar = tqdm(range(start_step, cfg.steps), desc="fine-tuning", disable=not (progress and acc.is_main_process),
@@ -357,34 +336,10 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
             if stop():
                 stopped = True
                 break
-            lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss_sum, n_tok = 0.0, 0
-            long_rows = 0
-            for micro in range(cfg.grad_accum):
-                b = data.batch(step, micro, rank, world)
-                long_rows += b.long
-                with acc.accumulate(prepared):
-                    with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                        out = prepared(input_ids=b.input_ids.to(acc.device),
-                                       position_ids=b.position_ids.to(acc.device),
-                                       attention_mask=b.attention_mask().to(acc.device) if use_mask else None,
-                                       labels=b.labels.to(acc.device), use_cache=False)
-                    acc.backward(out.loss)
-                    if acc.sync_gradients and cfg.clip:
-                        acc.clip_grad_norm_(prepared.parameters(), cfg.clip)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                loss_sum += float(out.loss.detach())
-                n_tok += int(b.input_ids.numel())
+            loss, n_tok, long_rows = _step(prepared, opt, acc, data, cfg, step, bf16, use_mask)
             tokens += n_tok * world
-            loss = loss_sum / cfg.grad_accum
-            if world > 1:
-                t = torch.tensor([loss], dtype=torch.float64)
-                torch.distributed.all_reduce(t)
-                loss = float(t) / world
-            row = {"step": step + 1, "loss": loss, "lr": lr, "seconds": time.time() - t0,
+            loss = distributed.all_mean(loss)
+            row = {"step": step + 1, "loss": loss, "lr": lr_at(step, cfg), "seconds": time.time() - t0,
                    "long_micro_batches": long_rows, "tokens": tokens}
             history.append(row)
             if acc.is_main_process:
@@ -395,18 +350,75 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
                 if acc.is_main_process:
                     _save_checkpoint(folder, step + 1, acc.unwrap_model(prepared), opt, events)
                 acc.wait_for_everyone()
-    # an accelerator configured for mixed precision (accelerate launch --mixed_precision, or one passed in)
-    # wraps the model's own forward in autocast in prepare(): undo that, or the caller's model would go
-    # on computing in bf16 after fine-tuning
+    final = _finish(acc, prepared, tokenizer, spec, folder / "model", None if stopped else events, cfg.steps, t0)
+    return TrainResult(steps=len(history) + start_step, history=history, seconds=time.time() - t0, tokens=tokens,
+                       final_dir=final, resumed_from=resumed_from, stopped=stopped)
+
+
+def _finish(acc: Any, prepared: Any, tokenizer: Any, spec: RopeSpec, target: Path, events: Sink | None, steps: int,
+            t0: float) -> str | None:
+    """Unwrap the model for the caller and (main process, unless stopped: ``events`` None) save it to ``target``.
+
+    An accelerator configured for mixed precision (accelerate launch --mixed_precision, or one passed in) wraps
+    the model's own forward in autocast in prepare(): unwrapping undoes that, or the caller's model would go on
+    computing in bf16 after fine-tuning.
+    """
     model = acc.unwrap_model(prepared, keep_fp32_wrapper=False)
     model.eval()
     final = None
-    if not stopped and acc.is_main_process:
-        final = str(save_model(model, tokenizer, spec, folder / "model"))
-        events(Event("train.done", {"steps": cfg.steps, "final_dir": final, "seconds": time.time() - t0}))
+    if events is not None and acc.is_main_process:
+        final = str(save_model(model, tokenizer, spec, target))
+        events(Event("train.done", {"steps": steps, "final_dir": final, "seconds": time.time() - t0}))
     acc.wait_for_everyone()
-    return TrainResult(steps=len(history) + start_step, history=history, seconds=time.time() - t0, tokens=tokens,
-                       final_dir=final, resumed_from=resumed_from, stopped=stopped)
+    return final
+
+
+def _accelerator(accelerator: Any, cfg: TrainConfig) -> Any:
+    """The given Accelerator, or one for this machine (it joins the process group under accelerate launch).
+
+    bf16 goes through our own autocast, not Accelerator(mixed_precision=...): accelerate keeps that setting
+    in a process-wide state, so a kernel that fine-tuned once in fp32 could never switch to bf16.
+    """
+    from accelerate import Accelerator
+
+    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    acc.gradient_accumulation_steps = cfg.grad_accum
+    return acc
+
+
+def _step(prepared: Any, opt: Any, acc: Any, data: PackedData, cfg: TrainConfig, step: int, bf16: bool,
+          use_mask: bool) -> tuple[float, int, int]:
+    """One optimizer step of ``grad_accum`` micro-batches: (this process's mean loss, tokens, long micro-batches)."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    loss_sum, n_tok, long_rows = 0.0, 0, 0
+    for micro in range(cfg.grad_accum):
+        b = data.batch(step, micro, acc.process_index, acc.num_processes)
+        long_rows += b.long
+        with acc.accumulate(prepared):
+            with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = prepared(input_ids=b.input_ids.to(acc.device), position_ids=b.position_ids.to(acc.device),
+                               attention_mask=b.attention_mask().to(acc.device) if use_mask else None,
+                               labels=b.labels.to(acc.device), use_cache=False)
+            acc.backward(out.loss)
+            if acc.sync_gradients and cfg.clip:
+                acc.clip_grad_norm_(prepared.parameters(), cfg.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        loss_sum += float(out.loss.detach())
+        n_tok += int(b.input_ids.numel())
+    return loss_sum / cfg.grad_accum, n_tok, long_rows
+
+
+def _restore(model: Any, opt: Any, folder: Path, sink: Sink) -> int | None:
+    """Load the newest loadable checkpoint into ``model`` and ``opt``; the step it was taken at (None: none)."""
+    loaded = _load_latest_checkpoint(folder, sink)
+    if loaded is None:
+        return None
+    step, state = loaded
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return step
 
 
 KEEP_CHECKPOINTS = 2  # the newest and the one before it, to fall back on if the newest is damaged

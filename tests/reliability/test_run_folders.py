@@ -103,3 +103,26 @@ def test_resuming_a_fine_tune_folder_that_does_not_exist_is_refused(tmp_path):
         finetune(lm.model, lm.tokenizer, spec_for_model(lm.model, "yarn", target_length=512),
                  TrainConfig(seq_len=512, steps=1), tmp_path / "typo", resume=True, progress=False)
     assert not (tmp_path / "typo").exists()
+
+
+def test_one_params_format_for_every_kind_and_an_older_folder_is_refused_with_what_to_do(finished_search, tmp_path):
+    import shutil
+
+    from workbench.runs import FORMAT, differences
+
+    keys = {"kind", "format", "identity", "spec", "spec_hash", "versions", "world_size", "started"}
+    search = json.loads((finished_search / "params.json").read_text())
+    RunFolder(tmp_path / "ev", {"x": 1})
+    evaluation = json.loads((tmp_path / "ev" / "params.json").read_text())
+    assert set(search) == set(evaluation) == keys and search["format"] == evaluation["format"] == FORMAT
+    assert search["identity"]["config"]["racing"] == "exact" and evaluation["identity"] == {"x": 1}
+    old = tmp_path / "old"
+    shutil.copytree(finished_search, old)
+    (old / "params.json").write_text(json.dumps({"kind": "search", "identity": search["identity"],
+                                                 "versions": search["versions"], "started": "2026-11-01 10:00:00"}))
+    lm = load_model("teaching-ci")
+    with pytest.raises(SearchError, match="written by an older workbench \\(started 2026-11-01 10:00:00.*format 1.*"
+                                          "start a new run folder"):
+        run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), old, resume=True, report=False)
+    assert folder_kind(old) == "search"  # still recognised: another kind of run is refused there too
+    assert differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 3}, "c": 2}) == ["a.b: 1 in the folder, 3 now"]

@@ -1,0 +1,29 @@
+"""Evolutionary search for LongRoPE and LongRoPE2 rescale factors.
+
+    config.py    SearchConfig (every parameter; all must match to resume) and the named budgets (PRESETS)
+    ga.py        the genetic algorithm (pure, seeded): Space, GeneticAlgorithm
+    targets.py   what a genome means: long factors (optionally composed on a stage-1 model) or short ones
+    racing.py    stopping hopeless candidates early: exact (default) or heuristic
+    journal.py   the evaluation journal a resumed search replays
+    run.py       Search / run_search: evaluation, run folder, resume, several processes
+    report.py    the held-out report against PI, NTK and YaRN, per window and per document
+
+The algorithm is pure and seeded: given the same seed and the same evaluations it proposes the same
+candidates. Every finished evaluation is journaled as it completes, and a resumed search re-runs the
+algorithm from the start, reading evaluations from the journal, so it ends with exactly the result of an
+uninterrupted run. With exact racing (the default) it also ends with the plain algorithm's result.
+"""
+
+from .config import GRID, MODES, N_HAT_CHOICES, PRESETS, RACING, SearchConfig, SearchError
+from .ga import GeneticAlgorithm, Genome, Space
+from .journal import Journal, JournalContents, JournalError, Record, candidate_key
+from .racing import Threshold, hopeless
+from .report import heldout_report
+from .run import Evaluator, Search, SearchResult, run_search
+from .targets import SEED_LABELS, LongTarget, ShortTarget
+
+__all__ = [
+    "GRID", "MODES", "N_HAT_CHOICES", "PRESETS", "RACING", "SEED_LABELS", "Evaluator", "GeneticAlgorithm", "Genome",
+    "Journal", "JournalContents", "JournalError", "LongTarget", "Record", "Search", "SearchConfig", "SearchError",
+    "SearchResult", "ShortTarget", "Space", "Threshold", "candidate_key", "heldout_report", "hopeless", "run_search",
+]

@@ -1,0 +1,80 @@
+"""The held-out report: the winner against the true PI / NTK / YaRN (each with its own attention factor) on
+the held-out split, paired per window and per document (play) the windows come from."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..events import Sink, null_sink
+from ..hf import spec_for_model
+from ..rope import RopeSpec
+from .config import SearchConfig
+
+METHODS = ("linear", "ntk", "yarn")
+
+
+def _document_of(window: Any) -> str:
+    """The document (a play, for Shakespeare) a window was cut from."""
+    names = getattr(window, "names", None)
+    return names[0] if names else (getattr(window, "label", None) or getattr(window, "key", ""))
+
+
+def _per_document_wins(windows: list[Any], ours: list[float], theirs: list[float]) -> tuple[int, int]:
+    """(documents where ours is lower, documents): each document's windows compared by their geometric mean."""
+    logs: dict[str, list[tuple[float, float]]] = {}
+    for w, a, b in zip(windows, ours, theirs, strict=True):
+        logs.setdefault(_document_of(w), []).append((math.log(a), math.log(b)))
+    wins = sum(sum(a for a, _ in pairs) < sum(b for _, b in pairs) for pairs in logs.values())
+    return wins, len(logs)
+
+
+def _evaluate(model: Any, tokenizer: Any, specs: dict[str, RopeSpec], config: SearchConfig, n_documents: int,
+              per_document: int, sink: Sink, progress: bool) -> tuple[list[Any], dict[str, Any], str]:
+    """Every setting on the held-out windows: (windows, settings, the per-window key compared)."""
+    from ..data import needle_samples, samples
+    from ..evaluate import needle_perplexity, perplexity
+
+    settings: dict[str, Any] = {}
+    if config.mode == "longrope2":
+        docs = needle_samples(tokenizer, config.corpus, "heldout", config.target_length, n_documents, config.n_needles,
+                              seed=config.seed + 1)
+        for name, spec in specs.items():
+            r = needle_perplexity(model, docs, spec=spec, label=name, progress=progress, sink=sink)
+            settings[name] = {"ppl": r.ppl, "per_document_nll": r.per_document_nll}
+        return docs, settings, "per_document_nll"
+    docs = samples(tokenizer, config.corpus, "heldout", config.target_length, n_documents,
+                   per_document=per_document, progress=False)
+    for name, spec in specs.items():
+        r = perplexity(model, docs, spec=spec, label=name, progress=progress, sink=sink)
+        settings[name] = {"ppl": r.ppl, "tail_ppl": r.tail_ppl(), "per_document_ppl": r.per_document_ppl}
+    return docs, settings, "per_document_ppl"
+
+
+def heldout_report(model: Any, tokenizer: Any, result: Any, config: SearchConfig, *, n_documents: int = 20,
+                   per_document: int = 4, sink: Sink = null_sink, progress: bool = False) -> dict[str, Any]:
+    """Re-evaluate the winner and PI / NTK / YaRN on up to ``n_documents`` held-out windows (up to
+    ``per_document`` from each held-out document), paired per window and per document.
+
+    Returns ``wins_vs_<m>`` (share of windows), ``document_wins_vs_<m>`` (share of documents, each compared by
+    its windows' geometric mean), ``gain_vs_<m>`` and, for LongRoPE, ``tail_gain_vs_<m>``.
+    """
+    from ..rope import spec_from_dict
+
+    specs: dict[str, RopeSpec] = {"searched": spec_from_dict(result.spec)}
+    for m in METHODS:
+        specs[m] = spec_for_model(model, m, target_length=config.target_length)
+    docs, settings, key = _evaluate(model, tokenizer, specs, config, n_documents, per_document, sink, progress)
+    per = {n: v[key] for n, v in settings.items()}
+    out: dict[str, Any] = {"target_length": config.target_length, "mode": config.mode, "settings": settings,
+                           "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in docs],
+                           "source_documents": sorted({_document_of(d) for d in docs})}
+    for m in METHODS:
+        out[f"wins_vs_{m}"] = sum(a < b for a, b in zip(per["searched"], per[m], strict=True)) / len(docs)
+        wins, n = _per_document_wins(docs, per["searched"], per[m]) if key == "per_document_ppl" else (0, 0)
+        if n:
+            out[f"document_wins_vs_{m}"] = wins / n
+        out[f"gain_vs_{m}"] = 1 - settings["searched"]["ppl"] / settings[m]["ppl"]
+        if "tail_ppl" in settings["searched"]:
+            out[f"tail_gain_vs_{m}"] = 1 - settings["searched"]["tail_ppl"] / settings[m]["tail_ppl"]
+    return out

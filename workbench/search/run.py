@@ -1,0 +1,463 @@
+"""A search bound to a model, its fitness documents and a run folder: evaluation, resume, several processes.
+
+Fitness: perplexity on the *train* split at the target length (LongRoPE), or needle-driven perplexity
+(LongRoPE2), exp of the mean per-document loss. With ``torch.distributed`` initialised (``accelerate
+launch`` / ``torchrun``) every process holds a model replica and evaluates its share of each batch of
+candidates; process 0 runs the algorithm and every process journals what it evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import distributed
+from ..evaluate import token_nll
+from ..events import Event, Sink, fan_out, null_sink
+from ..hf import NotExpressibleError, model_geometry, to_hf
+from ..patch import patch
+from ..rope import RopeSpec, critical_dimension
+from ..runs import RunFolder, RunFolderError, model_fingerprint
+from .config import GRID, SearchConfig, SearchError
+from .ga import GeneticAlgorithm, Genome, Space
+from .journal import Journal, JournalContents, Record, candidate_key
+from .racing import Threshold, hopeless, threshold
+from .targets import SEED_LABELS, LongTarget, ShortTarget
+
+
+class Evaluator:
+    """Turns a genome into a spec (through the target) and measures its per-document loss."""
+
+    def __init__(self, model: Any, docs: list[Any], target: LongTarget | ShortTarget, config: SearchConfig) -> None:
+        self.model, self.docs, self.target, self.cfg = model, docs, target, config
+
+    def spec(self, space: Space, genome: Genome, n_hat: int) -> RopeSpec:
+        return self.target.spec(space.factors(genome), n_hat, space.cd)
+
+    def doc_nll(self, doc: Any) -> float:
+        if self.cfg.mode == "longrope2":  # needle-driven: the answer's tokens only
+            nll = token_nll(self.model, doc.tokens[None], score_from=doc.answer_start - 1)[: doc.answer_len]
+        else:
+            nll = token_nll(self.model, doc.tokens[None])
+        return float(nll.mean())
+
+    def evaluate(self, space: Space, genome: Genome, n_hat: int, threshold: Threshold | None,
+                 stop: Callable[[], bool] = lambda: False) -> tuple[list[float], bool]:
+        """Per-document losses; stops early when ``hopeless`` (racing) — returns (losses, complete)."""
+        losses: list[float] = []
+        with patch(self.model, self.spec(space, genome, n_hat)):
+            for doc in self.docs:
+                losses.append(self.doc_nll(doc))
+                if len(losses) < len(self.docs) and (hopeless(losses, threshold) or stop()):
+                    return losses, False
+        return losses, True
+
+
+
+@dataclass
+class SearchResult:
+    """The winner and how the search got there.
+
+    ``baselines`` is the search-split fitness of the seeds (keys: the seed's method, ``baseline_labels``
+    names them "PI seed", ...): their frequency factors in this search's spec, with its attention factor,
+    not the methods themselves; the held-out report (``report.json``) compares the methods.
+    """
+
+    best_factors: list[float]
+    best_n_hat: int
+    best_fitness: float
+    critical_dim: int | None
+    spec: dict[str, Any]
+    rope_parameters: dict[str, Any] | None
+    export_notes: list[str]
+    baselines: dict[str, float]
+    generations: list[dict[str, Any]]
+    evaluations: int
+    evaluations_replayed: int
+    tokens_forwarded: int
+    tokens_saved_by_racing: int
+    seconds: float
+    stopped: bool
+    notes: list[str] = field(default_factory=list)
+    baseline_labels: dict[str, str] = field(default_factory=dict)
+    racing: str = "exact"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _resolve_target(config: SearchConfig, geometry: Any, target: LongTarget | ShortTarget | None
+                    ) -> LongTarget | ShortTarget:
+    """The given target checked against the model, or a LongTarget for ``config.target_length``."""
+    L0 = geometry.original_max_position_embeddings
+    geom = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta, original_max_position_embeddings=L0)
+    if target is None:
+        if config.target_length <= L0:
+            raise SearchError(f"target_length={config.target_length} is not allowed: it must be above the model's "
+                              f"original context L0={L0}")
+        target = LongTarget(geom, config.target_length, config.attention_policy)
+    if isinstance(target, ShortTarget) and config.target_length > L0:
+        raise SearchError(f"target_length={config.target_length} is not allowed for short factors: they apply up "
+                          f"to L0={L0}")
+    if (isinstance(target, ShortTarget) or target.base) and config.mode != "longrope":
+        raise SearchError("mode='longrope2' is not allowed for short-factor or composed (stage-2) searches")
+    return target
+
+
+def _check_against_model(config: SearchConfig, s: float, n_pairs: int, head_dim: int) -> float:
+    """Everything the model decides, checked before the documents are read or the folder written; the max factor."""
+    max_factor = config.max_factor_for(s)
+    if max_factor < s:
+        raise SearchError(f"max_factor={config.max_factor!r} is not allowed: the maximum factor must be at least "
+                          f"the extension ratio s={s:g} (use '1+s', '1.25s', '2s' or a number >= s)")
+    for i, factors in enumerate(config.user_seeds):
+        if len(factors) != n_pairs:
+            raise SearchError(f"user_seeds[{i}] has {len(factors)} factors (--factors); the model has "
+                              f"{n_pairs} frequency pairs (head_dim {head_dim}): give {n_pairs}")
+    if config.mode == "longrope2" and config.critical_dim is not None and not (
+            1 <= config.critical_dim - config.critical_dim_span
+            and config.critical_dim + config.critical_dim_span <= n_pairs - 2):
+        raise SearchError(f"critical_dim={config.critical_dim} (span {config.critical_dim_span}) is not allowed: "
+                          f"the model has {n_pairs} frequency pairs, so critical_dim +- span must stay in "
+                          f"[1, {n_pairs - 2}]")
+    return max_factor
+
+
+class Search:
+    """A search bound to a model, its fitness documents and a run folder.
+
+    Create it on every process (each with its own model replica); call :meth:`run` on every process.
+    Process 0 drives the algorithm and returns the :class:`SearchResult`; the others return None.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: SearchConfig, run_dir: str | Path, *,
+                 sink: Sink = null_sink, stop: Callable[[], bool] = lambda: False, resume: bool = False,
+                 model_name: str = "model", target: LongTarget | ShortTarget | None = None) -> None:
+        geometry = model_geometry(model)
+        self.target = _resolve_target(config, geometry, target)
+        self.s = self.target.s
+        self.n_pairs = geometry.head_dim // 2
+        max_factor = _check_against_model(config, self.s, self.n_pairs, geometry.head_dim)
+        self.model, self.tokenizer, self.cfg = model, tokenizer, config
+        self.geometry = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
+                             original_max_position_embeddings=geometry.original_max_position_embeddings)
+        self.max_grid = int(math.floor(max_factor * GRID + 1e-9))
+        self.comm = distributed.Comm()
+        self.folder = Path(run_dir)
+        self.sink = sink if self.comm.rank == 0 else null_sink
+        self.stop = stop
+        self.model_name = model_name
+        self.docs = self._documents()
+        self.evaluator = Evaluator(model, self.docs, self.target, config)
+        self.reached: dict[str, Record] = {}  # evaluations this run has reached so far, in order
+        self.notes: list[str] = []
+        self._open_folder(resume)
+        self.journal = Journal(self.folder, self.comm.rank)
+        self.replayed = 0
+
+    def _documents(self) -> list[Any]:
+        from ..data import needle_samples, samples
+
+        cfg = self.cfg
+        if cfg.mode == "longrope2":
+            return needle_samples(self.tokenizer, cfg.corpus, "train", cfg.target_length, cfg.n_documents,
+                                  cfg.n_needles, seed=cfg.seed)
+        return samples(self.tokenizer, cfg.corpus, "train", cfg.target_length, cfg.n_documents,
+                       per_document=cfg.per_document, progress=False)
+
+    @property
+    def tokens(self) -> int:
+        """Token-forwards spent on the evaluations reached (the same whether or not the run was resumed)."""
+        return sum(r.tokens for r in self.reached.values())
+
+    @property
+    def tokens_saved(self) -> int:
+        return sum((len(self.docs) - len(r.nll)) * self.cfg.target_length for r in self.reached.values())
+
+    # -- run folder ----------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """What must match to resume this search's folder."""
+        return {"config": self.cfg.to_dict(), "model": self.model_name, "model_fingerprint": model_fingerprint(self.model),
+                "target": self.target.identity(),
+                "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in self.docs]}
+
+    def _open_folder(self, resume: bool) -> None:
+        try:
+            self.run_folder = RunFolder.open(self.folder, "search", self.identity(), resume)
+        except RunFolderError as e:
+            raise SearchError(str(e)) from None
+        journal = Journal.read(self.folder) if resume else JournalContents({}, set(), [])
+        self.records: dict[str, Record] = journal.records  # every evaluation known, including the journal's
+        self.journaled_generations = journal.generations  # (critical_dim, generation) already journaled
+        for w in journal.warnings:
+            self.notes.append(w)
+            self.sink(Event("search.warning", {"message": w}))
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _evaluate_batch(self, space: Space, batch: list[tuple[Genome, int]], threshold: Threshold | None,
+                        stage: str, generation: int) -> list[Record]:
+        """Evaluate (genome, n_hat) candidates, from the journal where possible; in order."""
+        todo = []
+        out: dict[str, Record] = {}
+        for genome, n_hat in batch:
+            key = candidate_key(space.cd, genome, n_hat)
+            if key in self.records:
+                out[key] = self.records[key]
+            else:
+                todo.append((genome, n_hat, key))
+        stop_now = self.stop()
+        job = self.comm.broadcast({"space": space, "todo": todo, "threshold": threshold, "stage": stage,
+                                   "generation": generation, "stop": stop_now})
+        mine = self._work(job)
+        for part in self.comm.gather(mine):
+            for rec in part or []:
+                out[rec.key] = rec
+        results = []
+        for genome, n_hat in batch:
+            key = candidate_key(space.cd, genome, n_hat)
+            rec = out.get(key)
+            if rec is None:  # stopped before it was evaluated
+                continue
+            self.records[key] = rec
+            self.reached[key] = rec
+            self.replayed += rec.replayed
+            self.sink(Event("search.eval", {"key": key, "factors": list(space.factors(tuple(rec.genome))),
+                                            "n_hat": rec.n_hat, "fitness": rec.fitness, "complete": rec.complete,
+                                            "documents": len(rec.nll), "stage": stage, "generation": generation,
+                                            "replayed": rec.replayed, "tokens_total": self.tokens,
+                                            "seconds": rec.seconds}))
+            results.append(rec)
+        return results
+
+    def _work(self, job: dict[str, Any]) -> list[Record]:
+        """Evaluate this rank's share of a batch, journaling each as it finishes."""
+        if job["stop"]:
+            return []
+        out = []
+        for genome, n_hat, key in job["todo"][self.comm.rank::self.comm.world]:
+            if self.comm.rank == 0 and self.stop():
+                break
+            t0 = time.time()
+            nll, complete = self.evaluator.evaluate(job["space"], genome, n_hat, job["threshold"])
+            rec = Record(key, job["space"].cd, list(genome), n_hat, nll, complete, len(nll) * self.cfg.target_length,
+                         job["stage"], job["generation"], time.time() - t0)
+            self.journal.append(rec.journal_entry())
+            out.append(rec)
+        return out
+
+    def serve(self) -> None:
+        """Non-zero ranks: evaluate batches until rank 0 says the search is over."""
+        while True:
+            job = self.comm.broadcast(None)
+            if job is None or job == "done":
+                return
+            self.comm.gather(self._work(job))
+
+    # -- the algorithm -----------------------------------------------------------------------------
+    def _threshold(self, target: Record) -> Threshold | None:
+        """What a candidate must beat to pass ``target`` (racing's rule, see racing.py)."""
+        return threshold(self.cfg.racing, target, list(self.reached.values()), len(self.docs))
+
+    def _seeds(self, space: Space) -> list[tuple[str, Genome]]:
+        seeds = [(name, space.project(f)) for name, f in self.target.seeds(self.cfg.seed_methods)]
+        if space.cd is not None:
+            # strict increase from s packs projected baselines into s, s+0.01, ...: seed spread ramps too
+            top = space.max_grid / GRID
+            for k in (1, 2, 3, 4):
+                end = self.s + (top - self.s) * k / 4
+                ramp = [1.0] * space.cd + [self.s + (end - self.s) * j / max(1, space.length - 1)
+                                           for j in range(space.length)]
+                seeds.append((f"ramp to {end:.2f}", space.project(ramp)))
+        for i, factors in enumerate(self.cfg.user_seeds):
+            if len(factors) != self.n_pairs:
+                raise SearchError(f"user_seeds[{i}] has {len(factors)} factors; the model has {self.n_pairs} pairs")
+            seeds.append((f"user{i}", space.project(factors)))
+        unique: dict[Genome, str] = {}
+        for name, g in seeds:
+            unique.setdefault(g, name)
+        return [(name, g) for g, name in unique.items()]
+
+    def _population(self, ga: GeneticAlgorithm, seeds: list[tuple[str, Genome]]) -> list[Genome]:
+        """The seeds, filled up with mutations of the seeds in turn."""
+        population = [g for _, g in seeds]
+        seen = set(population)
+        i = 0
+        while len(population) < self.cfg.population:
+            g = ga.mutate(population[i % len(seeds)], seen)
+            seen.add(g)
+            population.append(g)
+            i += 1
+        return population
+
+    def _search_space(self, space: Space, offset: int) -> tuple[list[Record], dict[str, float], list[dict]]:
+        """The factor search in one space (one critical dimension): population, then generations."""
+        cfg = self.cfg
+        ga = GeneticAlgorithm(space, cfg, offset)
+        seeds = self._seeds(space)
+        records = self._evaluate_batch(space, [(g, 0) for g in self._population(ga, seeds)], None, "init", 0)
+        by_genome = {tuple(r.genome): r for r in records}
+        named = ("linear", "ntk", "yarn", "original", "long factors")
+        baselines = {name: by_genome[g].fitness for name, g in seeds if g in by_genome and name in named}
+        self.sink(Event("search.baselines", {"critical_dim": space.cd, "fitness": baselines,
+                                             "labels": {name: SEED_LABELS[name] for name in baselines},
+                                             "factors": {name: list(space.factors(g)) for name, g in seeds
+                                                         if name in baselines}}))
+        parents = sorted((r for r in records if r.complete), key=lambda r: r.fitness)[: cfg.parents]
+        history = [self._generation_event(0, parents, records, space)]
+        for gen in range(1, cfg.generations + 1):
+            if self.stop() or not parents:
+                break
+            # only what this run has reached: on resume the journal also holds later generations
+            seen = {tuple(r.genome) for r in self.reached.values() if r.cd == space.cd and r.n_hat == 0}
+            children = ga.children([tuple(p.genome) for p in parents], seen)
+            bar = self._threshold(parents[-1]) if len(parents) >= cfg.parents else None  # the worst parent
+            evaluated = self._evaluate_batch(space, [(g, 0) for g in children], bar, "generation", gen)
+            records += evaluated
+            parents = sorted([*parents, *(r for r in evaluated if r.complete)], key=lambda r: r.fitness)[: cfg.parents]
+            history.append(self._generation_event(gen, parents, evaluated, space))
+        return parents, baselines, history
+
+        return parents, baselines, history
+
+    def _generation_event(self, gen: int, parents: list[Record], evaluated: list[Record], space: Space) -> dict:
+        fits = [p.fitness for p in parents]
+        row = {"generation": gen, "critical_dim": space.cd, "best": fits[0] if fits else math.inf,
+               "median": statistics.median(fits) if fits else math.inf,
+               "best_factors": list(space.factors(tuple(parents[0].genome))) if parents else [],
+               "parents": [p.key for p in parents], "evaluated": len(evaluated),
+               "stopped_early": sum(not r.complete for r in evaluated), "tokens_total": self.tokens,
+               "population_factors": [list(space.factors(tuple(p.genome))) for p in parents]}
+        if self.comm.rank == 0 and (space.cd, gen) not in self.journaled_generations:  # once, also across resumes
+            self.journal.append({"kind": "generation", **{k: v for k, v in row.items() if k != "population_factors"}})
+            self.journaled_generations.add((space.cd, gen))
+        self.sink(Event("search.generation", row))
+        return row
+
+    def run(self) -> SearchResult | None:
+        """Run (or resume) the search; process 0 returns the result, the others serve and return None.
+
+        Raises:
+            RunFolderError: another process is running a search in this folder (process 0 holds its lock).
+        """
+        if self.comm.rank != 0:
+            self.serve()
+            return None
+        try:
+            lock = self.run_folder.lock("a search")
+            lock.__enter__()
+        except RunFolderError:
+            self.comm.broadcast("done")  # release the other processes before refusing
+            raise
+        try:
+            return self._run()
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _spaces(self) -> list[Space]:
+        """One space (LongRoPE), or one per critical dimension searched (LongRoPE2)."""
+        cfg = self.cfg
+        if cfg.mode != "longrope2":
+            return [Space(self.n_pairs, self.s, self.max_grid)]
+        cd0 = cfg.critical_dim if cfg.critical_dim is not None else critical_dimension(
+            self.geometry["head_dim"], self.geometry["rope_theta"], self.geometry["original_max_position_embeddings"])
+        cds = [c for c in range(cd0 - cfg.critical_dim_span, cd0 + cfg.critical_dim_span + 1) if 1 <= c <= self.n_pairs - 2]
+        if any(math.ceil(round(self.s * GRID, 6)) + (self.n_pairs - cd - 1) > self.max_grid for cd in cds):
+            raise SearchError(f"max_factor too small for LongRoPE2: pairs >= critical_dim must increase strictly "
+                              f"from s={self.s:g} in steps of 0.01 and stay <= {self.max_grid / GRID:g}")
+        return [Space(self.n_pairs, self.s, self.max_grid, cd) for cd in cds]
+
+    def _run(self) -> SearchResult:
+        t0 = time.time()
+        cfg = self.cfg
+        best: tuple[Record, Space] | None = None
+        baselines: dict[str, float] = {}
+        history: list[dict] = []
+        try:
+            self.sink(Event("search.start", {"config": cfg.to_dict(), "budget": cfg.evaluations_budget,
+                                             "resumed_evaluations": len(self.records), "notes": self.notes}))
+            tops: list[tuple[Record, Space]] = []
+            for k, space in enumerate(self._spaces()):
+                parents, base, hist = self._search_space(space, k)
+                history += hist
+                baselines = baselines or base
+                tops += [(p, space) for p in parents]
+            tops.sort(key=lambda t: t[0].fitness)
+            if tops:
+                best = tops[0]
+            if best is not None and cfg.n_hat_stage and not self.stop():
+                best = self._n_hat_stage(tops[: cfg.n_hat_top], best)
+        finally:
+            if self.comm.active:
+                self.comm.broadcast("done")
+        return self._result(best, baselines, history, time.time() - t0)
+
+    def _n_hat_stage(self, tops: list[tuple[Record, Space]], best: tuple[Record, Space]) -> tuple[Record, Space]:
+        choices = [n for n in self.cfg.n_hat_choices if 0 < n <= self.cfg.target_length]
+        for rec, space in tops:
+            bar = self._threshold(best[0])  # a candidate must beat the best so far
+            tried = self._evaluate_batch(space, [(tuple(rec.genome), n) for n in choices], bar, "n_hat", -1)
+            for r in tried:
+                if r.fitness < best[0].fitness:
+                    best = (r, space)
+        self.sink(Event("search.n_hat", {"best_n_hat": best[0].n_hat, "best": best[0].fitness}))
+        return best
+
+    def _result(self, best: tuple[Record, Space] | None, baselines: dict[str, float], history: list[dict],
+                seconds: float) -> SearchResult:
+        common = dict(baselines=baselines, baseline_labels={k: SEED_LABELS[k] for k in baselines},
+                      evaluations=len(self.reached), evaluations_replayed=self.replayed, tokens_forwarded=self.tokens,
+                      tokens_saved_by_racing=self.tokens_saved, seconds=seconds, stopped=self.stop(), notes=self.notes,
+                      racing=self.cfg.racing,
+                      generations=[{k: v for k, v in h.items() if k != "population_factors"} for h in history])
+        if best is None:
+            result = SearchResult(best_factors=[], best_n_hat=0, best_fitness=math.inf, critical_dim=None, spec={},
+                                  rope_parameters=None, export_notes=[], **common)
+        else:
+            rec, space = best
+            spec = self.evaluator.spec(space, tuple(rec.genome), rec.n_hat)
+            try:
+                exp = to_hf(spec, allow_lossy=rec.n_hat > 0)
+                rope_parameters, notes = exp.rope_parameters, list(exp.notes)
+            except NotExpressibleError as e:
+                rope_parameters, notes = None, [str(e)]
+            result = SearchResult(best_factors=list(space.factors(tuple(rec.genome))), best_n_hat=rec.n_hat,
+                                  best_fitness=rec.fitness, critical_dim=space.cd, spec=spec.to_dict(),
+                                  rope_parameters=rope_parameters, export_notes=notes, **common)
+        self.run_folder.write("result", result)
+        self.sink(Event("search.done", {k: v for k, v in result.to_dict().items() if k != "generations"}))
+        return result
+
+
+def run_search(model: Any, tokenizer: Any, config: SearchConfig, run_dir: str | Path, *, resume: bool = False,
+               report: bool = True, sink: Sink = null_sink, stop: Callable[[], bool] = lambda: False,
+               model_name: str = "model", report_documents: int = 20,
+               target: LongTarget | ShortTarget | None = None) -> SearchResult | None:
+    """Search, then (process 0) the held-out report, written to ``run_dir/report.json``."""
+    from ..events import JsonlSink
+    from .report import heldout_report
+
+    folder = Path(run_dir)
+    jsonl: list[JsonlSink] = []
+
+    def journal_events(event: Event) -> None:
+        """events.jsonl, opened at the first event: a search refused by its checks leaves no folder behind."""
+        if distributed.rank() != 0:
+            return
+        if not jsonl:
+            jsonl.append(JsonlSink(folder / "events.jsonl"))
+        jsonl[0](event)
+
+    both = fan_out([sink, journal_events])
+    search = Search(model, tokenizer, config, folder, sink=both, stop=stop, resume=resume, model_name=model_name,
+                    target=target)
+    result = search.run()
+    if result is not None and report and not result.stopped and result.best_factors and target is None:
+        rep = heldout_report(model, tokenizer, result, config, n_documents=report_documents, sink=both)
+        search.run_folder.write("report", rep)
+        both(Event("search.report", rep))
+    return result
