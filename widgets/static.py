@@ -135,7 +135,7 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
     ax.set_xlabel(lay.xaxis.title.text or "")
     ax.set_ylabel(lay.yaxis.title.text or "")
     ax.grid(alpha=0.25)
-    if any(tr.type in ("scatter", "bar") and tr.name for tr in fig.data):
+    if lay.showlegend is not False and any(tr.type in ("scatter", "bar") and tr.name for tr in fig.data):
         ax.legend(fontsize=7, loc="best")
 
 
