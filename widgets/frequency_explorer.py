@@ -64,7 +64,7 @@ def _nearest(options: list[int], value: int) -> int:
 
 
 class FrequencyExplorer(Panel):
-    """Sliders -> RopeSpec -> four FigureWidgets updated in place (plus the transformers export)."""
+    """Sliders -> one RopeSpec per update -> four plots redrawn from it (plus the transformers export)."""
 
     def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
                  target_length: int = 16384, method: str = "longrope", config: Any = None,
