@@ -254,6 +254,68 @@ def _relative(path: Path) -> str:
         return str(path.resolve())
 
 
+def _gather_wheels(wheels_dir: Path, wheels_from: Path | None, download: bool, log: Callable[[str], None]) -> list[Path]:
+    """The wheels to carry, copied from ``wheels_from`` or downloaded into ``wheels_dir``."""
+    if wheels_from is not None:
+        wheels_dir.mkdir(exist_ok=True)
+        for w in wheels_dir.glob("*.whl"):
+            w.unlink()
+        for w in sorted(Path(wheels_from).glob("*.whl")):
+            shutil.copy2(w, wheels_dir / w.name)
+    elif download:
+        download_wheels(wheels_dir, needed_wheels(), log)
+    return sorted(wheels_dir.glob("*.whl")) if wheels_dir.exists() else []
+
+
+def _write_parts(gguf: Path, out: Path, calls: list) -> tuple[list[dict[str, Any]], str]:
+    """Split ``gguf`` into the parts the calls carry; returns each part's record and the whole file's SHA-256."""
+    n_parts = sum(len(c.part_bytes) for c in calls)
+    for old in out.glob(f"{gguf.name}.part*"):
+        old.unlink()
+    whole = hashlib.sha256()
+    parts, offset = [], 0
+    with open(gguf, "rb") as src:
+        for nbytes in (n for c in calls for n in c.part_bytes):
+            name = f"{gguf.name}.part{len(parts) + 1}of{n_parts}"
+            h = hashlib.sha256()
+            with open(out / name, "wb") as dst:
+                left = nbytes
+                while left:
+                    block = src.read(min(4 * MIB, left))
+                    h.update(block)
+                    whole.update(block)
+                    dst.write(block)
+                    left -= len(block)
+            parts.append({"file": name, "bytes": nbytes, "offset": offset, "sha256": h.hexdigest()})
+            offset += nbytes
+    return parts, whole.hexdigest()
+
+
+def _call_records(calls: list, parts: list[dict[str, Any]], rel: str, tree: int, wheels_bytes: int,
+                  run_timeout_s: int) -> list[dict[str, Any]]:
+    """The manifest's calls: what each carries, its command and time limit, then the optional resume call."""
+    records, k = [], 0
+    for i, c in enumerate(calls, 1):
+        carry = [f"{rel}/{MANIFEST}"] + ([f"{rel}/wheels"] if c.wheels else [])
+        carried = (wheels_bytes if c.wheels else 0)
+        for _ in c.part_bytes:
+            carry.append(f"{rel}/{parts[k]['file']}")
+            carried += parts[k]["bytes"]
+            k += 1
+        if len(carry) > MAX_CARRY:
+            raise KitError(f"call {i} would carry {len(carry)} paths; at most {MAX_CARRY}")
+        records.append({
+            "call": i, "carry": carry, "bytes": tree + carried, "timeout_s": run_timeout_s if c.runs else RECEIVE_TIMEOUT_S,
+            "command": run_command(rel) if c.runs else receive_command(rel),
+            "purpose": ("reassemble, verify and run every step" if c.runs else
+                        "check the parts that came, install the wheels")})
+    records.append({
+        "call": len(calls) + 1, "carry": [f"{rel}/{MANIFEST}"], "bytes": tree, "timeout_s": RESUME_BUDGET_S + 40,
+        "command": run_command(rel, resume=True), "optional": True,
+        "purpose": "only if the run call ended before every step finished: resumes at the first unfinished step"})
+    return records
+
+
 def pack(out: Path, gguf: Path | None = None, *, wheels_from: Path | None = None, download: bool = True,
          tree: int | None = None, limit: int = LIMIT_BYTES, margin: int = MARGIN_BYTES, run_timeout_s: int = 510,
          log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -280,69 +342,22 @@ def pack(out: Path, gguf: Path | None = None, *, wheels_from: Path | None = None
     if not gguf.is_file():
         raise KitError(f"{gguf} does not exist: nothing to pack")
     out.mkdir(parents=True, exist_ok=True)
-    wheels_dir = out / "wheels"
-    if wheels_from is not None:
-        wheels_dir.mkdir(exist_ok=True)
-        for w in wheels_dir.glob("*.whl"):
-            w.unlink()
-        for w in sorted(Path(wheels_from).glob("*.whl")):
-            shutil.copy2(w, wheels_dir / w.name)
-    elif download:
-        download_wheels(wheels_dir, needed_wheels(), log)
-    wheels = sorted(wheels_dir.glob("*.whl")) if wheels_dir.exists() else []
+    wheels = _gather_wheels(out / "wheels", wheels_from, download, log)
     wheels_bytes = sum(w.stat().st_size for w in wheels)
     tree = tree_bytes() if tree is None else tree
     size = gguf.stat().st_size
     log(f"hashing {gguf.name} ({mib(size)}) and planning calls of {mib(limit)} (working tree {mib(tree)}, "
         f"{len(wheels)} wheels {mib(wheels_bytes)})")
     calls = plan_calls(size, wheels_bytes, tree, limit, margin)
-    n_parts = sum(len(c.part_bytes) for c in calls)
-    for old in out.glob(f"{gguf.name}.part*"):
-        old.unlink()
-    whole = hashlib.sha256()
-    parts, offset = [], 0
-    with open(gguf, "rb") as src:
-        for c in calls:
-            for nbytes in c.part_bytes:
-                name = f"{gguf.name}.part{len(parts) + 1}of{n_parts}"
-                h = hashlib.sha256()
-                with open(out / name, "wb") as dst:
-                    left = nbytes
-                    while left:
-                        block = src.read(min(4 * MIB, left))
-                        h.update(block)
-                        whole.update(block)
-                        dst.write(block)
-                        left -= len(block)
-                parts.append({"file": name, "bytes": nbytes, "offset": offset, "sha256": h.hexdigest()})
-                offset += nbytes
-    rel = _relative(out)
+    parts, whole = _write_parts(gguf, out, calls)
     manifest: dict[str, Any] = {
         "kit": 1, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "gguf": {"name": gguf.name, "bytes": size, "sha256": whole.hexdigest(), "package": GGUF_PACKAGE},
+        "gguf": {"name": gguf.name, "bytes": size, "sha256": whole, "package": GGUF_PACKAGE},
         "parts": parts,
         "wheels": [{"file": w.name, "bytes": w.stat().st_size, "sha256": sha256_file(w)} for w in wheels],
-        "tree_bytes": tree, "limit_bytes": limit, "margin_bytes": margin, "calls": [],
+        "tree_bytes": tree, "limit_bytes": limit, "margin_bytes": margin,
+        "calls": _call_records(calls, parts, _relative(out), tree, wheels_bytes, run_timeout_s),
     }
-    k = 0
-    for i, c in enumerate(calls, 1):
-        carry = [f"{rel}/{MANIFEST}"] + ([f"{rel}/wheels"] if c.wheels else [])
-        carried = (wheels_bytes if c.wheels else 0)
-        for _ in c.part_bytes:
-            carry.append(f"{rel}/{parts[k]['file']}")
-            carried += parts[k]["bytes"]
-            k += 1
-        if len(carry) > MAX_CARRY:
-            raise KitError(f"call {i} would carry {len(carry)} paths; at most {MAX_CARRY}")
-        manifest["calls"].append({
-            "call": i, "carry": carry, "bytes": tree + carried, "timeout_s": run_timeout_s if c.runs else RECEIVE_TIMEOUT_S,
-            "command": run_command(rel) if c.runs else receive_command(rel),
-            "purpose": ("reassemble, verify and run every step" if c.runs else
-                        "check the parts that came, install the wheels")})
-    manifest["calls"].append({
-        "call": len(calls) + 1, "carry": [f"{rel}/{MANIFEST}"], "bytes": tree, "timeout_s": RESUME_BUDGET_S + 40,
-        "command": run_command(rel, resume=True), "optional": True,
-        "purpose": "only if the run call ended before every step finished: resumes at the first unfinished step"})
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / MANIFEST)

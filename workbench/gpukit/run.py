@@ -236,20 +236,8 @@ def check_steps(steps: list[str] | None) -> list[str]:
     return [s for s in STEPS if s in steps]
 
 
-def run(preset: KitPreset, out: Path, work: Path | None = None, *, budget_s: float | None = None,
-        steps: list[str] | None = None, fresh: bool = False, pack_dir: Path | None = None) -> int:
-    """Run (or resume) the steps; returns 0 when every selected step is done, 1 otherwise.
-
-    Raises:
-        KitError: an unknown step, or a work folder made by another preset.
-    """
-    selected = check_steps(steps)
-    out, work = Path(out), Path(work) if work is not None else Path(out)
-    if pack_dir is None and preset.device == "cuda":
-        pack_dir = REPO / PACK_DIR
-    budget = float(budget_s if budget_s is not None else preset.budget_s)
-    if budget <= 0:
-        raise KitError(f"--budget-s {budget:g} is not allowed: a positive number of seconds")
+def _open_work(preset: KitPreset, work: Path, fresh: bool, pack_dir: Path | None) -> tuple[Journal, list[dict]]:
+    """The work folder's journal and its earlier calls (cleared with ``fresh``); refuses another preset's folder."""
     work.mkdir(parents=True, exist_ok=True)
     journal = Journal(work / JOURNAL)
     if fresh:
@@ -265,6 +253,80 @@ def run(preset: KitPreset, out: Path, work: Path | None = None, *, budget_s: flo
     if pack_dir is not None:  # exist before the worker starts, so its imports see what setup installs there
         site_dir(pack_dir).mkdir(parents=True, exist_ok=True)
         models_dir(pack_dir).mkdir(parents=True, exist_ok=True)
+    return journal, calls
+
+
+def _run_step(worker: Worker, step: str, box: float, work: Path, log: Log) -> dict[str, Any]:
+    """Have the worker run ``step`` within ``box`` seconds (stopped, then killed, past its grace); its record."""
+    for stale in (f"{step}.json", f"{step}.partial.json"):  # from a call that was killed mid-step
+        with contextlib.suppress(FileNotFoundError):
+            (work / "steps" / stale).unlink()
+    started = time.time()
+    try:
+        worker.send(step, started + box)
+        status = worker.wait_end(box + grace(box))
+    except (BrokenPipeError, OSError):  # the worker died before it took the step
+        status = ""
+    stopped = killed = False
+    if status is None:
+        log(f"still running {grace(box):.0f} s past its box: asking it to stop", step)
+        worker.terminate()
+        stopped = True
+        status = worker.wait_end(STOP_WAIT_S)
+        if status is None:
+            log("did not stop: killing the worker and everything it started", step)
+            worker.kill_tree()
+            killed = True
+    path = work / "steps" / f"{step}.json"
+    record = _read(path)
+    if record is None or killed or not status:
+        partial = _read(work / "steps" / f"{step}.partial.json")
+        if stopped:  # stopped or killed by us: it overran, whatever state it died in
+            why = f"stopped {time.time() - started:.0f} s after it started (box {box:.0f} s)"
+        else:
+            worker.proc.poll()
+            why = (f"the worker process died (exit {worker.proc.returncode}): "
+                   + (worker.tail[-1] if worker.tail else "no output"))
+        record = {"status": "overran" if stopped else "failed", "error": why, "result": partial,
+                  "seconds": time.time() - started}
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(record, indent=1, default=str))
+    if record["seconds"] > box:  # done in its grace period, or stopped late: either way over the box
+        record["over_box_s"] = round(record["seconds"] - box, 1)
+        path.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _end_call(worker: Worker | None, completed: bool, preset: KitPreset, work: Path, out: Path, journal: Journal,
+              log: Log) -> None:
+    """Close the worker (kill its tree if the call did not complete), publish the results, close the log."""
+    if worker is not None:
+        if completed:
+            worker.close()
+        else:
+            worker.kill_tree()
+    data = _publish(preset, work, out, journal)
+    if completed:
+        log.raw("\n".join(["", "## gpu-run summary", "", *data["summary"]]))
+        log(f"wrote {out / RESULT} and {out / LOG}")
+    log.close()
+
+
+def run(preset: KitPreset, out: Path, work: Path | None = None, *, budget_s: float | None = None,
+        steps: list[str] | None = None, fresh: bool = False, pack_dir: Path | None = None) -> int:
+    """Run (or resume) the steps; returns 0 when every selected step is done, 1 otherwise.
+
+    Raises:
+        KitError: an unknown step, or a work folder made by another preset.
+    """
+    selected = check_steps(steps)
+    out, work = Path(out), Path(work) if work is not None else Path(out)
+    if pack_dir is None and preset.device == "cuda":
+        pack_dir = REPO / PACK_DIR
+    budget = float(budget_s if budget_s is not None else preset.budget_s)
+    if budget <= 0:
+        raise KitError(f"--budget-s {budget:g} is not allowed: a positive number of seconds")
+    journal, calls = _open_work(preset, work, fresh, pack_dir)
     t0 = time.time()
     log = Log(work / LOG, t0)
     call = len(calls) + 1
@@ -291,43 +353,9 @@ def run(preset: KitPreset, out: Path, work: Path | None = None, *, budget_s: flo
                 break
             if worker is None or worker.proc.poll() is not None:
                 worker = Worker(preset, work, pack_dir, log)
-            for stale in (f"{step}.json", f"{step}.partial.json"):  # from a call that was killed mid-step
-                with contextlib.suppress(FileNotFoundError):
-                    (work / "steps" / stale).unlink()
             journal.append(event="start", call=call, step=step, box_s=round(box, 1))
             log(f"start (box {box:.0f} s)", step)
-            started = time.time()
-            try:
-                worker.send(step, started + box)
-                status = worker.wait_end(box + grace(box))
-            except (BrokenPipeError, OSError):  # the worker died before it took the step
-                status = ""
-            stopped = killed = False
-            if status is None:
-                log(f"still running {grace(box):.0f} s past its box: asking it to stop", step)
-                worker.terminate()
-                stopped = True
-                status = worker.wait_end(STOP_WAIT_S)
-                if status is None:
-                    log("did not stop: killing the worker and everything it started", step)
-                    worker.kill_tree()
-                    killed = True
-            record = _read(work / "steps" / f"{step}.json")
-            if record is None or killed or not status:
-                partial = _read(work / "steps" / f"{step}.partial.json")
-                if stopped:  # stopped or killed by us: it overran, whatever state it died in
-                    why = f"stopped {time.time() - started:.0f} s after it started (box {box:.0f} s)"
-                else:
-                    worker.proc.poll()
-                    why = (f"the worker process died (exit {worker.proc.returncode}): "
-                           + (worker.tail[-1] if worker.tail else "no output"))
-                record = {"status": "overran" if stopped else "failed", "error": why, "result": partial,
-                          "seconds": time.time() - started}
-                (work / "steps").mkdir(exist_ok=True)
-                (work / "steps" / f"{step}.json").write_text(json.dumps(record, indent=1, default=str))
-            if record["seconds"] > box:  # done in its grace period, or stopped late: either way over the box
-                record["over_box_s"] = round(record["seconds"] - box, 1)
-                (work / "steps" / f"{step}.json").write_text(json.dumps(record, indent=1, default=str))
+            record = _run_step(worker, step, box, work, log)
             statuses[step] = record["status"]
             journal.append(event="end", call=call, step=step, status=record["status"],
                            seconds=round(record["seconds"], 1))
@@ -342,14 +370,5 @@ def run(preset: KitPreset, out: Path, work: Path | None = None, *, budget_s: flo
         log("interrupted: the same command resumes at the unfinished step")
         raise
     finally:
-        if worker is not None:
-            if completed:
-                worker.close()
-            else:
-                worker.kill_tree()
-        data = _publish(preset, work, out, journal)
-        if completed:
-            log.raw("\n".join(["", "## gpu-run summary", "", *data["summary"]]))
-            log(f"wrote {out / RESULT} and {out / LOG}")
-        log.close()
+        _end_call(worker, completed, preset, work, out, journal, log)
     return 0 if all(statuses.get(s) == "done" for s in selected) else 1
