@@ -165,7 +165,8 @@ def _spec_from_args(args: argparse.Namespace, model: Any = None):
             geom[key] = getattr(args, attr)
     missing = {"head_dim", "rope_theta", "original_max_position_embeddings"} - set(geom)
     if missing:
-        raise CliError(f"give --model/--config or all of --head-dim, --rope-theta, --original (missing {sorted(missing)})")
+        raise CliError("give --model/--config or all of --head-dim, --rope-theta, --original-max-position-embeddings "
+                       f"(missing {sorted(missing)})")
     return make_spec(args.method, **geom, target_length=args.target, factor=args.factor, **params)
 
 
@@ -176,7 +177,8 @@ def _add_spec_args(p: argparse.ArgumentParser, method_required: bool = True) -> 
     p.add_argument("--config", help="a config.json (geometry source)")
     p.add_argument("--head-dim", type=_int_at_least(2))
     p.add_argument("--rope-theta", type=_finite_float(1.0))
-    p.add_argument("--original", type=_int_at_least(2), help="original_max_position_embeddings (L0)")
+    p.add_argument("--original-max-position-embeddings", "--original", dest="original", type=_int_at_least(2),
+                   help="L0, the length the model was trained at")
     p.add_argument("--target", type=POSITIVE, help="target length L")
     p.add_argument("--factor", type=_finite_float(1.0, strict=False), help="extension ratio s (instead of --target)")
     p.add_argument("--factors", help="JSON file with the per-pair long_factor (LongRoPE)")
