@@ -134,6 +134,7 @@ def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert set(report["settings"]) == {"searched", "linear", "ntk", "yarn"} and 0 <= report["wins_vs_yarn"] <= 1
     assert 0 <= report["document_wins_vs_yarn"] <= 1 and len(report["source_documents"]) <= len(report["documents"])
+    assert all("#" not in d for d in report["source_documents"])  # a document's later windows count as that document
     other = run_search(teaching.model, teaching.tokenizer, SearchConfig(**{**TINY, "seed": 1}), tmp_path / "c",
                        report=False)
     assert other.evaluations == a.evaluations

@@ -15,9 +15,11 @@ METHODS = ("linear", "ntk", "yarn")
 
 
 def _document_of(window: Any) -> str:
-    """The document (a play, for Shakespeare) a window was cut from."""
+    """The document (a play, for Shakespeare) a window was cut from: its label without the "#k" that
+    ``data.samples`` gives a document's k-th window."""
     names = getattr(window, "names", None)
-    return names[0] if names else (getattr(window, "label", None) or getattr(window, "key", ""))
+    label = names[0] if names else (getattr(window, "label", None) or getattr(window, "key", ""))
+    return label.split("#", 1)[0]
 
 
 def _per_document_wins(windows: list[Any], ours: list[float], theirs: list[float]) -> tuple[int, int]:
