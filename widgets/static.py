@@ -53,67 +53,93 @@ def _axis_values(values, n: int) -> tuple[np.ndarray, list[str] | None]:
 def _draw(ax: plt.Axes, fig: go.Figure) -> None:
     lay = fig.layout
     for tr in fig.data:
-        if tr.type == "scatter":
-            mode = tr.mode or "lines"
-            line = tr.line or {}
-            style = _DASH.get(line.dash, "-") if "lines" in mode else "none"
-            marker = "o" if "markers" in mode else None
-            if marker and tr.marker is not None and tr.marker.symbol:
-                marker = _MARKERS.get(tr.marker.symbol, "o")
-            size = (tr.marker.size or 6) / 1.5 if marker and tr.marker is not None else None
-            y = np.asarray(tr.y, dtype=float)
-            x = np.arange(len(y)) if tr.x is None else np.asarray(tr.x, dtype=float)  # plotly: x defaults to 0..n-1
-            ax.plot(x, y, linestyle=style, marker=marker,
-                    markersize=size, color=line.color or (tr.marker.color if tr.marker else None),
-                    linewidth=(line.width or 2) * 0.75, alpha=tr.opacity if tr.opacity is not None else 1.0,
-                    label=tr.name if tr.showlegend is not False else None)
-        elif tr.type == "heatmap":
-            z = np.asarray(tr.z, dtype=float)
-            x, x_labels = _axis_values(tr.x, z.shape[1])
-            y, y_labels = _axis_values(tr.y, z.shape[0])
-            if x_labels:
-                ax.set_xticks(x, x_labels)
-            if y_labels:
-                ax.set_yticks(y, y_labels)
-            scale = tr.colorscale or ((0, "#440154"), (1, "#fde725"))
-            cmap = LinearSegmentedColormap.from_list("c", [(float(p), c) for p, c in scale]).with_extremes(bad="#ffffff")
-            mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), cmap=cmap, vmin=tr.zmin, vmax=tr.zmax,
-                                 shading="nearest")
-            cb = plt.colorbar(mesh, ax=ax, fraction=0.04)
-            if tr.colorbar is not None and tr.colorbar.title is not None and tr.colorbar.title.text:
-                cb.set_label(tr.colorbar.title.text)
-            if tr.text is not None:
-                for i, row in enumerate(tr.text):
-                    for j, txt in enumerate(row):
-                        if txt:
-                            ax.text(x[j], y[i], txt, ha="center", va="center", fontsize=7)
-        elif tr.type == "bar":
-            ax.bar([str(v) for v in tr.x], tr.y, color=(tr.marker.color if tr.marker else None), label=tr.name)
+        {"scatter": _draw_scatter, "heatmap": _draw_heatmap, "bar": _draw_bar}.get(tr.type, lambda *_: None)(ax, tr)
     for sh in lay.shapes or ():
-        color = _rgba(sh.line.color if sh.line else None) or "#444"
-        if sh.type == "line":
-            style = _DASH.get(sh.line.dash if sh.line else None, "-")
-            z = 0.5 if sh.layer == "below" else 2.5
-            if sh.yref == "paper":
-                ax.axvline(sh.x0, color=color, linestyle=style, linewidth=1, zorder=z)
-            elif sh.xref == "paper":
-                ax.axhline(sh.y0, color=color, linestyle=style, linewidth=1, zorder=z)
-            else:
-                ax.plot([sh.x0, sh.x1], [sh.y0, sh.y1], color=color, linestyle=style, linewidth=1)
-        elif sh.type == "rect" and sh.yref == "paper":
-            ax.axvspan(sh.x0, sh.x1, color=_rgba(sh.fillcolor) or (0.8, 0.2, 0.2, 0.1), linewidth=0)
+        _draw_shape(ax, sh)
     for an in lay.annotations or ():
-        x = an.x if an.xref != "paper" else None
-        y = an.y if an.yref != "paper" else None
-        if y is not None and lay.yaxis.type == "log":
-            y = 10**y  # plotly gives annotation positions on log axes as log10
-        if x is not None and lay.xaxis.type == "log":
-            x = 10**x
-        trans = ax.get_xaxis_transform() if an.yref == "paper" else ax.get_yaxis_transform() if an.xref == "paper" else ax.transData
-        xx = x if x is not None else an.x
-        yy = y if y is not None else an.y
-        ax.text(xx, yy, an.text, transform=trans, fontsize=8, color="#333",
-                ha="left" if an.xanchor == "left" else "center", va="bottom")
+        _draw_annotation(ax, an, lay)
+    _style_axes(ax, lay)
+    # labels placed on the plot's top edge (L0, ...) would sit on the title: lift it above them
+    top = any(an.yref == "paper" and (an.y or 0) >= 1 and an.yanchor == "bottom" for an in lay.annotations or ())
+    ax.set_title(wrap_title(lay.title.text or ""), fontsize=10, pad=16 if top else 6)
+    ax.set_xlabel(lay.xaxis.title.text or "")
+    ax.set_ylabel(lay.yaxis.title.text or "")
+    ax.grid(alpha=0.25)
+    if lay.yaxis.scaleanchor == "x" or lay.xaxis.scaleanchor == "y":
+        ax.set_aspect("equal", adjustable="datalim")  # circles stay circles, as in the live plotly view
+    if lay.showlegend is not False and any(tr.type in ("scatter", "bar") and tr.name for tr in fig.data):
+        ax.legend(fontsize=7, loc="best")
+
+
+def _draw_scatter(ax: plt.Axes, tr) -> None:
+    mode = tr.mode or "lines"
+    line = tr.line or {}
+    style = _DASH.get(line.dash, "-") if "lines" in mode else "none"
+    marker = "o" if "markers" in mode else None
+    if marker and tr.marker is not None and tr.marker.symbol:
+        marker = _MARKERS.get(tr.marker.symbol, "o")
+    size = (tr.marker.size or 6) / 1.5 if marker and tr.marker is not None else None
+    y = np.asarray(tr.y, dtype=float)
+    x = np.arange(len(y)) if tr.x is None else np.asarray(tr.x, dtype=float)  # plotly: x defaults to 0..n-1
+    ax.plot(x, y, linestyle=style, marker=marker,
+            markersize=size, color=line.color or (tr.marker.color if tr.marker else None),
+            linewidth=(line.width or 2) * 0.75, alpha=tr.opacity if tr.opacity is not None else 1.0,
+            label=tr.name if tr.showlegend is not False else None)
+
+
+def _draw_heatmap(ax: plt.Axes, tr) -> None:
+    z = np.asarray(tr.z, dtype=float)
+    x, x_labels = _axis_values(tr.x, z.shape[1])
+    y, y_labels = _axis_values(tr.y, z.shape[0])
+    if x_labels:
+        ax.set_xticks(x, x_labels)
+    if y_labels:
+        ax.set_yticks(y, y_labels)
+    scale = tr.colorscale or ((0, "#440154"), (1, "#fde725"))
+    cmap = LinearSegmentedColormap.from_list("c", [(float(p), c) for p, c in scale]).with_extremes(bad="#ffffff")
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), cmap=cmap, vmin=tr.zmin, vmax=tr.zmax, shading="nearest")
+    cb = plt.colorbar(mesh, ax=ax, fraction=0.04)
+    if tr.colorbar is not None and tr.colorbar.title is not None and tr.colorbar.title.text:
+        cb.set_label(tr.colorbar.title.text)
+    for i, row in enumerate(tr.text if tr.text is not None else ()):
+        for j, txt in enumerate(row):
+            if txt:
+                ax.text(x[j], y[i], txt, ha="center", va="center", fontsize=7)
+
+
+def _draw_bar(ax: plt.Axes, tr) -> None:
+    ax.bar([str(v) for v in tr.x], tr.y, color=(tr.marker.color if tr.marker else None), label=tr.name)
+
+
+def _draw_shape(ax: plt.Axes, sh) -> None:
+    color = _rgba(sh.line.color if sh.line else None) or "#444"
+    if sh.type == "line":
+        style = _DASH.get(sh.line.dash if sh.line else None, "-")
+        z = 0.5 if sh.layer == "below" else 2.5
+        if sh.yref == "paper":
+            ax.axvline(sh.x0, color=color, linestyle=style, linewidth=1, zorder=z)
+        elif sh.xref == "paper":
+            ax.axhline(sh.y0, color=color, linestyle=style, linewidth=1, zorder=z)
+        else:
+            ax.plot([sh.x0, sh.x1], [sh.y0, sh.y1], color=color, linestyle=style, linewidth=1)
+    elif sh.type == "rect" and sh.yref == "paper":
+        ax.axvspan(sh.x0, sh.x1, color=_rgba(sh.fillcolor) or (0.8, 0.2, 0.2, 0.1), linewidth=0)
+
+
+def _draw_annotation(ax: plt.Axes, an, lay) -> None:
+    x = an.x if an.xref != "paper" else None
+    y = an.y if an.yref != "paper" else None
+    if y is not None and lay.yaxis.type == "log":
+        y = 10**y  # plotly gives annotation positions on log axes as log10
+    if x is not None and lay.xaxis.type == "log":
+        x = 10**x
+    trans = (ax.get_xaxis_transform() if an.yref == "paper" else ax.get_yaxis_transform() if an.xref == "paper"
+             else ax.transData)
+    ax.text(x if x is not None else an.x, y if y is not None else an.y, an.text, transform=trans, fontsize=8,
+            color="#333", ha="left" if an.xanchor == "left" else "center", va="bottom")
+
+
+def _style_axes(ax: plt.Axes, lay) -> None:
     plain = FuncFormatter(lambda v, _: _short_number(v))
     for axis, spec, setter, limits in ((ax.xaxis, lay.xaxis, ax.set_xscale, ax.get_xlim),
                                        (ax.yaxis, lay.yaxis, ax.set_yscale, ax.get_ylim)):
@@ -129,14 +155,6 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
         if spec.tickvals is not None:
             axis.set_ticks(list(spec.tickvals))
             axis.set_ticklabels(list(spec.ticktext) if spec.ticktext is not None else [f"{v:g}" for v in spec.tickvals])
-    # labels placed on the plot's top edge (L0, ...) would sit on the title: lift it above them
-    top = any(an.yref == "paper" and (an.y or 0) >= 1 and an.yanchor == "bottom" for an in lay.annotations or ())
-    ax.set_title(wrap_title(lay.title.text or ""), fontsize=10, pad=16 if top else 6)
-    ax.set_xlabel(lay.xaxis.title.text or "")
-    ax.set_ylabel(lay.yaxis.title.text or "")
-    ax.grid(alpha=0.25)
-    if lay.showlegend is not False and any(tr.type in ("scatter", "bar") and tr.name for tr in fig.data):
-        ax.legend(fontsize=7, loc="best")
 
 
 def wrap_title(text: str, width: int = 70) -> str:
