@@ -69,43 +69,8 @@ class FrequencyExplorer(Panel):
     def __init__(self, head_dim: int = 64, rope_theta: float = 1e5, original_max_position_embeddings: int = 8192,
                  target_length: int = 16384, method: str = "longrope", config: Any = None,
                  measure_model: str | None = "teaching") -> None:
-        def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
-            # a slider sends its value when let go (or per key press), not on every pixel of a drag: each value
-            # redraws four figures
-            return dict(continuous_update=False, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
-
-        self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
-                                     readout=False, **slider_args())
-        # the slider moves on a log grid; the exact value lives here (typed or loaded values are never rounded)
-        self.base_text = W.FloatText(value=rope_theta, description="b exactly", style={"description_width": "100px"},
-                                     layout=W.Layout(width="240px"))
-        self._theta = float(rope_theta)
-        self.head_dim = W.Dropdown(options=[32, 48, 64, 80, 96, 128, 256], value=head_dim, description="head_dim",
-                                   style={"description_width": "90px"}, layout=W.Layout(width="200px"))
-        self.original = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, original_max_position_embeddings),
-                                          description="L0", **slider_args())
-        self.target = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, target_length),
-                                        description="target L", **slider_args())
-        self.method = W.Dropdown(options=available_methods(), value=method, description="method",
-                                 style={"description_width": "90px"}, layout=W.Layout(width="250px"))
-        self.beta_fast = W.FloatSlider(value=32, min=1, max=256, step=1, description="β_fast", **slider_args())
-        self.beta_slow = W.FloatSlider(value=1, min=0.25, max=16, step=0.25, description="β_slow", **slider_args())
-        self.low_freq = W.FloatSlider(value=1, min=0.25, max=8, step=0.25, description="low_freq_factor", **slider_args())
-        self.high_freq = W.FloatSlider(value=4, min=0.5, max=32, step=0.5, description="high_freq_factor", **slider_args())
-        self.n_hat = W.IntSlider(value=0, min=0, max=512, step=4, description="n̂ (start window)", **slider_args())
-        self.attention = W.ToggleButtons(options=["su", "yarn", "constant"], value="su", description="attention",
-                                         style={"description_width": "90px", "button_width": "72px"})
-        self.attention_value = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.01, description="m (constant)",
-                                             **slider_args())
-        self.critical = W.IntSlider(value=1, min=1, max=head_dim // 2 - 1, description="critical pair", **slider_args())
-        self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
-                                    continuous_update=False, orientation="vertical",
-                                    layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
-        self.config_path = W.Text(placeholder="teaching, smollm2, a model folder or config.json",
-                                  layout=W.Layout(width="310px"))
-        self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="120px"))
-        self.reset_button = W.Button(description="Reset", icon="undo", layout=W.Layout(width="120px"),
-                                     tooltip="back to the loaded model's settings (or the starting ones)")
+        self._make_sliders(head_dim, rope_theta, original_max_position_embeddings, target_length, method)
+        self._make_buttons()
         super().__init__()  # the status line
         self.yarn_note = W.HTML(layout=W.Layout(width="310px"))
         self.export = W.HTML(layout=W.Layout(width="100%"))
@@ -130,6 +95,58 @@ class FrequencyExplorer(Panel):
         self._draw(first)
         self._render_export(first)
 
+        self._wire()
+        self._visibility()
+        from .measure import MeasurePanel
+
+        self.measure = MeasurePanel(lambda: self.spec, model=measure_model) if measure_model else None
+        if config is not None:
+            self.load_config(config)
+
+    def _make_sliders(self, head_dim: int, rope_theta: float, original: int, target_length: int,
+                      method: str) -> None:
+        def slider_args() -> dict[str, Any]:  # a fresh Layout each: a shared one would hide all at once
+            # a slider sends its value when let go (or per key press), not on every pixel of a drag: each value
+            # redraws four figures
+            return dict(continuous_update=False, style={"description_width": "100px"}, layout=W.Layout(width="310px"))
+
+        self.base = W.FloatLogSlider(value=rope_theta, base=10, min=2, max=7.5, step=0.05, description="base b",
+                                     readout=False, **slider_args())
+        # the slider moves on a log grid; the exact value lives here (typed or loaded values are never rounded)
+        self.base_text = W.FloatText(value=rope_theta, description="b exactly", style={"description_width": "100px"},
+                                     layout=W.Layout(width="240px"))
+        self._theta = float(rope_theta)
+        self.head_dim = W.Dropdown(options=[32, 48, 64, 80, 96, 128, 256], value=head_dim, description="head_dim",
+                                   style={"description_width": "90px"}, layout=W.Layout(width="200px"))
+        self.original = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, original),
+                                          description="L0", **slider_args())
+        self.target = W.SelectionSlider(options=LENGTHS, value=_nearest(LENGTHS, target_length),
+                                        description="target L", **slider_args())
+        self.method = W.Dropdown(options=available_methods(), value=method, description="method",
+                                 style={"description_width": "90px"}, layout=W.Layout(width="250px"))
+        self.beta_fast = W.FloatSlider(value=32, min=1, max=256, step=1, description="β_fast", **slider_args())
+        self.beta_slow = W.FloatSlider(value=1, min=0.25, max=16, step=0.25, description="β_slow", **slider_args())
+        self.low_freq = W.FloatSlider(value=1, min=0.25, max=8, step=0.25, description="low_freq_factor", **slider_args())
+        self.high_freq = W.FloatSlider(value=4, min=0.5, max=32, step=0.5, description="high_freq_factor", **slider_args())
+        self.n_hat = W.IntSlider(value=0, min=0, max=512, step=4, description="n̂ (start window)", **slider_args())
+        self.attention = W.ToggleButtons(options=["su", "yarn", "constant"], value="su", description="attention",
+                                         style={"description_width": "90px", "button_width": "72px"})
+        self.attention_value = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.01, description="m (constant)",
+                                             **slider_args())
+        self.critical = W.IntSlider(value=1, min=1, max=head_dim // 2 - 1, description="critical pair", **slider_args())
+        self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
+                                    continuous_update=False, orientation="vertical",
+                                    layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
+
+    def _make_buttons(self) -> None:
+        self.config_path = W.Text(placeholder="teaching, smollm2, a model folder or config.json",
+                                  layout=W.Layout(width="310px"))
+        self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="120px"))
+        self.reset_button = W.Button(description="Reset", icon="undo", layout=W.Layout(width="120px"),
+                                     tooltip="back to the loaded model's settings (or the starting ones)")
+
+    def _wire(self) -> None:
+        """Every control observed: a change redraws from one new spec."""
         for w in (self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
                   self.low_freq, self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical):
             w.observe(self._on_change, names="value")
@@ -139,12 +156,6 @@ class FrequencyExplorer(Panel):
             k.observe(self._on_knot, names="value")
         self.load_button.on_click(self._on_load)
         self.reset_button.on_click(self._on_reset)
-        self._visibility()
-        from .measure import MeasurePanel
-
-        self.measure = MeasurePanel(lambda: self.spec, model=measure_model) if measure_model else None
-        if config is not None:
-            self.load_config(config)
 
     # ---- construction helpers ----------------------------------------------------------------
     @classmethod
