@@ -26,11 +26,6 @@ TINY = dict(target_length=512, population=8, parents=4, mutants=2, crossovers=2,
             n_hat_top=1, n_hat_choices=(0, 4, 64), corpus="shakespeare")
 
 
-@pytest.fixture(scope="module")
-def teaching():
-    return load_model("teaching-ci")
-
-
 def test_mutation_and_crossover_keep_the_genome_valid_and_new():
     space = Space(n_pairs=32, s=8.0, max_grid=900)
     ga = GeneticAlgorithm(space, SearchConfig(target_length=2048, seed=3))
@@ -109,19 +104,19 @@ def test_max_factor_defaults_follow_the_mode():
     assert SearchConfig(target_length=2048, max_factor=12.5).max_factor_for(8) == 12.5
 
 
-def test_target_and_max_factor_errors(teaching, tmp_path):
+def test_target_and_max_factor_errors(teaching_ci, tmp_path):
     with pytest.raises(SearchError, match="target_length=256 is not allowed: it must be above the model's original "
                                           "context L0=256"):
-        Search(teaching.model, teaching.tokenizer, SearchConfig(target_length=256), tmp_path / "a")
+        Search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(target_length=256), tmp_path / "a")
     with pytest.raises(SearchError, match="max_factor=1.5 is not allowed: the maximum factor must be at least the "
                                           "extension ratio s=2"):
-        Search(teaching.model, teaching.tokenizer, SearchConfig(target_length=512, max_factor=1.5), tmp_path / "b")
+        Search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(target_length=512, max_factor=1.5), tmp_path / "b")
 
 
-def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching, tmp_path):
+def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching_ci, tmp_path):
     cfg = SearchConfig(**TINY)
-    a = run_search(teaching.model, teaching.tokenizer, cfg, tmp_path / "a", report_documents=3)
-    b = run_search(teaching.model, teaching.tokenizer, cfg, tmp_path / "b", report=False)
+    a = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "a", report_documents=3)
+    b = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "b", report=False)
     assert a.best_factors == b.best_factors and a.best_fitness == b.best_fitness and a.best_n_hat == b.best_n_hat
     assert a.best_fitness <= min(a.baselines.values())
     keys = [json.loads(line)["key"] for line in (tmp_path / "a" / "journal-0.jsonl").read_text().splitlines()
@@ -135,14 +130,14 @@ def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching
     assert set(report["settings"]) == {"searched", "linear", "ntk", "yarn"} and 0 <= report["wins_vs_yarn"] <= 1
     assert 0 <= report["document_wins_vs_yarn"] <= 1 and len(report["source_documents"]) <= len(report["documents"])
     assert all("#" not in d for d in report["source_documents"])  # a document's later windows count as that document
-    other = run_search(teaching.model, teaching.tokenizer, SearchConfig(**{**TINY, "seed": 1}), tmp_path / "c",
+    other = run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**{**TINY, "seed": 1}), tmp_path / "c",
                        report=False)
     assert other.evaluations == a.evaluations
 
 
-def test_racing_saves_forwards_and_exact_racing_ends_like_the_plain_algorithm(teaching, tmp_path):
+def test_racing_saves_forwards_and_exact_racing_ends_like_the_plain_algorithm(teaching_ci, tmp_path):
     cfg = dict(TINY, generations=4, n_documents=4, n_hat_stage=False)
-    runs = {mode: run_search(teaching.model, teaching.tokenizer, SearchConfig(**cfg, racing=mode), tmp_path / mode,
+    runs = {mode: run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**cfg, racing=mode), tmp_path / mode,
                              report=False) for mode in ("exact", "heuristic", "off")}
     plain, exact, heuristic = runs["off"], runs["exact"], runs["heuristic"]
     assert plain.tokens_saved_by_racing == 0 and plain.tokens_forwarded == plain.evaluations * 4 * 512
@@ -154,9 +149,9 @@ def test_racing_saves_forwards_and_exact_racing_ends_like_the_plain_algorithm(te
     assert exact.best_factors == plain.best_factors and exact.best_fitness == plain.best_fitness
 
 
-def test_longrope2_mode(teaching, tmp_path):
+def test_longrope2_mode(teaching_ci, tmp_path):
     cfg = SearchConfig(**{**TINY, "mode": "longrope2", "critical_dim_span": 1, "generations": 1, "n_hat_stage": False})
-    result = run_search(teaching.model, teaching.tokenizer, cfg, tmp_path / "l2", report_documents=2)
+    result = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "l2", report_documents=2)
     assert result.critical_dim in (18, 19, 20) and result.spec["method"] == "longrope2"
     factors = result.best_factors
     cd = result.critical_dim
@@ -165,39 +160,39 @@ def test_longrope2_mode(teaching, tmp_path):
     assert json.loads((tmp_path / "l2" / "report.json").read_text())["mode"] == "longrope2"
 
 
-def test_resume_refuses_other_settings_and_recovers_a_truncated_journal(teaching, tmp_path):
+def test_resume_refuses_other_settings_and_recovers_a_truncated_journal(teaching_ci, tmp_path):
     folder = tmp_path / "run"
     cfg = SearchConfig(**{**TINY, "generations": 1, "n_hat_stage": False})
-    first = run_search(teaching.model, teaching.tokenizer, cfg, folder, report=False)
+    first = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder, report=False)
     with pytest.raises(SearchError, match="already holds a search; pass resume=True"):
-        Search(teaching.model, teaching.tokenizer, cfg, folder)
+        Search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder)
     with pytest.raises(SearchError, match="different settings: config.generations: 1 in the folder, 2 now"):
-        Search(teaching.model, teaching.tokenizer, SearchConfig(**{**TINY, "generations": 2}), folder, resume=True)
+        Search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**{**TINY, "generations": 2}), folder, resume=True)
     ci_small = load_model("tiny-random", max_position_embeddings=256)
     with pytest.raises(SearchError, match="different settings: .*model"):
-        Search(ci_small.model, teaching.tokenizer, cfg, folder, resume=True, model_name="other")
+        Search(ci_small.model, teaching_ci.tokenizer, cfg, folder, resume=True, model_name="other")
     journal = folder / "journal-0.jsonl"
     lines = journal.read_text().splitlines()
     journal.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2])  # a write torn by a kill
     contents = Journal.read(folder)
     assert len(contents.records) == 5 and "line 6 was torn by a killed write" in contents.warnings[0]
     assert journal.read_text() == "\n".join(lines[:5]) + "\n"  # cut off: the next append starts a clean line
-    again = run_search(teaching.model, teaching.tokenizer, cfg, folder, resume=True, report=False)
+    again = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder, resume=True, report=False)
     assert again.best_factors == first.best_factors and again.evaluations_replayed == 5
     # a second resume of the finished run replays every evaluation: nothing after the tear is recomputed again
-    third = run_search(teaching.model, teaching.tokenizer, cfg, folder, resume=True, report=False)
+    third = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder, resume=True, report=False)
     assert third.evaluations_replayed == third.evaluations and third.best_factors == first.best_factors
     gens = [json.loads(x)["generation"] for x in journal.read_text().splitlines() if '"kind": "generation"' in x]
     assert len(gens) == len(set(gens))  # each generation journaled once across the resumes
 
 
-def test_stop_flag_ends_between_evaluations(teaching, tmp_path):
+def test_stop_flag_ends_between_evaluations(teaching_ci, tmp_path):
     calls = {"n": 0}
 
     def stop():
         calls["n"] += 1
         return calls["n"] > 6
 
-    result = run_search(teaching.model, teaching.tokenizer, SearchConfig(**TINY), tmp_path / "s", stop=stop)
+    result = run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**TINY), tmp_path / "s", stop=stop)
     assert result.stopped and result.evaluations < 8 and not (tmp_path / "s" / "report.json").exists()
     random.seed(0)

@@ -47,8 +47,8 @@ def test_packed_row_loss_equals_its_documents_run_separately(tiny_llama, with_sp
     assert torch.allclose(packed_logits[10:35], alone, atol=1e-5)
 
 
-def test_mixed_window_batches_switch_short_and_long_factors():
-    lm = load_model("teaching-ci")
+def test_mixed_window_batches_switch_short_and_long_factors(teaching_ci):
+    lm = teaching_ci
     spec = spec_for_model(lm.model, "longrope", target_length=1024, long_factor=ramp_factors(32, 10, 31, 1.0, 5.0))
     data = PackedData(lm.tokenizer, TrainConfig(seq_len=1024, mixed=True, batch_size=2, short_every=2), 256)
     short, long = data.batch(0, 0), data.batch(1, 0)

@@ -236,11 +236,10 @@ def test_search_with_wrong_factor_count_writes_nothing_and_the_corrected_command
     assert code == 2 and "does not exist" in err and not (tmp_path / "serach").exists()
 
 
-def test_search_resume_of_a_folder_without_a_search_is_refused_by_the_library(tmp_path):
-    from workbench.models import load_model
+def test_search_resume_of_a_folder_without_a_search_is_refused_by_the_library(teaching_ci, tmp_path):
     from workbench.search import SearchConfig, SearchError, run_search
 
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     cfg = SearchConfig(target_length=512, population=3, parents=2, mutants=1, crossovers=0, generations=0,
                        n_documents=1, per_document=1, n_hat_stage=False)
     with pytest.raises(SearchError, match="does not exist"):

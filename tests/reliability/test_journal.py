@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from workbench.models import load_model
 from workbench.search import Journal, JournalError, SearchConfig, run_search
 
 from .conftest import TINY_SEARCH as TINY
@@ -20,7 +19,7 @@ def _copy(finished_search, tmp_path):
     return tmp_path / "run", (tmp_path / "run" / "journal-0.jsonl")
 
 
-def test_an_edited_loss_is_refused(finished_search, tmp_path):
+def test_an_edited_loss_is_refused(teaching_ci, finished_search, tmp_path):
     folder, journal = _copy(finished_search, tmp_path)
     lines = journal.read_text().splitlines()
     entry = json.loads(lines[1])
@@ -29,7 +28,7 @@ def test_an_edited_loss_is_refused(finished_search, tmp_path):
     journal.write_text("\n".join(lines) + "\n")
     with pytest.raises(JournalError, match="line 2 was changed after it was written"):
         Journal.read(folder)
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     with pytest.raises(JournalError, match="changed after it was written"):
         run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), folder, resume=True, report=False)
 

@@ -19,7 +19,7 @@ from workbench.search import SearchConfig, SearchError, run_search
 from .conftest import TINY_SEARCH as TINY
 
 
-def test_an_evaluation_into_a_finished_search_is_refused_and_the_search_still_resumes(finished_search, capsys):
+def test_an_evaluation_into_a_finished_search_is_refused_and_the_search_still_resumes(teaching_ci, finished_search, capsys):
     params = (finished_search / "params.json").read_text()
     assert folder_kind(finished_search) == "search"
     code = main(["eval", "ppl", "--model", "teaching-ci", "--method", "yarn", "--target", "512", "--lengths", "512",
@@ -27,14 +27,14 @@ def test_an_evaluation_into_a_finished_search_is_refused_and_the_search_still_re
     err = capsys.readouterr().err
     assert code != 0 and "holds a run of kind 'search'" in err and "Traceback" not in err
     assert (finished_search / "params.json").read_text() == params
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     again = run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), finished_search, resume=True, report=False)
     assert again.evaluations_replayed == again.evaluations
 
 
-def test_a_search_into_another_kind_of_folder_is_refused(tmp_path):
+def test_a_search_into_another_kind_of_folder_is_refused(teaching_ci, tmp_path):
     RunFolder(tmp_path / "ev", {"x": 1})
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     with pytest.raises(SearchError, match="holds a run of kind 'evaluation'"):
         run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), tmp_path / "ev", report=False)
     with pytest.raises(RunFolderError, match="holds a run of kind 'evaluation' .*writes a run of kind 'finetune'"):
@@ -105,7 +105,7 @@ def test_resuming_a_fine_tune_folder_that_does_not_exist_is_refused(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
-def test_one_params_format_for_every_kind_and_an_older_folder_is_refused_with_what_to_do(finished_search, tmp_path):
+def test_one_params_format_for_every_kind_and_an_older_folder_is_refused_with_what_to_do(teaching_ci, finished_search, tmp_path):
     import shutil
 
     from workbench.runs import FORMAT, differences
@@ -120,7 +120,7 @@ def test_one_params_format_for_every_kind_and_an_older_folder_is_refused_with_wh
     shutil.copytree(finished_search, old)
     (old / "params.json").write_text(json.dumps({"kind": "search", "identity": search["identity"],
                                                  "versions": search["versions"], "started": "2026-11-01 10:00:00"}))
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     with pytest.raises(SearchError, match="written by an older workbench \\(started 2026-11-01 10:00:00.*format 1.*"
                                           "start a new run folder"):
         run_search(lm.model, lm.tokenizer, SearchConfig(**TINY), old, resume=True, report=False)

@@ -8,12 +8,6 @@ pytest.importorskip("ipywidgets")
 
 from widgets.frequency_explorer import FrequencyExplorer  # noqa: E402
 from widgets.measure import resample, translate  # noqa: E402
-from workbench.models import load_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def teaching_ci():
-    return load_model("teaching-ci")
 
 
 def names(panel):

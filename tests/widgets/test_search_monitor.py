@@ -50,11 +50,10 @@ def test_start_without_config():
     assert mon.start() is None and "no search configuration" in mon.status.value
 
 
-def test_a_resumed_folder_replays_each_generation_and_evaluation_once(tmp_path):
-    from workbench.models import load_model
+def test_a_resumed_folder_replays_each_generation_and_evaluation_once(teaching_ci, tmp_path):
     from workbench.search import run_search
 
-    lm = load_model("teaching-ci")
+    lm = teaching_ci
     small = SearchConfig(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=3,
                          n_documents=1, n_hat_stage=False)
     calls = []
