@@ -291,7 +291,7 @@ def vllm_flags(spec: RopeSpec) -> tuple[str | None, str]:
 
 def llama_cpp_flags(spec: RopeSpec) -> tuple[str | None, str]:
     """llama.cpp runtime flags or the `workbench export gguf` command, and whether execution verified it."""
-    if spec.start_window > 0:
+    if spec.n_hat > 0:
         return None, "llama.cpp has no start-token window (n_hat)"
     return spec.llama_cpp_flags()
 

@@ -200,8 +200,8 @@ def plan_gguf(spec: RopeSpec, info: GGUFInfo) -> GGUFPlan:
     if info.is_scaled:
         raise GGUFError(f"{info.path.name} already carries a RoPE rescaling (rope_freqs / rope.scaling.*); "
                         "export from the unscaled GGUF")
-    if spec.start_window > 0:
-        raise GGUFError(f"n_hat={spec.start_window} is not expressible in llama.cpp: it has no start-token "
+    if spec.n_hat > 0:
+        raise GGUFError(f"n_hat={spec.n_hat} is not expressible in llama.cpp: it has no start-token "
                         "window (positions below n_hat keeping the original rotation); use n_hat=0")
     try:
         form = spec.gguf_form(arch)  # the method's own: dynamic frequencies, a short/long switch... are refused

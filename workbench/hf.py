@@ -270,7 +270,7 @@ def to_hf(spec: RopeSpec, layout: str = "v5", *, allow_lossy: bool = False) -> H
     """
     if layout not in ("v5", "v4"):
         raise SpecError(f"layout={layout!r} is not allowed: 'v5' (rope_parameters) or 'v4' (rope_scaling)")
-    notes = start_window_notes(spec, allow_lossy)
+    notes = n_hat_notes(spec, allow_lossy)
     form = spec.hf_form(allow_lossy)  # the method's own rope parameters
     notes += form.notes
     params = form.params
@@ -286,15 +286,15 @@ def to_hf(spec: RopeSpec, layout: str = "v5", *, allow_lossy: bool = False) -> H
     return HFExport(params, updates, layout, tuple(notes))
 
 
-def start_window_notes(spec: RopeSpec, allow_lossy: bool) -> list[str]:
+def n_hat_notes(spec: RopeSpec, allow_lossy: bool) -> list[str]:
     """What an export says about n_hat: stock transformers has one inv_freq for all positions.
 
     Raises:
         NotExpressibleError: n_hat > 0 without ``allow_lossy``.
     """
-    if spec.start_window == 0:
+    if spec.n_hat == 0:
         return []
-    msg = (f"n_hat={spec.start_window}: stock transformers cannot keep the original rotation for the "
+    msg = (f"n_hat={spec.n_hat}: stock transformers cannot keep the original rotation for the "
            "first n_hat positions (its rotary embedding has one inv_freq for all positions)")
     if not allow_lossy:
         raise NotExpressibleError(msg + "; export with allow_lossy=True (--allow-lossy) to drop it, or run the model "

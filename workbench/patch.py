@@ -105,7 +105,7 @@ class WorkbenchRotaryEmbedding(nn.Module):
 
     def angles(self, positions: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, float]:
         f = self.frequencies(seq_len)
-        return rotary_angles(positions, f.inv_freq, self.theta, self.spec.start_window), f.attention_factor
+        return rotary_angles(positions, f.inv_freq, self.theta, self.spec.n_hat), f.attention_factor
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

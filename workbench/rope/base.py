@@ -110,8 +110,9 @@ class RopeSpec:
         return int(round(self.factor * self.original_max_position_embeddings))
 
     @property
-    def start_window(self) -> int:
-        """Positions below this keep the original rotation (LongRoPE's n_hat); 0 for most methods."""
+    def n_hat(self) -> int:
+        """Positions below this keep the original rotation (LongRoPE's start-token window, a field of its spec);
+        0 for the other methods."""
         return 0
 
     @property

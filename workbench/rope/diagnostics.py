@@ -60,7 +60,7 @@ def pair_diagnostics(spec: RopeSpec, seq_len: int | None = None) -> PairDiagnost
     freqs = spec.frequencies(n)
     theta = spec.original_inv_freq().double().numpy()
     inv = freqs.inv_freq.double().numpy()
-    window = min(spec.start_window, n)
+    window = min(spec.n_hat, n)
     # positions < n_hat rotate with theta, the rest with inv_freq; the largest angle is at the end of each part
     max_target = (n - 1) * inv
     if window > 0:
@@ -101,7 +101,7 @@ def ood_angle_map(spec: RopeSpec, n_positions: int = 96, seq_len: int | None = N
     positions = np.unique(np.linspace(0, n - 1, n_positions).round().astype(np.int64))
     theta = spec.original_inv_freq().double().numpy()
     inv = spec.frequencies(n).inv_freq.double().numpy()
-    rate = np.where(positions[None, :] < spec.start_window, theta[:, None], inv[:, None])  # (D, P)
+    rate = np.where(positions[None, :] < spec.n_hat, theta[:, None], inv[:, None])  # (D, P)
     angles = positions[None, :] * rate
     trained = (spec.original_max_position_embeddings - 1) * theta
     ratio = angles / trained[:, None]

@@ -91,10 +91,6 @@ class LongRopeSpec(RopeSpec):
             )
 
     @property
-    def start_window(self) -> int:
-        return self.n_hat
-
-    @property
     def is_length_dependent(self) -> bool:
         return self.short_factor != self.long_factor
 
