@@ -220,14 +220,14 @@ def position_loss_figure(results: Iterable, original_length: int | None = None, 
     return fig
 
 
-def method_specs(geometry: RopeSpec, methods: Iterable[str], **overrides: dict) -> dict[str, RopeSpec]:
+def method_specs(like: RopeSpec, methods: Iterable[str], **overrides: dict) -> dict[str, RopeSpec]:
     """Representative specs of several methods (each method's ``example_params``, then ``overrides``) sharing
-    ``geometry``'s head_dim, base, L0 and factor."""
+    ``like``'s geometry (head_dim, rope_theta, L0) and factor."""
     out = {}
-    g = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
-             original_max_position_embeddings=geometry.original_max_position_embeddings, factor=geometry.factor)
+    g = dict(head_dim=like.head_dim, rope_theta=like.rope_theta,
+             original_max_position_embeddings=like.original_max_position_embeddings, factor=like.factor)
     for m in methods:
-        params = {**get_method(m).spec_cls.example_params(geometry), **overrides.get(m, {})}
+        params = {**get_method(m).spec_cls.example_params(like), **overrides.get(m, {})}
         out[m] = make_spec(m, **g, **params)
     return out
 

@@ -51,7 +51,7 @@ class RopeFrequencies:
 
 @dataclass(frozen=True, kw_only=True)
 class RopeSpec:
-    """Base of every method's spec: the geometry every method needs.
+    """Base of every method's spec: the model's geometry (head_dim, rope_theta, L0) and the factor.
 
     Args:
         head_dim: rotary dimension ``d`` (even); for partial-rotary models the rotated part only.
@@ -145,7 +145,7 @@ class RopeSpec:
 
     def describe(self) -> str:
         """One line naming the method and its parameters."""
-        params = {k: v for k, v in asdict(self).items() if k not in _GEOMETRY}
+        params = {k: v for k, v in asdict(self).items() if k not in _SHARED_FIELDS}
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
         return (
             f"{self.method} (s={self.factor:g}, L0={self.original_max_position_embeddings}, "
@@ -158,11 +158,11 @@ class RopeSpec:
     def required_params(cls) -> list[str]:
         """Parameters without a default that :func:`make_spec` must be given."""
         return sorted(f.name for f in fields(cls) if f.init and f.default is MISSING
-                      and f.default_factory is MISSING and f.name not in _GEOMETRY)
+                      and f.default_factory is MISSING and f.name not in _SHARED_FIELDS)
 
     def params(self) -> dict[str, Any]:
         """The method's own parameters (everything but the geometry), as given to :func:`make_spec`."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _GEOMETRY}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHARED_FIELDS}
 
     @classmethod
     def from_hf(cls, params: dict[str, Any], *, geometry: dict[str, Any], factor: float) -> RopeSpec:
@@ -171,7 +171,7 @@ class RopeSpec:
         ``geometry`` holds head_dim, rope_theta and L0; ``factor`` is the config's (or implied) ratio.
         The default takes every rope key named like one of the spec's parameters.
         """
-        names = {f.name for f in fields(cls)} - _GEOMETRY
+        names = {f.name for f in fields(cls)} - _SHARED_FIELDS
         given = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()
                  if k in names and v is not None}
         return cls(**geometry, factor=factor, **given)
@@ -243,8 +243,9 @@ class RopeSpec:
         return L0 / 4.0, L0 / 1.0
 
     @classmethod
-    def example_params(cls, geometry: RopeSpec) -> dict[str, Any]:
-        """Parameters of a representative spec on ``geometry`` (for figures that compare methods)."""
+    def example_params(cls, like: RopeSpec) -> dict[str, Any]:
+        """Parameters of a representative spec with ``like``'s geometry and factor (for figures that compare
+        methods)."""
         return {}
 
     @classmethod
@@ -269,7 +270,8 @@ class RopeSpec:
         return spec, ""
 
 
-_GEOMETRY = {"head_dim", "rope_theta", "original_max_position_embeddings", "factor"}
+# what every spec has: the model's geometry (head_dim, rope_theta, L0) and the extension ratio
+_SHARED_FIELDS = {"head_dim", "rope_theta", "original_max_position_embeddings", "factor"}
 
 
 def critical_dimension(head_dim: int, rope_theta: float, L0: int) -> int:
@@ -452,7 +454,7 @@ def make_spec(
     if unknown:
         raise SpecError(
             f"unknown parameter(s) {sorted(unknown)} for method {method!r}; allowed: "
-            f"{sorted(allowed - _GEOMETRY)}"
+            f"{sorted(allowed - _SHARED_FIELDS)}"
         )
     required = [name for name in cls.required_params() if name not in params]
     if required:

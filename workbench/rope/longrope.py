@@ -188,10 +188,10 @@ class LongRopeSpec(RopeSpec):
         return {"long_factor": tuple(curve)}
 
     @classmethod
-    def example_params(cls, geometry: RopeSpec) -> dict[str, Any]:
+    def example_params(cls, like: RopeSpec) -> dict[str, Any]:
         """A hand-made ramp (not a searched result): 1 up to 30 % of the pairs, then up to 1.5 s."""
-        D = geometry.n_pairs
-        return {"long_factor": ramp_factors(D, D * 0.3, D - 1, 1.0, max(1.0, 1.5 * geometry.factor))}
+        D = like.n_pairs
+        return {"long_factor": ramp_factors(D, D * 0.3, D - 1, 1.0, max(1.0, 1.5 * like.factor))}
 
     @classmethod
     def from_explorer(cls, geometry: dict[str, Any], values: dict[str, Any]) -> LongRopeSpec:

@@ -79,10 +79,10 @@ class LongRope2Spec(LongRopeSpec):
         return {"critical_dim": cd, "long_factor": longrope2_factors(curve[cd:], cd, len(curve))}
 
     @classmethod
-    def example_params(cls, geometry: RopeSpec) -> dict[str, Any]:
+    def example_params(cls, like: RopeSpec) -> dict[str, Any]:
         """Factors rising gently from s at the theoretical critical pair (not a searched result)."""
-        D, s = geometry.n_pairs, geometry.factor
-        cd = critical_dimension(geometry.head_dim, geometry.rope_theta, geometry.original_max_position_embeddings)
+        D, s = like.n_pairs, like.factor
+        cd = critical_dimension(like.head_dim, like.rope_theta, like.original_max_position_embeddings)
         upper = [round(s + 0.02 * k * s, 4) for k in range(D - cd)]
         return {"long_factor": longrope2_factors(upper, cd, D)}
 
