@@ -71,8 +71,8 @@ class EntropyExplorer(Panel):
             lm = self.load(name)
             L0 = model_geometry(lm.model).original_max_position_embeddings
             length = L0 * multiple
-            geometry = spec_for_model(lm.model, "default", target_length=length)
-            spec = method_specs(geometry, [method])[method]
+            unscaled = spec_for_model(lm.model, "default", target_length=length)
+            spec = method_specs(unscaled, [method])[method]
             doc = samples(lm.tokenizer, self.corpus, "heldout", length, 1, progress=False)[0].tokens
             settings = [("no scaling", None, (1.0,)), (method, spec, (1.0, t) if t != 1.0 else (1.0,))]
             if spec.frequencies().attention_factor != 1.0:

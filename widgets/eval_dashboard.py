@@ -128,8 +128,8 @@ class EvalDashboard(Panel):
             lm = self.load(name)
             self._L0 = model_geometry(lm.model).original_max_position_embeddings
             lengths = [m * self._L0 for m in multiples]
-            geometry = spec_for_model(lm.model, "default", target_length=lengths[-1])
-            specs = {m: (None if m == "default" else s) for m, s in method_specs(geometry, methods).items()}
+            unscaled = spec_for_model(lm.model, "default", target_length=lengths[-1])
+            specs = {m: (None if m == "default" else s) for m, s in method_specs(unscaled, methods).items()}
             docs = samples(lm.tokenizer, self.corpus, "heldout", lengths[-1], n_docs, per_document=8, progress=False)
 
             def on_event(event: Any) -> None:
@@ -151,7 +151,7 @@ class EvalDashboard(Panel):
                                                          label=m, progress=False, sink=on_event))
                     self.redraw()
             if needle_method != "none":
-                spec = specs.get(needle_method) or method_specs(geometry, [needle_method])[needle_method]
+                spec = specs.get(needle_method) or method_specs(unscaled, [needle_method])[needle_method]
                 self.needles = needle_grid(lm.model, lm.tokenizer, [0.0, 0.25, 0.5, 0.75, 1.0], lengths,
                                            source=self.corpus, spec=None if needle_method == "default" else spec,
                                            label=needle_method, progress=False, sink=on_event)
