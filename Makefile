@@ -53,10 +53,13 @@ $(E2E_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" -e ".[notebook,dev,e2e]"
 	touch $(E2E_STAMP)
 
+# tests/e2e/test_classroom.py: every notebook's Run All (classroom preset) three times beside two CPU-burning
+# processes, figures counted by their plotted marks; it writes tests/benchmarks/results/e2e_classroom.json
 test-e2e: e2e-setup
 	$(BIN)/python -m pytest -q -m e2e tests/e2e -p no:cacheprovider
 
-# the browser tests, also writing the README's widget screenshots (docs/images/widgets/)
+# the browser tests, also writing the README's widget screenshots (docs/images/widgets/) and a screenshot of
+# every notebook after Run All (docs/screenshots/, each under 300 KB)
 screenshots: e2e-setup
 	WORKBENCH_README_SHOTS=1 $(BIN)/python -m pytest -q -m e2e tests/e2e -p no:cacheprovider
 

@@ -38,14 +38,16 @@ class Lab:
     def __init__(self, root: Path, url: str, token: str, proc: subprocess.Popen, log: Path) -> None:
         self.root, self.url, self.token, self.proc, self.log = root, url, token, proc, log
 
-    def notebook(self, name: str, parameters: dict) -> str:
-        """Copy ``notebooks/<name>.ipynb`` into the root with ``parameters`` injected (papermill, not executed);
-        every run writes under the root's runs/ folder. Returns the notebook's path relative to the root."""
+    def notebook(self, name: str, parameters: dict, copy: str | None = None, live: bool | None = True) -> str:
+        """Copy ``notebooks/<name>.ipynb`` into the root (as ``<copy>.ipynb`` if given) with ``parameters`` and
+        ``live`` (None: left to the notebook) injected (papermill, not executed); every run writes under the root's
+        runs/ folder. Returns the notebook's path relative to the root."""
         import papermill as pm
 
-        params = {**parameters, "live": True}
-        params.setdefault("output_dir", str(self.root / "runs" / name))
-        target = self.root / f"{name}.ipynb"
+        copy = copy or name
+        params = {**parameters, **({} if live is None else {"live": live})}
+        params.setdefault("output_dir", str(self.root / "runs" / copy))
+        target = self.root / f"{copy}.ipynb"
         pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(target), parameters=params, prepare_only=True,
                             kernel_name="python3")
         return target.name

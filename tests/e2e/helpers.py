@@ -126,6 +126,9 @@ def set_readout(area: Locator, label: str, value: int | float) -> None:
 
 
 def points(area: Locator, title: str, trace: str | None = None) -> int:
-    """How many points the graph titled ``title`` shows (in the trace named ``trace``, or in all)."""
+    """How many points the graph titled ``title`` shows (in the trace named ``trace``, or in all); 0 while the
+    panel shows a message instead of that graph."""
+    if not graph(area, title).count():
+        return 0
     data = plot_data(graph(area, title))
     return sum(len(t["y"] or []) for t in data if trace is None or t["name"] == trace)

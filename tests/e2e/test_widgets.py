@@ -53,7 +53,7 @@ def test_frequency_explorer_follows_its_sliders(page, lab, shots):
     wait_until(lambda: "PPL" in area.locator(".widget-html", has_text="no scaling").first.inner_text()
                if area.locator(".widget-html", has_text="no scaling").count() else False, 300,
                "the Measure status line with the perplexity")
-    traces = plot_data(loss)
+    traces = [t for t in plot_data(loss) if "(raw)" not in t["name"]]  # the smoothed curves (the raw ones faint)
     assert len(traces) == 2 and traces[0]["name"].startswith("no scaling") and traces[1]["name"].startswith("linear")
     assert "<td>linear" in area.locator("table").last.inner_html() or "linear" in area.locator("table").last.inner_text()
     panel = area.locator(".widget-vbox", has=page.locator(".gtitle", has_text="Loss by position")).last
@@ -104,7 +104,8 @@ def test_eval_dashboard_runs_what_the_form_says(page, lab, shots):
 
 
 def test_search_monitor_start_stop_resume(page, lab, shots):
-    nb = lab.notebook("04_evolutionary_search", {"preset": "tiny", "generations": 40, "report_documents": 2})
+    nb = lab.notebook("04_evolutionary_search", {"model": "teaching-ci", "multiple": 2, "budget": "tiny",
+                                                 "n_documents": 2, "generations": 40, "report_documents": 2})
     area = open_and_run(page, lab.url, nb, "button:has-text('Resume')")  # the notebook presses Start itself
     title = "Fitness per generation"
     wait_until(lambda: points(area, title, "best") >= 3, 300, "three generations on the fitness plot")
