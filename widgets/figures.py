@@ -20,6 +20,7 @@ from workbench.rope import (
     yarn_attention_factor,
 )
 from workbench.rope.diagnostics import ood_angle_map, pair_diagnostics
+from workbench.search import SEED_LABELS
 
 COLORS = {
     "default": "#7f7f7f", "linear": "#1f77b4", "ntk": "#ff7f0e", "dynamic": "#bcbd22", "yarn": "#2ca02c",
@@ -320,11 +321,12 @@ def passkey_table(results: Iterable) -> str:
     return (f"<table><tr><th>passkey accuracy</th>{head}<th>trials per length</th></tr>{''.join(rows)}</table>")
 
 
-SEARCH_NAMES = {"linear": "PI", "ntk": "NTK", "yarn": "YaRN"}
+SEARCH_NAMES = {"linear": "PI", "ntk": "NTK", "yarn": "YaRN"}  # the methods themselves (held-out report)
 
 
 def search_progress_figure(generations: list[dict], baselines: dict[str, float]) -> go.Figure:
-    """Best and median parent fitness per generation, with the seeded baselines as reference lines."""
+    """Best and median parent fitness per generation, with the seeds' fitness as reference lines (a seed is a
+    method's factors evaluated with LongRoPE's attention factor, not the method itself)."""
     gens = [g for g in generations if math.isfinite(g["best"])]
     fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
     if gens:
@@ -335,7 +337,7 @@ def search_progress_figure(generations: list[dict], baselines: dict[str, float])
                         line=dict(color="#999999", width=2))
         for name, fit in baselines.items():
             fig.add_scatter(x=[0, max(1, len(gens) - 1)], y=[fit, fit], mode="lines",
-                            name=f"{SEARCH_NAMES.get(name, name)} {fit:.2f}",
+                            name=f"{SEED_LABELS.get(name, name)} {fit:.2f}",
                             line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
     fig.update_layout(title="Fitness per generation", xaxis_title="generation",
                       yaxis_title="perplexity (search split)")
@@ -346,7 +348,7 @@ def search_factors_figure(best: list[float], parents: list[list[float]], baselin
     """The parents' factor curves (grey), the best (bold) and the seeded baselines (dashed)."""
     fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
     for name, f in baselines.items():
-        fig.add_scatter(y=f, mode="lines", name=SEARCH_NAMES.get(name, name),
+        fig.add_scatter(y=f, mode="lines", name=SEED_LABELS.get(name, name),
                         line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
     for k, f in enumerate(parents):
         fig.add_scatter(y=f, mode="lines", showlegend=k == 0, name="parents",

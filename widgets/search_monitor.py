@@ -28,8 +28,9 @@ class SearchMonitor(Panel):
     """Controls for one search and live plots of its events (from a running job or a run folder)."""
 
     def __init__(self, model: str = "teaching", run_dir: str = "runs/search", config: SearchConfig | None = None,
-                 top_k: int = 8, redraw_every: float = 0.5) -> None:
+                 top_k: int = 8, redraw_every: float = 0.5, report_documents: int = 20) -> None:
         super().__init__()
+        self.report_documents = report_documents  # held-out documents of the report after the search
         style = {"description_width": "90px"}
         self.config = config
         self.model = model_picker(model)
@@ -177,7 +178,7 @@ class SearchMonitor(Panel):
                 self.handle(event)
 
             return run_search(lm.model, lm.tokenizer, config, folder, resume=resume, sink=on_event, stop=stop,
-                              model_name=name)
+                              model_name=name, report_documents=self.report_documents)
 
         def done(result: Any) -> None:
             self.result = result

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -25,6 +26,7 @@ def test_start_draws_live_then_stop_and_resume(tmp_path):
     assert mon.result is not None and mon.result.stopped and "Resume" in mon.status.value
     names = [t["name"] for t in mon.curve.traces]
     assert names[:2] == ["best", "median of parents"] and {n.split()[0] for n in names[2:]} == {"PI", "NTK", "YaRN"}
+    assert all(n.split()[1] == "seed" for n in names[2:])  # the seeds, evaluated with LongRoPE's attention factor
     assert any(t["name"] == "best" for t in mon.factors.traces) and "<td>1</td>" in mon.table.value
     stopped_at = len(mon.evals)
     job = mon.start(resume=True, wait=True)
@@ -34,8 +36,9 @@ def test_start_draws_live_then_stop_and_resume(tmp_path):
 
 
 def test_open_replays_a_run_folder(tmp_path):
-    live = SearchMonitor(model="teaching-ci", run_dir=str(tmp_path / "run"), config=CONFIG)
+    live = SearchMonitor(model="teaching-ci", run_dir=str(tmp_path / "run"), config=CONFIG, report_documents=3)
     live.start(wait=True)
+    assert len(json.loads((tmp_path / "run" / "report.json").read_text())["documents"]) == 3
     viewer = SearchMonitor(model="teaching-ci")
     viewer.open(tmp_path / "run")
     assert len(viewer.generations) == len(live.generations) and viewer.done is not None
