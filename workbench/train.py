@@ -36,7 +36,7 @@ from . import distributed
 from .data import split_documents, tokenized
 from .events import Event, Sink, fan_out, null_sink
 from .hf import export_config, hf_config_from_dict, spec_from_hf
-from .models import atomic_dir
+from .models import atomic_dir, quiet_loading
 from .patch import patch
 from .rope import RopeSpec, spec_from_dict
 
@@ -484,7 +484,7 @@ def save_model(model: Any, tokenizer: Any, spec: RopeSpec, target: str | Path) -
     target = Path(target)
     exp = to_hf(spec, allow_lossy=True)
     full, notes = export_config(spec, model.config, allow_lossy=True)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target) as tmp, quiet_loading():  # no transformers progress bars (widgets in a notebook)
         model.config = hf_config_from_dict(full)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -498,8 +498,9 @@ def load_finetuned(folder: str | Path) -> tuple[Any, Any, RopeSpec]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     meta = folder / "workbench_rope.json"
     spec = spec_from_dict(json.loads(meta.read_text())["spec"]) if meta.exists() else spec_from_hf(model.config)
     return model, tokenizer, spec
