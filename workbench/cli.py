@@ -25,7 +25,7 @@ from .hf import (
     load_config_dict,
     model_geometry,
 )
-from .rope import SpecError, available_methods, make_spec
+from .rope import SpecError, available_methods, get_method, make_spec
 from .rope.diagnostics import format_pair_table, pair_diagnostics
 from .search.config import PRESETS as SEARCH_PRESETS
 
@@ -253,8 +253,7 @@ def _eval_setup(args: argparse.Namespace):
                        "model's own config; pass the model folder as --model (and --method for a RoPE setting)")
     if args.method and args.target is None and args.factor is None:
         raise CliError("--method needs --target (or --factor): the length the method extends to")
-    if args.method in ("longrope", "longrope2") and not args.factors and not any(
-            p.startswith("long_factor=") for p in args.param or []):
+    if _needs_factors(args):
         raise CliError(f"--method {args.method} needs --factors FILE (the per-pair long_factor, e.g. a search run's "
                        "result.json or workbench/assets/factors/*.json)")
     lm = load_model(args.model)
@@ -602,6 +601,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _needs_factors(args: argparse.Namespace) -> bool:
+    """The method takes a per-pair ``long_factor`` (the registry says so) and none was given."""
+    if not args.method or args.method not in available_methods() or args.factors:
+        return False
+    return ("long_factor" in get_method(args.method).spec_cls.required_params()
+            and not any(p.startswith("long_factor=") for p in args.param or []))
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
@@ -619,8 +626,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise CliError(f"--resume --run-dir {args.run_dir!r}: "
                        + ("it does not exist" if not Path(args.run_dir).exists() else "it holds no fine-tune "
                           "(no params.json)") + "; check the path, or drop --resume to start a new fine-tune there")
-    if args.method in ("longrope", "longrope2") and not args.factors and not any(
-            p.startswith("long_factor=") for p in args.param or []):
+    if _needs_factors(args):
         raise CliError(f"--method {args.method} needs --factors FILE (the per-pair long_factor)")
     if args.config:
         raise CliError(f"--config {args.config!r} is not allowed with finetune: the geometry comes from --model "
