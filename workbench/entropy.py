@@ -359,17 +359,23 @@ def attention_entropies(model: torch.nn.Module, tokens: torch.Tensor, *, spec: R
     return results
 
 
-def eager_entropy(model: torch.nn.Module, tokens: torch.Tensor, bucket_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference: (entropy, max weight) per layer, head, bucket from an eager forward's full attention matrices."""
+def eager_attentions(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every layer's full attention matrix, (1, heads, n, n) each, from one eager forward (quadratic memory:
+    for short inputs; the model's attention implementation is restored afterwards)."""
     ids = tokens if tokens.dim() == 2 else tokens[None]
     impl = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
         with torch.no_grad():
-            att = model(ids, output_attentions=True).attentions  # layers x (1, heads, n, n)
+            return model(ids, output_attentions=True).attentions
     finally:
         model.set_attn_implementation(impl)
-    n = ids.shape[1]
+
+
+def eager_entropy(model: torch.nn.Module, tokens: torch.Tensor, bucket_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: (entropy, max weight) per layer, head, bucket from an eager forward's full attention matrices."""
+    att = eager_attentions(model, tokens)  # layers x (1, heads, n, n)
+    n = att[0].shape[-1]
     buckets = torch.arange(n) // bucket_size
     n_b = int(buckets.max()) + 1
     ent, mw = [], []

@@ -138,14 +138,9 @@ def attention_to_first_keys(model: Any, tokens: Any, n_keys: int = 16) -> np.nda
     """
     import torch
 
-    ids = tokens if tokens.dim() == 2 else tokens[None]
-    impl = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            att = model(ids, output_attentions=True).attentions  # layers x (1, heads, n, n)
-    finally:
-        model.set_attn_implementation(impl)
+    from .entropy import eager_attentions
+
+    att = eager_attentions(model, tokens)  # layers x (1, heads, n, n)
     stacked = torch.stack([a[0, :, n_keys:, :n_keys] for a in att])  # (layers, heads, queries, n_keys)
     return stacked.double().mean(dim=(0, 1, 2)).numpy()
 
