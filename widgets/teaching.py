@@ -49,9 +49,10 @@ def pair_circle_figure(spec: RopeSpec, pair: int, seq_len: int | None = None) ->
         fig.add_scatter(x=x, y=y, mode="lines", line=dict(color=NEW, width=5),
                         name=f"new at {arc.seq_len} tokens (+{math.degrees(arc.new):.0f}°)")
     wavelength = 2 * math.pi / float(spec.original_inv_freq()[pair])
+    # equal scales on a square plot area (constrain="domain"), not a wide x range around a small circle
     fig.update_layout(title=f"pair {pair}: one turn every {wavelength:,.0f} tokens", xaxis_title="cos",
-                      yaxis_title="sin", xaxis=dict(range=[-1.3, 1.3]),
-                      yaxis=dict(range=[-1.3, 1.3], scaleanchor="x"), legend=dict(orientation="h", y=-0.3, x=0))
+                      yaxis_title="sin", xaxis=dict(range=[-1.3, 1.3], constrain="domain"),
+                      yaxis=dict(range=[-1.3, 1.3], scaleanchor="x", constrain="domain"), legend=dict(orientation="h", y=-0.3, x=0))
     return fig
 
 

@@ -40,3 +40,13 @@ def test_live_is_automatic_off_under_headless_runners(tmp_path):
     assert front_end_attached() == (not any(n in runner_command() for n in ("papermill", "nbconvert", "nbclient",
                                                                              "jupyter-execute", "nbmake")))
 
+
+
+def test_a_pair_circle_is_drawn_square_not_on_a_wide_axis():
+    from widgets.teaching import pair_circle_figure
+    from workbench.rope import make_spec
+
+    spec = make_spec("default", head_dim=64, rope_theta=1e5, original_max_position_embeddings=8192)
+    lay = pair_circle_figure(spec, 20, seq_len=32768).layout
+    assert lay.yaxis.scaleanchor == "x" and lay.xaxis.constrain == lay.yaxis.constrain == "domain"
+    assert tuple(lay.xaxis.range) == tuple(lay.yaxis.range) == (-1.3, 1.3)
