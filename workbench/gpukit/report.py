@@ -62,7 +62,9 @@ def _search(r: dict[str, Any]) -> list[str]:
              f"({z['measured_by']}): population {z['population']}, {z['generations']} generation(s), "
              f"n_hat stage {z['n_hat_stage']}"]
     if s:
-        from ..search import SEED_LABELS  # the seeds, not the methods: evaluated with LongRoPE's attention factor
+        from ..search import (
+            SEED_LABELS,  # the seeds, not the methods: evaluated with LongRoPE's attention factor
+        )
 
         base = ", ".join(f"{SEED_LABELS.get(k, k)} {v:.3f}" for k, v in s.get("baselines", {}).items())
         lines.append(f"{s['evaluations']} evaluations in {s['seconds']:.0f} s{' (stopped by its box)' if s['stopped'] else ''}; "
