@@ -285,6 +285,19 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def _check_and_set_attention(model: Any, spec: RopeSpec, cfg: TrainConfig) -> str:
+    """Refuse a mixed-length run the spec or length cannot serve; set and return the attention implementation."""
+    L0 = spec.original_max_position_embeddings
+    if cfg.mixed and not spec.is_length_dependent:
+        raise TrainError("mixed=True needs a spec with different short and long factors (LongRoPE / LongRoPE2)")
+    if cfg.mixed and cfg.seq_len <= L0:
+        raise TrainError(f"mixed=True needs seq_len above L0={L0} for its long rows; got {cfg.seq_len}")
+    impl = _attention_implementation(cfg)
+    if model.config._attn_implementation != impl:
+        model.set_attn_implementation(impl)
+    return impl
+
+
 def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_dir: str | Path, *,
              resume: bool = False, sink: Sink = null_sink, stop: Any = lambda: False, progress: bool = True,
              model_name: str = "model", accelerator: Any = None) -> TrainResult:
@@ -299,13 +312,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
 
     folder = Path(run_dir)
     L0 = spec.original_max_position_embeddings
-    if cfg.mixed and not spec.is_length_dependent:
-        raise TrainError("mixed=True needs a spec with different short and long factors (LongRoPE / LongRoPE2)")
-    if cfg.mixed and cfg.seq_len <= L0:
-        raise TrainError(f"mixed=True needs seq_len above L0={L0} for its long rows; got {cfg.seq_len}")
-    impl = _attention_implementation(cfg)
-    if model.config._attn_implementation != impl:
-        model.set_attn_implementation(impl)
+    impl = _check_and_set_attention(model, spec, cfg)
     bf16 = resolve_dtype(cfg.dtype) == "bf16"
     acc = _accelerator(accelerator, cfg)
     world = acc.num_processes
