@@ -197,15 +197,21 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
         save_model(tuned, tokenizer, spec_r, final_dir)
     distributed.barrier()
     stage("final", {"dir": str(final_dir), "spec": spec_r.to_dict()})
-    report = None
-    if rank == 0:
-        report = _report_stage(folder / "report.json", lambda: progressive_report(
-            original, tuned, tokenizer, spec1, spec2, spec_r, config, L0, L1, L2, events, progress))
-        stage("report", {k: v for k, v in report.items() if k != "per_document"})
-    distributed.barrier()
+    report = _final_report(stage, folder / "report.json", lambda: progressive_report(
+        original, tuned, tokenizer, spec1, spec2, spec_r, config, L0, L1, L2, events, progress))
     if rank != 0:
         return None
     return ProgressiveResult(str(folder), stage.done, report, str(final_dir), time.time() - stage.t0)
+
+
+def _final_report(stage: Any, path: Path, make: Any) -> dict[str, Any] | None:
+    """Process 0 writes (or reads back) the report and records its stage; every process waits for it."""
+    report = None
+    if distributed.rank() == 0:
+        report = _report_stage(path, make)
+        stage("report", {k: v for k, v in report.items() if k != "per_document"})
+    distributed.barrier()
+    return report
 
 
 def _report_stage(path: Path, make: Any) -> dict[str, Any]:
