@@ -241,6 +241,26 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _copy_metadata(reader: Any, writer: Any, pending: dict[str, tuple[Any, str]]) -> None:
+    """Every key of the source into the writer, with the plan's keys (``pending``: value, kind) replacing or added."""
+    import gguf
+
+    types = {"uint32": gguf.GGUFValueType.UINT32, "float32": gguf.GGUFValueType.FLOAT32,
+             "string": gguf.GGUFValueType.STRING}
+    for f in reader.fields.values():
+        if f.name == "general.architecture" or f.name.startswith("GGUF."):
+            continue  # the writer writes these itself
+        if f.name in pending:
+            value, kind = pending.pop(f.name)
+            writer.add_key_value(f.name, value, types[kind])
+            continue
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(f.name, f.contents(), vtype, sub_type=sub)
+    for k, (value, kind) in pending.items():
+        writer.add_key_value(k, value, types[kind])
+
+
 def export_gguf(spec: RopeSpec, source_gguf: str | os.PathLike, out: str | os.PathLike) -> GGUFExport:
     """Copy ``source_gguf`` to ``out`` with ``spec`` carried as llama.cpp applies it.
 
@@ -265,25 +285,11 @@ def export_gguf(spec: RopeSpec, source_gguf: str | os.PathLike, out: str | os.Pa
     plan = plan_gguf(spec, info)
     if any(t.name == ROPE_FREQS for t in reader.tensors) and plan.rope_freqs is not None:
         raise GGUFError(f"{src.name} already has {ROPE_FREQS}")
-    types = {"uint32": gguf.GGUFValueType.UINT32, "float32": gguf.GGUFValueType.FLOAT32,
-             "string": gguf.GGUFValueType.STRING}
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         writer = gguf.GGUFWriter(tmp, info.architecture, endianess=reader.endianess)
-        pending = dict(plan.metadata)
-        for f in reader.fields.values():
-            if f.name == "general.architecture" or f.name.startswith("GGUF."):
-                continue  # the writer writes these itself
-            if f.name in pending:
-                value, kind = pending.pop(f.name)
-                writer.add_key_value(f.name, value, types[kind])
-                continue
-            vtype = f.types[0]
-            sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(f.name, f.contents(), vtype, sub_type=sub)
-        for k, (value, kind) in pending.items():
-            writer.add_key_value(k, value, types[kind])
+        _copy_metadata(reader, writer, dict(plan.metadata))
         extra = None
         if plan.rope_freqs is not None:
             extra = np.asarray(plan.rope_freqs, dtype=np.float32)  # (D,)
