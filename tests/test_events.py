@@ -44,3 +44,9 @@ def test_a_stream_sink_prints_lines_and_durations_read_naturally():
     ConsoleSink(stream)(Event("train.step", {"step": 10, "loss": 1.0}))
     assert stream.getvalue() == "step 10: loss 1.0000\n"
     assert duration(42.4) == "42 s" and duration(125) == "2 min 05 s"
+
+
+def test_search_warnings_and_the_n_hat_stage_read_as_sentences():
+    lines = _lines([("search.warning", {"message": "3 documents are shorter than the target"}),
+                    ("search.n_hat", {"best_n_hat": 16, "best": 12.3456})])
+    assert lines == ["warning: 3 documents are shorter than the target", "n_hat stage: best n_hat 16, fitness 12.3456"]

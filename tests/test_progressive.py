@@ -7,7 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from workbench.progressive import ProgressiveConfig, ProgressiveError, run_progressive
+from workbench.progressive import (
+    ProgressiveConfig,
+    ProgressiveError,
+    run_progressive,
+    stage_search_config,
+)
 from workbench.runs import RunFolder
 
 TINY = ProgressiveConfig(
@@ -69,6 +74,9 @@ def test_a_stage_n_hat_the_next_stage_would_drop_is_refused():
         with pytest.raises(ProgressiveError, match=f"{name}: n_hat_stage=True is not allowed: the next stage "
                                                    "composes the long factors only"):
             ProgressiveConfig.with_overrides(512, 1024, **{name: {"n_hat_stage": True}})
+        # a budget that does not name the n_hat stage is accepted, and its stage searches no n_hat
+        cfg = ProgressiveConfig(512, 1024, **{name: {"population": 8, "parents": 4, "mutants": 2, "crossovers": 2}})
+        assert stage_search_config(cfg, 1024, getattr(cfg, name)).n_hat_stage is False
 
 
 def test_with_overrides_updates_each_stage_budget_instead_of_replacing_it():

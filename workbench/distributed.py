@@ -71,7 +71,10 @@ def all_mean(value: float) -> float:
     """The mean of ``value`` over every process."""
     if not active():
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    # nccl (accelerate's backend on GPUs) reduces only tensors on the GPU
+    cuda = torch.distributed.get_backend() == "nccl"
+    t = torch.tensor([value], dtype=torch.float64,
+                     device=torch.device("cuda", torch.cuda.current_device()) if cuda else None)
     torch.distributed.all_reduce(t)
     return float(t) / world_size()
 

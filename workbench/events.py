@@ -175,9 +175,11 @@ class ConsoleSink:
         return line
 
     def _search_warning(self, d: dict[str, Any]) -> str:
-        return f"{self.indent}warning: {d}"
+        return f"{self.indent}warning: {d.get('message', d)}"
 
     def _search_n_hat(self, d: dict[str, Any]) -> str:
+        if "best_n_hat" in d and "best" in d:
+            return f"{self.indent}n_hat stage: best n_hat {d['best_n_hat']}, fitness {d['best']:.4f}"
         return f"{self.indent}n_hat: {d}"
 
     def _train_step(self, d: dict[str, Any]) -> str | None:

@@ -104,7 +104,7 @@ class ProgressiveConfig:
             except SearchError as e:
                 raise ProgressiveError(f"{name}: {e}") from None
         for name in ("search1", "search2"):  # the next stage composes long factors only: it would drop an n_hat
-            if getattr(self, name).get("n_hat_stage", True):
+            if getattr(self, name).get("n_hat_stage", False):  # off unless asked for (see stage_search_config)
                 raise ProgressiveError(f"{name}: n_hat_stage=True is not allowed: the next stage composes the long "
                                        "factors only and would drop an n_hat > 0; leave it False")
         if not isinstance(self.train, dict):
@@ -141,6 +141,13 @@ class ProgressiveResult:
         return asdict(self)
 
 
+def stage_search_config(config: ProgressiveConfig, length: int, budget: dict[str, Any]) -> SearchConfig:
+    """A long-factor stage's search: its budget, with the n_hat stage off unless the budget names it (it is refused
+    then: the next stage composes the long factors only)."""
+    return SearchConfig(target_length=length, corpus=config.corpus, seed=config.seed,
+                        **{"n_hat_stage": False, **budget})
+
+
 def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | Path, *, sink: Sink = null_sink,
                     stop: Any = lambda: False, progress: bool = True) -> ProgressiveResult | None:
     """Run (or resume) the whole pipeline for a named model; returns the result on rank 0."""
@@ -159,7 +166,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
 
     # ---- stage 1: search on the original model --------------------------------------------------------
     s1_dir = folder / "01-search1"
-    cfg1 = SearchConfig(target_length=L1, corpus=config.corpus, seed=config.seed, **config.search1)
+    cfg1 = stage_search_config(config, L1, config.search1)
     spec1 = _search_stage(original.model, original.tokenizer, cfg1, s1_dir, model_name, events, stop)
     if spec1 is None:
         return None
@@ -178,7 +185,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
 
     # ---- stage 3: search again on the fine-tuned model, on top of the stage-1 factors; 4: recovery at L0 -----
     geom = dict(head_dim=spec1.head_dim, rope_theta=spec1.rope_theta, original_max_position_embeddings=L0)
-    cfg2 = SearchConfig(target_length=L2, corpus=config.corpus, seed=config.seed, **config.search2)
+    cfg2 = stage_search_config(config, L2, config.search2)
     target2 = LongTarget(geom, L2, cfg2.attention_policy, base_factors=spec1.long_factor, base_length=L1)
     spec2 = _search_stage(tuned, tokenizer, cfg2, folder / "03-search2", f"{model_name}+finetune", events, stop, target2)
     if spec2 is None:
