@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .rope import NotExpressibleError, RopeSpec, gguf_export_command, spec_from_dict
+from .rope import NotExpressibleError, RopeSpec, spec_from_dict
 
 GGUF_MAGIC = b"GGUF"
 # architectures whose llama.cpp loader reads rope_freqs.weight (per-pair factors) -- checked in the
@@ -320,11 +320,5 @@ def llama_cpp_equivalent(spec: RopeSpec) -> RopeSpec:
     return spec.llama_cpp_equivalent()
 
 
-def export_command(spec: RopeSpec, source: str = "smollm2", out: str = "model.gguf",
-                   factors_file: str = "factors.json") -> str:
-    """The ``workbench export gguf`` command line that writes ``spec`` (for the doctor and notebooks)."""
-    return gguf_export_command(spec, source, out, factors_file)
-
-
-__all__ = ["GGUFError", "GGUFExport", "GGUFInfo", "GGUFPlan", "PER_PAIR_ARCHITECTURES", "export_command",
+__all__ = ["GGUFError", "GGUFExport", "GGUFInfo", "GGUFPlan", "PER_PAIR_ARCHITECTURES",
            "export_gguf", "gguf_spec", "llama_cpp_equivalent", "plan_gguf", "read_gguf"]

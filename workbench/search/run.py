@@ -273,9 +273,7 @@ class Search:
                 ramp = [1.0] * space.cd + [self.s + (end - self.s) * j / max(1, space.length - 1)
                                            for j in range(space.length)]
                 seeds.append((f"ramp to {end:.2f}", space.project(ramp)))
-        for i, factors in enumerate(self.cfg.user_seeds):
-            if len(factors) != self.n_pairs:
-                raise SearchError(f"user_seeds[{i}] has {len(factors)} factors; the model has {self.n_pairs} pairs")
+        for i, factors in enumerate(self.cfg.user_seeds):  # their lengths were checked against the model
             seeds.append((f"user{i}", space.project(factors)))
         unique: dict[Genome, str] = {}
         for name, g in seeds:
@@ -320,8 +318,6 @@ class Search:
             records += evaluated
             parents = sorted([*parents, *(r for r in evaluated if r.complete)], key=lambda r: r.fitness)[: cfg.parents]
             history.append(self._generation_event(gen, parents, evaluated, space))
-        return parents, baselines, history
-
         return parents, baselines, history
 
     def _generation_event(self, gen: int, parents: list[Record], evaluated: list[Record], space: Space) -> dict:
