@@ -372,7 +372,7 @@ def short_context_report(original: Any, extended: Any, tokenizer: Any, long_spec
     docs = samples(tokenizer, corpus, "heldout", L0, documents, per_document=8, progress=False)
     at_L0 = {
         "original": perplexity(original, docs, length=L0, label="original", progress=progress).ppl,
-        "before recovery": perplexity(extended, docs, spec=replace(recovered, short_factor=None), length=L0,
+        "before recovery": perplexity(extended, docs, spec=replace(long_spec, short_factor=None), length=L0,
                                       label="before recovery", progress=progress).ppl,
         "after recovery": perplexity(extended, docs, spec=recovered, length=L0, label="after recovery",
                                      progress=progress).ppl,
