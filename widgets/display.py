@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 
 from workbench.events import ConsoleSink
 
-from .static import png_bytes, stitch
+from .static import png_bytes, stitch, wrap_title
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 MAX_POINTS = 400  # a line trace longer than this is thinned (min and max per bucket keep its envelope)
@@ -90,10 +90,8 @@ def _wrap_title(layout: dict[str, Any]) -> None:
     text = title.get("text") if isinstance(title, dict) else None
     if not text:
         return
-    import textwrap
-
     width = int((layout.get("width") or 900) / 9)  # ~9 px per character of plotly's 17 px title font
-    lines = [part for line in text.split("<br>") for part in (textwrap.wrap(line, width) or [""])]
+    lines = wrap_title(text, width).split("\n")
     if len(lines) > 1:
         layout["title"] = {**title, "text": "<br>".join(lines)}
         margin = layout.get("margin") or {}

@@ -44,16 +44,16 @@ class FigureOutput:
     def show(self, fig: go.Figure) -> None:
         """Replace what the output shows with ``fig`` (safe from a background thread)."""
         fig.update_layout(width=self.width, height=self.height)
-        bundle = mime_bundle(fig, png=False)  # a PNG costs ~0.1 s of matplotlib per update; live needs none
-        with self._lock:
-            self.figure, self.bundle = fig, bundle
-            self.widget.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+        self._set(fig, mime_bundle(fig, png=False))  # a PNG costs ~0.1 s of matplotlib per update; live needs none
 
     def message(self, text: str) -> None:
         """Show a line of text (why there is no figure) instead of a figure."""
-        bundle = {"text/html": f"<div style='color:#666;padding:8px'>{html.escape(text)}</div>", "text/plain": text}
+        self._set(None, {"text/html": f"<div style='color:#666;padding:8px'>{html.escape(text)}</div>",
+                         "text/plain": text})
+
+    def _set(self, fig: go.Figure | None, bundle: dict[str, Any]) -> None:
         with self._lock:
-            self.figure, self.bundle = None, bundle
+            self.figure, self.bundle = fig, bundle
             self.widget.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
     @property
