@@ -158,6 +158,7 @@ class Launch:
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self.readers: list[threading.Thread] = []
+        self.stopping = threading.Lock()  # held while stop() ends the processes (kernels may outlive the worker)
         self.events_seen = 0
         self.t0 = 0.0
 
@@ -191,8 +192,8 @@ class Launch:
         if self.run_dir is None:
             return
         path = self.run_dir / "events.jsonl"
-        while True:
-            running = self.proc is not None and self.proc.poll() is None
+        while True:  # until the worker has ended and no kernel it started can still write (a stop is over)
+            running = (self.proc is not None and self.proc.poll() is None) or self.stopping.locked()
             if path.exists():
                 events = read_events(path)
                 for e in events[self.events_seen:]:
@@ -213,8 +214,13 @@ class Launch:
         """
         if self.proc is None or self.proc.poll() is not None:
             return
+        with self.stopping:
+            self._end_processes()
+
+    def _end_processes(self) -> None:
         import psutil  # a dependency of ipykernel, which papermill needs
 
+        assert self.proc is not None
         try:
             procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
@@ -235,8 +241,9 @@ class Launch:
     def wait(self, timeout: float | None = None) -> LaunchResult:
         assert self.proc is not None
         code = self.proc.wait(timeout)
-        for reader in self.readers:  # the output reader ends at EOF, the event watcher after its last read (a
-            reader.join(timeout=10)  # kernel left holding the output pipe must not hang the caller: hence the bound
+        output, events = self.readers
+        events.join()  # its last read follows the end of every process, so no event arrives after this returns
+        output.join(timeout=10)  # ends at EOF; a kernel left holding the pipe must not hang the caller: the bound
         return LaunchResult(str(self.notebook), str(self.output), code, time.time() - self.t0, self.hardware,
                             self.events_seen, self.lines[-20:])
 

@@ -54,6 +54,10 @@ def test_launch_draws_loss_stops_and_resumes(tmp_path):
     written = (run / "events.jsonl").stat().st_size
     time.sleep(4)
     assert (run / "events.jsonl").stat().st_size == written
+    # every step the processes wrote before they ended is on the curve and in the status (none arrives later)
+    written_steps = [json.loads(x)["data"]["step"] for x in (run / "events.jsonl").read_text().splitlines()
+                     if json.loads(x)["kind"] == "train.step"]
+    assert max(ui.losses) == max(written_steps) and len(ui.loss.traces[0]["x"]) == len(ui.steps)
     before = {s["step"]: s["loss"] for s in ui.steps}
 
     ui.launch()  # the same run folder: the pipeline resumes in the fine-tuning stage, from its checkpoint
