@@ -186,6 +186,25 @@ def test_resume_refuses_other_settings_and_recovers_a_truncated_journal(teaching
     assert len(gens) == len(set(gens))  # each generation journaled once across the resumes
 
 
+def test_a_resume_beside_a_running_search_is_refused_and_leaves_its_journal_alone(teaching_ci, tmp_path):
+    from workbench.runs import RunFolderError, folder_lock
+
+    folder = tmp_path / "run"
+    cfg = SearchConfig(**{**TINY, "generations": 1, "n_hat_stage": False})
+    run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder, report=False)
+    journal = folder / "journal-0.jsonl"
+    lines = journal.read_text().splitlines()
+    writing = "\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2]  # the other search is mid-write
+    journal.write_text(writing)
+    with folder_lock(folder, "a search"):  # that other search holds the folder
+        second = Search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder, resume=True)
+        with pytest.raises(RunFolderError, match="a search"):
+            second.run()
+    assert journal.read_text() == writing  # its half-written line was not cut off from under it
+    again = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, folder, resume=True, report=False)
+    assert again.evaluations_replayed == 5 and "torn by a killed write" in again.notes[0]
+
+
 def test_stop_flag_ends_between_evaluations(teaching_ci, tmp_path):
     calls = {"n": 0}
 

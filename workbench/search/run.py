@@ -25,7 +25,7 @@ from ..rope import RopeSpec, critical_dimension
 from ..runs import RunFolder, RunFolderError, model_fingerprint
 from .config import GRID, SearchConfig, SearchError
 from .ga import GeneticAlgorithm, Genome, Space
-from .journal import Journal, JournalContents, Record, candidate_key
+from .journal import Journal, Record, candidate_key
 from .racing import Threshold, hopeless, threshold
 from .targets import SEED_LABELS, LongTarget, ShortTarget
 
@@ -156,6 +156,9 @@ class Search:
         self.evaluator = Evaluator(model, self.docs, self.target, config)
         self.reached: dict[str, Record] = {}  # evaluations this run has reached so far, in order
         self.notes: list[str] = []
+        self.resume = resume
+        self.records: dict[str, Record] = {}  # every evaluation known, including the journal's (read by run())
+        self.journaled_generations: set[tuple[int | None, int]] = set()  # (critical_dim, generation) journaled
         self._open_folder(resume)
         self.journal = Journal(self.folder, self.comm.rank)
         self.replayed = 0
@@ -191,9 +194,14 @@ class Search:
             self.run_folder = RunFolder.open(self.folder, "search", self.identity(), resume)
         except RunFolderError as e:
             raise SearchError(str(e)) from None
-        journal = Journal.read(self.folder) if resume else JournalContents({}, set(), [])
-        self.records: dict[str, Record] = journal.records  # every evaluation known, including the journal's
-        self.journaled_generations = journal.generations  # (critical_dim, generation) already journaled
+
+    def _read_journal(self) -> None:
+        """Process 0, holding the folder's lock: what a resumed search has done already. Only under the lock,
+        for reading cuts off a torn last line, which must never be a line another search is writing."""
+        if not self.resume:
+            return
+        journal = Journal.read(self.folder)
+        self.records, self.journaled_generations = journal.records, journal.generations
         for w in journal.warnings:
             self.notes.append(w)
             self.sink(Event("search.warning", {"message": w}))
@@ -374,6 +382,7 @@ class Search:
         baselines: dict[str, float] = {}
         history: list[dict] = []
         try:
+            self._read_journal()
             self.sink(Event("search.start", {"config": cfg.to_dict(), "budget": cfg.evaluations_budget,
                                              "resumed_evaluations": len(self.records), "notes": self.notes}))
             tops: list[tuple[Record, Space]] = []
