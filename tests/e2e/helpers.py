@@ -49,6 +49,25 @@ def graph(area: Locator, title: str) -> Locator:
     return area.locator(".js-plotly-plot", has=area.page.locator(".gtitle", has_text=title)).first
 
 
+def drawn(area: Locator, title: str, ready: Callable[[list[dict[str, Any]]], bool], what: str,
+          timeout: float = 30) -> list[dict[str, Any]]:
+    """The traces of the graph titled ``title`` once ``ready(traces)`` holds. A status line and a figure are
+    separate outputs, and JupyterLab draws the figure a moment after its update arrives (longer on a busy
+    machine): a test that saw the status line waits here for the figure it announced."""
+    seen: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        nonlocal seen
+        seen = plot_data(graph(area, title)) if graph(area, title).count() else []
+        return ready(seen)
+
+    try:
+        wait_until(check, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the graph shows {[(t['name'], len(t['y'] or [])) for t in seen]}") from None
+    return seen
+
+
 def labelled(area: Locator, kind: str, label: str) -> Locator:
     """The widget of ``kind`` (``slider``, ``dropdown``, ``text``, ...) whose description is ``label``."""
     return area.locator(f".widget-{kind}", has=area.page.locator(".widget-label", has_text=label)).first
@@ -78,6 +97,21 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, poll: float 
         if time.time() - t0 > timeout:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(poll)
+
+
+def steady(count: Callable[[], int], quiet: float, timeout: float, what: str) -> int:
+    """``count()`` once it has not changed for ``quiet`` seconds (a figure JupyterLab is still drawing after the
+    status line that announced it); fails if it keeps changing for ``timeout`` seconds."""
+    t0 = time.time()
+    last, since = count(), time.time()
+    while time.time() - since < quiet:
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"{what} kept changing for {timeout:.0f} s (last {last})")
+        time.sleep(0.25)
+        now = count()
+        if now != last:
+            last, since = now, time.time()
+    return last
 
 
 README_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images" / "widgets"

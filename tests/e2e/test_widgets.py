@@ -3,6 +3,8 @@ run, a control is moved or pressed, and the test asserts on what the page then s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("playwright", reason="browser tests: make test-e2e installs playwright and chromium")
@@ -10,6 +12,7 @@ pytest.importorskip("playwright", reason="browser tests: make test-e2e installs 
 from .helpers import (  # noqa: E402
     button,
     choose,
+    drawn,
     errors,
     graph,
     nudge_slider,
@@ -19,6 +22,7 @@ from .helpers import (  # noqa: E402
     readout,
     set_readout,
     shoot,
+    steady,
     type_into,
     wait_until,
 )
@@ -48,12 +52,16 @@ def test_frequency_explorer_follows_its_sliders(page, lab, shots):
 
     # the Measure button: perplexity and loss by position of a real (teaching) model under these settings
     choose(area, "model", "teaching-ci: smaller and weaker, shipped")
-    loss = graph(area, "Loss by position")
     button(area, "Measure").click()
     wait_until(lambda: "PPL" in area.locator(".widget-html", has_text="no scaling").first.inner_text()
                if area.locator(".widget-html", has_text="no scaling").count() else False, 300,
                "the Measure status line with the perplexity")
-    traces = [t for t in plot_data(loss) if "(raw)" not in t["name"]]  # the smoothed curves (the raw ones faint)
+
+    def smoothed(traces):  # the smoothed curves (the raw ones are drawn faint)
+        return [t for t in traces if "(raw)" not in t["name"]]
+
+    traces = smoothed(drawn(area, "Loss by position", lambda d: [t["name"].split(" ")[0] for t in smoothed(d)]
+                            == ["no", "linear"], "the no-scaling and linear loss curves"))
     assert len(traces) == 2 and traces[0]["name"].startswith("no scaling") and traces[1]["name"].startswith("linear")
     assert "<td>linear" in area.locator("table").last.inner_html() or "linear" in area.locator("table").last.inner_text()
     panel = area.locator(".widget-vbox", has=page.locator(".gtitle", has_text="Loss by position")).last
@@ -67,10 +75,12 @@ def test_entropy_explorer_computes_and_follows_the_temperature(page, lab, shots)
     status = area.locator(".widget-html", has_text="mean entropy").first
     button(area, "Compute").click()
     status.wait_for(timeout=300_000)
-    curves, heat = graph(area, "by query position"), graph(area, "Entropy change vs no scaling")
-    names = [t["name"] for t in plot_data(curves)]
+    curves = graph(area, "by query position")
+    names = [t["name"] for t in drawn(area, "by query position", lambda d: any(t["name"].startswith("yarn") for t in d),
+                                      "the yarn entropy curve")]
     assert any(n.startswith("no scaling") for n in names) and any(n.startswith("yarn") for n in names), names
-    z = [t for t in plot_data(heat) if t["type"] == "heatmap"]
+    heat = drawn(area, "Entropy change vs no scaling", lambda d: any(t["type"] == "heatmap" for t in d), "the heatmap")
+    z = [t for t in heat if t["type"] == "heatmap"]
     assert z and len(z[0]["z"]) >= 2  # layers x heads
     set_readout(area, "extra logits ×", 1.5)
     button(area, "Compute").click()
@@ -94,11 +104,12 @@ def test_eval_dashboard_runs_what_the_form_says(page, lab, shots):
     live.locator(".widget-select-multiple select").select_option(["default", "ntk"])
     button(live, "Run").click()
     live.locator(".widget-html", has_text="done in").first.wait_for(timeout=600_000)
-    ppl = plot_data(graph(live, "Perplexity"))
+    ppl = drawn(live, "Perplexity", lambda d: sorted(t["name"] for t in d if t["y"]) == ["default", "ntk"],
+                "the perplexity of the two methods run")
     assert sorted(t["name"] for t in ppl if t["y"]) == ["default", "ntk"], [t["name"] for t in ppl]
     assert all(len(t["x"]) == 2 and max(t["x"]) == 4 * 256 for t in ppl if t["y"])  # lengths 1 x and 4 x L0
     assert "ntk" in live.locator("table").last.inner_text()  # the passkey table
-    assert [t for t in plot_data(graph(live, "eedle")) if t["type"] == "heatmap"]
+    assert drawn(live, "eedle", lambda d: any(t["type"] == "heatmap" for t in d), "the needle heatmap")
     shoot(live, shots, "eval_dashboard")
     assert not errors(page)
 
@@ -112,7 +123,8 @@ def test_search_monitor_start_stop_resume(page, lab, shots):
     button(area, "Stop").click()
     status = area.locator(".widget-html", has_text="press Resume").first
     status.wait_for(timeout=120_000)
-    stopped_at = points(area, title, "best")
+    # the status line and the figure are separate outputs; JupyterLab may draw the last figure a moment later
+    stopped_at = steady(lambda: points(area, title, "best"), 3, 60, "the fitness plot after Stop")
     page.wait_for_timeout(4000)
     assert points(area, title, "best") == stopped_at, "the plot kept growing after Stop"
     assert area.locator("table").count() and "<td>" in area.locator("table").first.inner_html()  # parents table
@@ -135,8 +147,11 @@ def test_finetune_launcher_launch_stop_relaunch(page, lab, shots):
     button(area, "Launch").click()
     wait_until(lambda: points(area, title) >= 3, 300, "three fine-tuning steps on the loss plot")
     button(area, "Stop").click()
-    area.locator(".widget-html", has_text="stopped").first.wait_for(timeout=60_000)
-    stopped_at = points(area, title)
+    status = area.locator(".widget-html", has_text=re.compile(r"stopped after step \d+")).first
+    status.wait_for(timeout=60_000)
+    stopped_at = int(re.search(r"after step (\d+)", status.inner_text()).group(1))
+    # the status line and the figure are separate outputs; JupyterLab may draw the last figure a moment later
+    wait_until(lambda: points(area, title) == stopped_at, 30, f"the loss plot to show the {stopped_at} steps done")
     page.wait_for_timeout(3000)
     assert points(area, title) == stopped_at, "the loss plot kept growing after Stop"
     button(area, "Launch").click()  # resumes from the training checkpoint
