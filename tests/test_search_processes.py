@@ -79,3 +79,39 @@ def test_two_processes_under_accelerate_launch_equal_one(reference, tmp_path):
                 for p in folder.glob("journal-*.jsonl")}
     assert set(per_rank) == {"journal-0.jsonl", "journal-1.jsonl"} and min(per_rank.values()) > 0  # both worked
     assert _comparable(folder) == _comparable(reference)
+
+
+FAILING = """
+import os, sys
+from workbench.search import run
+if os.environ.get("RANK") == os.environ["FAIL_RANK"]:
+    evaluate, calls = run.Evaluator.evaluate, []
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("injected failure on this process")
+        return evaluate(self, *args, **kwargs)
+    run.Evaluator.evaluate = failing
+from workbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_an_evaluation_that_raises_on_one_process_ends_both(reference, tmp_path, failing_rank):
+    """Neither process is left waiting in a collective for one that failed: both end, saying why."""
+    from workbench.launch import accelerate_command, accelerate_env
+
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    folder = tmp_path / "run"
+    t0 = time.time()
+    done = subprocess.run(accelerate_command(2, [str(script), "search", *ARGS, "--run-dir", str(folder)]),
+                          capture_output=True, text=True, env={**accelerate_env(2), "FAIL_RANK": str(failing_rank)},
+                          timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "RuntimeError: injected failure on this process" in out, out[-3000:]
+    if failing_rank == 1:  # process 0 names the process that failed
+        assert "error: process 1 failed while evaluating: RuntimeError: injected failure" in out, out[-3000:]
+    assert time.time() - t0 < 300 and not (folder / "result.json").exists()
+    assert _evals(folder) >= 3  # what finished before the failure is journaled, for a resume

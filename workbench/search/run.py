@@ -59,6 +59,15 @@ class Evaluator:
 
 
 
+@dataclass(frozen=True)
+class WorkFailed:
+    """What a process sends back instead of its evaluations when they raised; process 0 then ends the search
+    with an error naming it (every process stays in step with the others' collectives until then)."""
+
+    rank: int
+    error: str
+
+
 @dataclass
 class SearchResult:
     """The winner and how the search got there.
@@ -221,8 +230,18 @@ class Search:
         stop_now = self.stop()
         job = self.comm.broadcast({"space": space, "todo": todo, "threshold": threshold, "stage": stage,
                                    "generation": generation, "stop": stop_now})
-        mine = self._work(job)
-        for part in self.comm.gather(mine):
+        failure: Exception | None = None
+        try:
+            mine: list[Record] | WorkFailed = self._work(job)
+        except Exception as e:  # noqa: BLE001 - gather first: the other processes are waiting in it
+            failure, mine = e, []
+        parts = self.comm.gather(mine) or []
+        if failure is not None:
+            raise failure
+        for part in parts:
+            if isinstance(part, WorkFailed):
+                raise SearchError(f"process {part.rank} failed while evaluating: {part.error}; the search stops "
+                                  f"(resume it with the same settings: every finished evaluation is journaled)")
             for rec in part or []:
                 out[rec.key] = rec
         results = []
@@ -259,12 +278,20 @@ class Search:
         return out
 
     def serve(self) -> None:
-        """Non-zero ranks: evaluate batches until rank 0 says the search is over."""
+        """Non-zero ranks: evaluate batches until rank 0 says the search is over. An evaluation that raises is
+        reported to process 0 (which ends the search) and raised here once process 0 has said so."""
+        failure: Exception | None = None
         while True:
             job = self.comm.broadcast(None)
             if job is None or job == "done":
+                if failure is not None:
+                    raise failure
                 return
-            self.comm.gather(self._work(job))
+            try:
+                mine: list[Record] | WorkFailed = self._work(job)
+            except Exception as e:  # noqa: BLE001 - process 0 is waiting in the gather
+                failure, mine = e, WorkFailed(self.comm.rank, f"{type(e).__name__}: {e}")
+            self.comm.gather(mine)
 
     # -- the algorithm -----------------------------------------------------------------------------
     def _threshold(self, target: Record) -> Threshold | None:
