@@ -578,11 +578,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"racing {config.racing}"
               f"{f', {distributed.world_size()} processes' if accelerator else ''} -> {args.run_dir}", flush=True)
 
-    try:
-        result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=ConsoleSink(),
-                            model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
-    finally:  # also after an error: the processes leave their group together, not in gloo's teardown at exit
-        distributed.shutdown()
+    result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=ConsoleSink(),
+                        model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
+    distributed.shutdown()
     if result is None:
         return 0
     print(f"best PPL {result.best_fitness:.4f} (seeds, with the search's attention factor: "

@@ -24,7 +24,7 @@ import pickle
 import shutil
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,44 +319,43 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     data = PackedData(tokenizer, cfg, L0)
 
     run = _open_run_folder(folder, model, spec, cfg, model_name, resume)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    resumed_from = _restore(model, opt, folder, sink) if resume else None
-    start_step = resumed_from or 0
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    model.train()
-    events = fan_out([sink, run.sink])
-    if start_step and acc.is_main_process:
-        events(Event("train.resume", {"step": start_step, "steps": cfg.steps}))
-    history: list[dict[str, float]] = []
-    t0 = time.time()
-    tokens = 0
-    stopped = False
-    use_mask = impl != "flash_attention_2"
-    # one process trains in a folder at a time (the main one holds its lock while the steps run)
-    lock = run.lock("a fine-tune") if acc.is_main_process else nullcontext()
-    with lock, patch(model, spec):  # patch before prepare, so a DDP wrapper sees the final module tree
-        prepared, opt = acc.prepare(model, opt)
-        bar = tqdm(range(start_step, cfg.steps), desc="fine-tuning", disable=not (progress and acc.is_main_process),
-                   initial=start_step, total=cfg.steps)
-        for step in bar:
-            if stop():
-                stopped = True
-                break
-            loss, n_tok, long_rows = _step(prepared, opt, acc, data, cfg, step, bf16, use_mask)
-            tokens += n_tok * world
-            loss = distributed.all_mean(loss)
-            row = {"step": step + 1, "loss": loss, "lr": lr_at(step, cfg), "seconds": time.time() - t0,
-                   "long_micro_batches": long_rows, "tokens": tokens}
-            history.append(row)
-            if acc.is_main_process:
-                events(Event("train.step", row))
-                bar.set_postfix(loss=f"{loss:.3f}")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                acc.wait_for_everyone()
+    with _folder_lock(run, acc):  # one fine-tune works in a folder at a time (before it reads checkpoints)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        resumed_from = _restore(model, opt, folder, sink) if resume else None
+        start_step = resumed_from or 0
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        events = fan_out([sink, run.sink])
+        if start_step and acc.is_main_process:
+            events(Event("train.resume", {"step": start_step, "steps": cfg.steps}))
+        history: list[dict[str, float]] = []
+        t0 = time.time()
+        tokens = 0
+        stopped = False
+        use_mask = impl != "flash_attention_2"
+        with patch(model, spec):  # patch before prepare, so a DDP wrapper sees the final module tree
+            prepared, opt = acc.prepare(model, opt)
+            bar = tqdm(range(start_step, cfg.steps), desc="fine-tuning", disable=not (progress and acc.is_main_process),
+                       initial=start_step, total=cfg.steps)
+            for step in bar:
+                if distributed.broadcast(bool(stop())):  # process 0's answer: every process stops at the same step
+                    stopped = True
+                    break
+                loss, n_tok, long_rows = _step(prepared, opt, acc, data, cfg, step, bf16, use_mask)
+                tokens += n_tok * world
+                loss = distributed.all_mean(loss)
+                row = {"step": step + 1, "loss": loss, "lr": lr_at(step, cfg), "seconds": time.time() - t0,
+                       "long_micro_batches": long_rows, "tokens": tokens}
+                history.append(row)
                 if acc.is_main_process:
-                    _save_checkpoint(folder, step + 1, acc.unwrap_model(prepared), opt, events)
-                acc.wait_for_everyone()
+                    events(Event("train.step", row))
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                    acc.wait_for_everyone()
+                    if acc.is_main_process:
+                        _save_checkpoint(folder, step + 1, acc.unwrap_model(prepared), opt, events)
+                    acc.wait_for_everyone()
     final = _finish(acc, prepared, tokenizer, spec, folder / "model", None if stopped else events, cfg.steps, t0)
     return TrainResult(steps=len(history) + start_step, history=history, seconds=time.time() - t0, tokens=tokens,
                        final_dir=final, resumed_from=resumed_from, stopped=stopped)
@@ -378,6 +377,28 @@ def _finish(acc: Any, prepared: Any, tokenizer: Any, spec: RopeSpec, target: Pat
         events(Event("train.done", {"steps": steps, "final_dir": final, "seconds": time.time() - t0}))
     acc.wait_for_everyone()
     return final
+
+
+def _folder_lock(run: Any, acc: Any) -> ExitStack:
+    """The run folder's lock, held by the main process while the fine-tune works there. When another process
+    holds it, every process is refused (each told by whom), so none is left waiting for the others.
+
+    Raises:
+        RunFolderError: another process is working in the folder.
+    """
+    from .runs import RunFolderError
+
+    held = ExitStack()
+    error = None
+    if acc.is_main_process:
+        try:
+            held.enter_context(run.lock("a fine-tune"))
+        except RunFolderError as e:
+            error = str(e)
+    error = distributed.broadcast(error)
+    if error:
+        raise RunFolderError(error)
+    return held
 
 
 def _accelerator(accelerator: Any, cfg: TrainConfig) -> Any:
