@@ -58,7 +58,6 @@ class Evaluator:
         return losses, True
 
 
-
 @dataclass(frozen=True)
 class WorkFailed:
     """What a process sends back instead of its evaluations when they raised; process 0 then ends the search
