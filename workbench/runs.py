@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -245,9 +245,28 @@ class RunFolder:
         run.sink = JsonlSink(folder / "events.jsonl") if distributed.is_main() else null_sink
         return run
 
-    def lock(self, what: str):
-        """Hold this folder's lock while the run works in it (see :func:`folder_lock`)."""
-        return folder_lock(self.path, what)
+    @contextmanager
+    def hold(self, what: str):
+        """Every process calls it: process 0 holds this folder's lock while the run works in it (see
+        :func:`folder_lock`). When another process holds it, every process raises, told who holds it, so none
+        is left waiting for the others in a collective.
+
+        Raises:
+            RunFolderError: another process is working in the folder.
+        """
+        from . import distributed
+
+        with ExitStack() as held:
+            error = None
+            if distributed.is_main():
+                try:
+                    held.enter_context(folder_lock(self.path, what))
+                except RunFolderError as e:
+                    error = str(e)
+            error = distributed.broadcast(error)
+            if error:
+                raise RunFolderError(error)
+            yield
 
     @property
     def params(self) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import pickle
 import shutil
 import time
 import warnings
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,7 +318,7 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
     data = PackedData(tokenizer, cfg, L0)
 
     run = _open_run_folder(folder, model, spec, cfg, model_name, resume)
-    with _folder_lock(run, acc):  # one fine-tune works in a folder at a time (before it reads checkpoints)
+    with run.hold("a fine-tune"):  # one fine-tune works in a folder at a time (taken before checkpoints are read)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         resumed_from = _restore(model, opt, folder, sink) if resume else None
         start_step = resumed_from or 0
@@ -377,28 +376,6 @@ def _finish(acc: Any, prepared: Any, tokenizer: Any, spec: RopeSpec, target: Pat
         events(Event("train.done", {"steps": steps, "final_dir": final, "seconds": time.time() - t0}))
     acc.wait_for_everyone()
     return final
-
-
-def _folder_lock(run: Any, acc: Any) -> ExitStack:
-    """The run folder's lock, held by the main process while the fine-tune works there. When another process
-    holds it, every process is refused (each told by whom), so none is left waiting for the others.
-
-    Raises:
-        RunFolderError: another process is working in the folder.
-    """
-    from .runs import RunFolderError
-
-    held = ExitStack()
-    error = None
-    if acc.is_main_process:
-        try:
-            held.enter_context(run.lock("a fine-tune"))
-        except RunFolderError as e:
-            error = str(e)
-    error = distributed.broadcast(error)
-    if error:
-        raise RunFolderError(error)
-    return held
 
 
 def _accelerator(accelerator: Any, cfg: TrainConfig) -> Any:

@@ -372,21 +372,13 @@ class Search:
         """Run (or resume) the search; process 0 returns the result, the others serve and return None.
 
         Raises:
-            RunFolderError: another process is running a search in this folder (process 0 holds its lock).
+            RunFolderError: another process is running a search in this folder (every process raises it).
         """
-        if self.comm.rank != 0:
-            self.serve()
-            return None
-        try:
-            lock = self.run_folder.lock("a search")
-            lock.__enter__()
-        except RunFolderError:
-            self.comm.broadcast("done")  # release the other processes before refusing
-            raise
-        try:
+        with self.run_folder.hold("a search"):
+            if self.comm.rank != 0:
+                self.serve()
+                return None
             return self._run()
-        finally:
-            lock.__exit__(None, None, None)
 
     def _spaces(self) -> list[Space]:
         """One space (LongRoPE), or one per critical dimension searched (LongRoPE2)."""
