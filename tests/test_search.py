@@ -215,3 +215,67 @@ def test_stop_flag_ends_between_evaluations(teaching_ci, tmp_path):
     result = run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**TINY), tmp_path / "s", stop=stop)
     assert result.stopped and result.evaluations < 8 and not (tmp_path / "s" / "report.json").exists()
     random.seed(0)
+
+
+def test_exact_racing_by_position_stops_mid_document_and_ends_like_the_plain_algorithm(teaching_ci, tmp_path):
+    cfg = dict(TINY, generations=3, n_documents=2, n_hat_stage=False, chunk_tokens=64)
+    plain = run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**cfg, racing="off"), tmp_path / "p",
+                       report=False)
+    exact = run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**cfg, racing="exact"), tmp_path / "e",
+                       report=False)
+    assert [g["parents"] for g in exact.generations] == [g["parents"] for g in plain.generations]
+    assert exact.best_factors == plain.best_factors and exact.best_fitness == plain.best_fitness
+    assert exact.tokens_forwarded == plain.tokens_forwarded - exact.tokens_saved_by_racing
+    # one candidate held against a bar it cannot reach: it stops at the chunk where its losses pass the bar
+    search = Search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**cfg), tmp_path / "x")
+    space = search._spaces()[0]
+    genome = space.project([1.0] * search.n_pairs)
+    full = search.evaluator.evaluate(space, genome, 0, None)
+    assert full.complete and full.reached == [512, 512]
+    bar = Threshold([0.3 * x for x in full.nll])  # its total loss is 0.3 of this candidate's
+    stopped = search.evaluator.evaluate(space, genome, 0, bar)
+    assert stopped.raced and not stopped.complete and stopped.reached == [320]  # 0.6 of one document: 5 chunks
+    assert sum(full.nll) * 0.3 < stopped.nll[0] * 319 / 511 and stopped.nll[0] * 255 / 511 <= sum(full.nll) * 0.3
+
+
+def test_rungs_read_the_best_part_further_and_a_killed_search_resumes_exactly(teaching_ci, tmp_path):
+    cfg = SearchConfig(**{**TINY, "generations": 2, "n_hat_stage": False, "chunk_tokens": 96, "rungs": (128, 320),
+                          "rung_keep": 0.5})
+    whole = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "a", report=False)
+    lines = [json.loads(x) for x in (tmp_path / "a" / "journal-0.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if x["kind"] == "eval"]
+    init = [x for x in evals if x["stage"] == "init"]
+    firsts = {x["key"]: x for x in reversed(init)}  # the first line of each candidate
+    assert all(len(x["rung_loss"]) >= 1 for x in firsts.values())
+    # 8 candidates to 128 tokens, 4 on to 320, 2 read whole; continued ones are journaled once more per rung
+    assert len(firsts) == 8 and len(init) == 8 + 4 + 2
+    assert sum(x["complete"] for x in init) == 2 and whole.tokens_forwarded < whole.evaluations * 2 * 512
+    ranked = sorted(firsts.values(), key=lambda x: x["rung_loss"][0])
+    continued = {x["key"] for x in init if len(x["rung_loss"]) == 2}
+    assert continued == {x["key"] for x in ranked[:4]}  # the rung kept the best half by the prefix loss
+    # a kill in the middle of the first batch's second rung: the journal keeps what was finished
+    cut = (tmp_path / "b")
+    cut.mkdir()
+    for name in ("params.json",):
+        (cut / name).write_text((tmp_path / "a" / name).read_text())
+    raw = (tmp_path / "a" / "journal-0.jsonl").read_text().splitlines()
+    (cut / "journal-0.jsonl").write_text("\n".join(raw[:10]) + "\n")  # 8 at the first rung, 2 at the second
+    resumed = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, cut, resume=True, report=False)
+    assert resumed.best_factors == whole.best_factors and resumed.best_fitness == whole.best_fitness
+    assert [g["parents"] for g in resumed.generations] == [g["parents"] for g in whole.generations]
+    again = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, cut, resume=True, report=False)
+    assert again.evaluations_replayed == again.evaluations and again.best_fitness == whole.best_fitness
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(rungs=(600,)), "rungs=\\(600,\\) is not allowed: strictly increasing prefix lengths below"),
+    (dict(rungs=(256, 128)), "strictly increasing"),
+    (dict(rungs=(0,)), "prefix lengths in tokens"),
+    (dict(rungs=(128,), mode="longrope2"), "needle-driven fitness"),
+    (dict(rung_keep=0), "rung_keep=0 is not allowed: a fraction in \\(0, 1\\]"),
+    (dict(dtype="fp16"), "dtype='fp16' is not allowed: one of \\('fp32', 'bf16'\\)"),
+    (dict(chunk_tokens=0), "chunk_tokens=0 is not allowed"),
+])
+def test_reading_settings_are_checked(kwargs, message):
+    with pytest.raises(SearchError, match=message):
+        SearchConfig(target_length=512, **kwargs)

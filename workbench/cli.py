@@ -562,7 +562,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.max_factor is not None:
         params["max_factor"] = args.max_factor
     if args.factors:
-        params["user_seeds"] = (tuple(_load_factors(args.factors)),)
+        params["user_seeds"] = tuple(tuple(_load_factors(f)) for f in args.factors)
+    for name in ("dtype", "chunk_tokens", "rungs", "rung_keep", "per_document"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     config = SearchConfig(target_length=args.target_length, mode=args.mode, corpus=args.corpus,
                           n_documents=args.documents, racing="off" if args.no_racing else args.racing,
                           n_hat_stage=not args.no_n_hat,
@@ -790,6 +793,15 @@ def _add_eval_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_eval_entropy)
 
 
+def _rungs(text: str) -> tuple[int, ...]:
+    """``--rungs 8192,16384``: prefix lengths in tokens."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of token counts "
+                                         "(e.g. 8192,16384)") from None
+
+
 def _add_search_parser(sub: Any) -> None:
     """Add the search subcommand to ``sub``."""
     sp = sub.add_parser("search", help="evolutionary search for LongRoPE / LongRoPE2 factors (resumable)")
@@ -799,14 +811,25 @@ def _add_search_parser(sub: Any) -> None:
     sp.add_argument("--run-dir", required=True)
     sp.add_argument("--resume", action="store_true", help="continue the search in --run-dir from its journal")
     sp.add_argument("--preset", choices=sorted(SEARCH_PRESETS), default="full",
-                    help="full: the paper's budget; small: minutes on a CPU; tiny: seconds")
+                    help="full: the paper's budget; lean: a real model on a CPU (use with --rungs); small: minutes on a "
+                         "CPU; tiny: seconds")
     for name in ("population", "parents", "mutants", "crossovers", "generations", "critical-dim",
                  "critical-dim-span", "seed"):
         sp.add_argument(f"--{name}", type=POSITIVE if name in ("population", "parents", "critical-dim") else NON_NEGATIVE)
     sp.add_argument("--max-factor", type=_max_factor,
                     help="'1+s' (LongRoPE's default), '1.25s', '2s' (LongRoPE2's default) or a number >= s")
-    sp.add_argument("--factors", help="JSON file with a factor list to seed the population with")
+    sp.add_argument("--factors", action="append",
+                    help="JSON file with a factor list to seed the population with (repeat for several)")
     sp.add_argument("--documents", type=POSITIVE, default=3, help="fitness documents (train split)")
+    sp.add_argument("--per-document", type=POSITIVE, help="windows taken from each long document (default 2)")
+    sp.add_argument("--dtype", choices=["fp32", "bf16"],
+                    help="fp32 (default) or bf16: several times faster on CPUs with AVX512-BF16/AMX and on GPUs")
+    sp.add_argument("--chunk-tokens", type=POSITIVE,
+                    help="tokens read per step through the KV cache (default 4096); racing judges after each")
+    sp.add_argument("--rungs", type=_rungs,
+                    help="multi-fidelity heuristic: prefix lengths, e.g. 8192,16384: every candidate is read to the "
+                         "first, the best --rung-keep of them to the next, and only the last survivors whole")
+    sp.add_argument("--rung-keep", type=float, help="fraction of a rung's candidates that go on (default 0.5)")
     sp.add_argument("--corpus", default="shakespeare")
     sp.add_argument("--racing", choices=["exact", "heuristic", "off"], default="exact",
                     help="stop hopeless candidates early. exact (default): only when their losses so far already "

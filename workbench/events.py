@@ -174,6 +174,17 @@ class ConsoleSink:
             line += f", {d['tokens_total']:,} token-forwards"
         return line
 
+    def _search_candidate(self, d: dict[str, Any]) -> str:
+        where = "init" if d["stage"] == "init" else f"gen {d['generation']}" if d["stage"] == "generation" else d["stage"]
+        what = "stopped by racing" if d["raced"] else f"loss {d['loss']:.4f}"
+        left = f", about {duration(d['left'])} left in this round" if d["done"] < d["of"] else ""
+        return (f"{self.indent}{self._clock()} {where}: candidate {d['done']}/{d['of']} read to {d['to']} tokens, "
+                f"{what} ({duration(d['seconds'])}){left}")
+
+    def _search_rung(self, d: dict[str, Any]) -> str:
+        return (f"{self.indent}{self._clock()} rung {d['rung'] + 1} ({d['tokens']} tokens): {d['kept']} "
+                f"candidates go on")
+
     def _search_warning(self, d: dict[str, Any]) -> str:
         return f"{self.indent}warning: {d.get('message', d)}"
 

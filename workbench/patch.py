@@ -74,9 +74,10 @@ def rotary_angles(positions: torch.Tensor, inv_freq: torch.Tensor, theta: torch.
 class WorkbenchRotaryEmbedding(nn.Module):
     """Drop-in for a transformers ``*RotaryEmbedding``: ``forward(x, position_ids) -> (cos, sin)``."""
 
-    def __init__(self, spec: RopeSpec, original: nn.Module | None = None) -> None:
+    def __init__(self, spec: RopeSpec, original: nn.Module | None = None, length: int | None = None) -> None:
         super().__init__()
         self.spec = spec
+        self.length = length  # frequencies as for a sequence of this length, whatever is read (chunked windows)
         self.config = getattr(original, "config", None)
         self.rope_type = f"workbench:{spec.method}"
         self.register_buffer("theta", spec.original_inv_freq(), persistent=False)
@@ -89,6 +90,7 @@ class WorkbenchRotaryEmbedding(nn.Module):
     def frequency_key(self, seq_len: int) -> Any:
         """Equal keys mean equal frequencies; used to decide when cached keys must be re-rotated."""
         spec = self.spec
+        seq_len = self.length or seq_len
         if not spec.is_length_dependent:
             return "static"
         if hasattr(spec, "uses_long"):
@@ -98,7 +100,7 @@ class WorkbenchRotaryEmbedding(nn.Module):
     def frequencies(self, seq_len: int) -> RopeFrequencies:
         key = self.frequency_key(seq_len)
         if key not in self._by_key:
-            self._by_key[key] = self.spec.frequencies(seq_len)
+            self._by_key[key] = self.spec.frequencies(self.length or seq_len)
             if len(self._by_key) > 8:
                 self._by_key.popitem(last=False)
         return self._by_key[key]
@@ -118,6 +120,7 @@ class WorkbenchRotaryEmbedding(nn.Module):
 
 
 CACHE_POLICIES = ("reprefill", "rerotate", "stale")
+STAMP = "_workbench_frequencies"  # set on a cache filled with pinned frequencies: (spec, length)
 
 
 @dataclass
@@ -220,6 +223,8 @@ class RopePatch:
             return args, kwargs
         record = self._records.get(cache)
         if record is None:
+            if stored > 0 and self.rotary.length is not None and self._stamp() == getattr(cache, STAMP, None):
+                return args, kwargs  # filled under another patch with these very frequencies (a paused window)
             if stored > 0:
                 raise RuntimeError(
                     "this KV cache was filled before the RoPE patch was applied; its keys were rotated "
@@ -250,6 +255,8 @@ class RopePatch:
         """Register caches this forward filled; after a re-prefill return only the new tokens' states."""
         call, self._call = self._call, None
         cache = _cache_of(output)
+        if cache is not None and self.rotary.length is not None:
+            setattr(cache, STAMP, self._stamp())
         if cache is not None and call is not None and hasattr(cache, "layers") and cache not in self._records:
             self._records[cache] = call  # a cache created or first filled by the patched model
             self._track_reorder(cache)
@@ -260,6 +267,10 @@ class RopePatch:
         if getattr(output, "hidden_states", None) is not None:
             output.hidden_states = tuple(h[:, -k:] for h in output.hidden_states)
         return output
+
+    def _stamp(self) -> tuple[RopeSpec, int | None]:
+        """What a cache filled under this patch was rotated with, when the frequencies are pinned to a length."""
+        return self.spec, self.rotary.length
 
     def _track_reorder(self, cache: Any) -> None:
         """Keep our token history in step when beam search reorders the cache's batch."""
@@ -307,12 +318,16 @@ def _cache_of(source: dict | Any) -> Any:
     return source["cache"] if "cache" in source else source.get("past_key_values")
 
 
-def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill") -> RopePatch:
+def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill", length: int | None = None
+          ) -> RopePatch:
     """Apply ``spec`` to ``model`` in place; returns a handle usable as a context manager.
 
     Args:
         cache_policy: "reprefill" (exact), "rerotate" (approximate) or "stale" (stock
             transformers); see :class:`RopePatch`.
+        length: use the frequencies of a sequence of this many tokens at every step, as a window of that
+            length read in one forward would (a long window evaluated chunk by chunk with a KV cache);
+            None: the frequencies follow the current length.
 
     Raises:
         NoRotaryError: the model has no supported rotary embedding.
@@ -322,6 +337,8 @@ def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill") 
         raise SpecError(f"spec must be a RopeSpec, got {type(spec).__name__}")
     if cache_policy not in CACHE_POLICIES:
         raise SpecError(f"cache_policy={cache_policy!r} is not allowed: one of {CACHE_POLICIES}")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise SpecError(f"length={length!r} is not allowed: None or a positive number of tokens")
     owner, name, current = find_rotary(model)
     g = model_geometry(model)
     if spec.head_dim != g.head_dim:
@@ -336,7 +353,7 @@ def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill") 
         )
     original = current.original if isinstance(current, WorkbenchRotaryEmbedding) else current
     device = next((b.device for b in current.buffers()), torch.device("cpu"))
-    rotary = WorkbenchRotaryEmbedding(spec, original).to(device)
+    rotary = WorkbenchRotaryEmbedding(spec, original, length).to(device)
     object.__setattr__(rotary, "original", original)  # kept for re-patching, not as a submodule
     setattr(owner, name, rotary)
     handle = RopePatch(model, spec, owner, name, current, rotary, cache_policy=cache_policy,

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.evaluate import EvalError, resolve_dtype, token_nll
+from workbench.evaluate.engine import NLLStream
 
 
 def test_chunked_nll_equals_plain_forward_loss(tiny_llama):
@@ -44,3 +45,61 @@ def test_long_forwards_trim_the_heap_after_each_layer(tiny_llama, monkeypatch):
     trimmed = token_nll(tiny_llama, ids, on_layer=lambda done, total: seen.append(done))
     assert len(calls) == tiny_llama.config.num_hidden_layers and seen == [1, 2]  # and progress still reported
     assert torch.equal(plain, trimmed)
+
+
+def _stream_ids(n: int, seed: int = 7) -> torch.Tensor:
+    return torch.randint(3, 128, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_stream_read_in_chunks_equals_the_one_shot_forward(tiny_llama):
+    ids = _stream_ids(200)
+    whole = token_nll(tiny_llama, ids[None])
+    stream = NLLStream(tiny_llama, ids, chunk_tokens=48)
+    got = stream.advance(200)
+    assert got.shape == whole.shape == (199,) and stream.done and stream.forwarded == 200
+    assert (got - whole).abs().max() <= 1e-4  # fp32: every token's NLL
+
+
+def test_a_stream_paused_and_continued_computes_what_one_read_straight_through_does(tiny_llama):
+    ids = _stream_ids(150, seed=8)
+    straight = NLLStream(tiny_llama, ids, chunk_tokens=32, stops=(70,)).advance(150)
+    paused = NLLStream(tiny_llama, ids, chunk_tokens=32, stops=(70,))
+    prefix = paused.advance(70).clone()
+    assert paused.reached == 70 and prefix.shape == (70,) and torch.equal(prefix, straight[:70])
+    assert torch.equal(paused.advance(150), straight) and paused.forwarded == 150  # the prefix is not read again
+    paused.release()
+    assert paused.reached == 0 and paused.cache_bytes == 0
+    assert torch.equal(paused.advance(150), straight)  # read again from nothing: the same numbers
+
+
+def test_a_stream_stops_where_its_judge_says_and_holds_only_its_cache(tiny_llama):
+    ids = _stream_ids(160, seed=9)
+    stream = NLLStream(tiny_llama, ids, chunk_tokens=40)
+    stream.advance(160, after_chunk=lambda s: s.reached >= 80)
+    assert stream.reached == 80 and len(stream.nll) == 80
+    cfg = tiny_llama.config
+    per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    assert stream.cache_bytes == 80 * per_token  # keys and values of what was read, fp32, nothing else
+
+
+def test_a_bf16_stream_gives_the_one_shot_perplexity(tiny_llama):
+    ids = _stream_ids(256, seed=10)
+    whole = token_nll(tiny_llama, ids[None], dtype="bf16").mean().exp()
+    got = NLLStream(tiny_llama, ids, dtype="bf16", chunk_tokens=64).advance(256).mean().exp()
+    assert abs(float(got / whole) - 1) < 1e-3
+
+
+def test_a_stream_with_length_dependent_frequencies_pins_them_to_the_window(tiny_llama):
+    from workbench.hf import spec_for_model
+    from workbench.patch import patch
+
+    L0 = tiny_llama.config.max_position_embeddings
+    spec = spec_for_model(tiny_llama, "longrope", factor=2.0, long_factor=[1.0 + i / 8 for i in range(8)])
+    ids = _stream_ids(2 * L0, seed=11)
+    with patch(tiny_llama, spec):  # one forward of the whole window: long factors everywhere
+        whole = token_nll(tiny_llama, ids[None])
+    with patch(tiny_llama, spec, length=2 * L0) as p:  # the first chunk alone would have used short factors
+        got = NLLStream(tiny_llama, ids, chunk_tokens=L0 // 2).advance(2 * L0)
+    assert p.reprefills == 0 and (got - whole).abs().max() <= 1e-4
+    with pytest.raises(Exception, match="length=0 is not allowed"):
+        patch(tiny_llama, spec, length=0)

@@ -8,6 +8,7 @@ tokens SmolLM2's full logits alone would be 3.2 GB in fp32).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from contextlib import nullcontext
 from typing import Any
@@ -136,3 +137,95 @@ def token_nll(model: Any, input_ids: torch.Tensor, *, dtype: str = "fp32", chunk
             logits = head(hidden[:, start:end]).float()  # (1, chunk, vocab)
             out.append(F.cross_entropy(logits[0], ids[0, start + 1:end + 1], reduction="none"))
     return torch.cat(out).float().cpu() if out else torch.zeros(0)
+
+
+def _cache_keyword(backbone: Any) -> str:
+    """transformers 5.24 renamed the forward's ``past_key_values`` to ``cache`` (the old name warns)."""
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+class NLLStream:
+    """Per-token NLL of one sequence read chunk by chunk through a KV cache: read to any prefix, pause, go on.
+
+    With static frequencies (patch the model with ``length=len(tokens)``), the NLL of a prefix is exactly the
+    first part of the whole window's NLL, so a candidate can be judged on a prefix and, if it is worth it,
+    continued later without recomputing the prefix. Chunks start at multiples of ``chunk_tokens`` whenever
+    :meth:`advance` is called, so a stream paused and continued computes exactly what one read straight through
+    does (and so does a stream started again from nothing). Chunks also end at every position in ``stops``,
+    wherever :meth:`advance` is asked to stop, for the same reason.
+
+    Memory: the model, the KV cache of what was read (``cache_bytes``) and one chunk's activations.
+    """
+
+    def __init__(self, model: Any, tokens: torch.Tensor, *, dtype: str = "fp32", chunk_tokens: int = 4096,
+                 head_chunk: int = 1024, stops: tuple[int, ...] = ()) -> None:
+        if chunk_tokens < 1:
+            raise EvalError(f"chunk_tokens={chunk_tokens} is not allowed: a positive number of tokens")
+        self.model = model
+        self.tokens = tokens.reshape(-1)  # (n,)
+        self.n = int(self.tokens.shape[0])
+        self.dtype = resolve_dtype(dtype)
+        self.chunk_tokens, self.head_chunk = chunk_tokens, head_chunk
+        self.stops = tuple(sorted(set(stops)))
+        self.reached = 0  # tokens read into the model
+        self.forwarded = 0  # tokens forwarded, restarts included
+        self._parts: list[torch.Tensor] = []
+        self._cache: Any = None
+
+    @property
+    def nll(self) -> torch.Tensor:
+        """NLL of every prediction scored so far: ``(min(reached, n - 1),)`` float32 (target tokens 1..)."""
+        return torch.cat(self._parts) if self._parts else torch.zeros(0)
+
+    @property
+    def done(self) -> bool:
+        return self.reached >= self.n
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the paused stream holds in its KV cache."""
+        if self._cache is None:
+            return 0
+        return sum(t.numel() * t.element_size() for layer in getattr(self._cache, "layers", [])
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+
+    def release(self) -> None:
+        """Forget the KV cache; a later :meth:`advance` starts again from the first token."""
+        self._cache, self._parts, self.reached = None, [], 0
+
+    @torch.no_grad()
+    def advance(self, to: int, after_chunk: Any = None) -> torch.Tensor:
+        """Read the tokens up to position ``to`` (clamped to the sequence); returns :attr:`nll`.
+
+        Args:
+            after_chunk: optional ``f(stream) -> bool`` called after each chunk; True stops reading there
+                (racing: the candidate cannot win any more).
+        """
+        from transformers import DynamicCache
+
+        to = min(int(to), self.n)
+        backbone, head = _backbone_and_head(self.model)
+        device = next(self.model.parameters()).device
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if self.dtype == "bf16" else nullcontext()
+        if self._cache is None:
+            self._cache = DynamicCache()
+        with ctx:
+            while self.reached < to:
+                start = self.reached
+                end = min([(start // self.chunk_tokens + 1) * self.chunk_tokens, to,
+                           *(p for p in self.stops if p > start)])
+                ids = self.tokens[start:end][None].to(device)  # (1, chunk)
+                positions = torch.arange(start, end, device=device)[None]  # (1, chunk)
+                hidden = backbone(input_ids=ids, position_ids=positions, use_cache=True,
+                                  **{_cache_keyword(backbone): self._cache}).last_hidden_state  # (1, chunk, hidden)
+                last = min(end, self.n - 1)  # the last token predicts nothing
+                labels = self.tokens[start + 1:last + 1].to(device)
+                for a in range(0, last - start, self.head_chunk):
+                    b = min(a + self.head_chunk, last - start)
+                    logits = head(hidden[:, a:b]).float()  # (1, piece, vocab)
+                    self._parts.append(F.cross_entropy(logits[0], labels[a:b], reduction="none").float().cpu())
+                self.reached = end
+                self.forwarded += end - start
+                if after_chunk is not None and after_chunk(self):
+                    break
+        return self.nll

@@ -11,12 +11,15 @@ N_HAT_CHOICES = (0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 64, 128, 256)
 GRID = 100  # factors are integers in hundredths: the 0.01 grid
 MODES = ("longrope", "longrope2")
 RACING = ("exact", "heuristic", "off")
+SEARCH_DTYPES = ("fp32", "bf16")
 MAX_FACTORS = ("1+s", "1.25s", "2s")
 DEFAULT_MAX_FACTOR = {"longrope": "1+s", "longrope2": "2s"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},  # the defaults: population 64, 32 parents, 16 + 16 children, 40 generations
     "small": {"population": 16, "parents": 8, "mutants": 4, "crossovers": 4, "generations": 6, "n_hat_top": 2},
+    # a real model on a CPU: 16 + 20 x 8 = 176 candidates, meant with --rungs (each read whole only if it earns it)
+    "lean": {"population": 16, "parents": 8, "mutants": 4, "crossovers": 4, "generations": 20, "n_hat_top": 2},
     "tiny": {"population": 6, "parents": 3, "mutants": 2, "crossovers": 1, "generations": 2, "n_hat_top": 1,
              "n_hat_choices": (0, 4)},
 }
@@ -54,6 +57,16 @@ class SearchConfig:
             optimistic guess that saves more but may drop a future parent; "off": every candidate on every
             document. ``True`` / ``False`` mean "exact" / "off".
         attention_policy: the searched spec's attention factor as s grows: "su" or "yarn".
+        dtype: "fp32" or "bf16" (autocast; on CPUs with AVX512-BF16 or AMX and on GPUs several times faster,
+            perplexities within about 0.1 %). Part of the identity: a search never mixes the two.
+        chunk_tokens: documents are read through a KV cache this many tokens at a time; racing judges a
+            candidate after every chunk.
+        rungs: multi-fidelity (successive halving on prefix length, a heuristic, off by default): every
+            candidate of a batch is read to ``rungs[0]`` tokens, the best ``rung_keep`` of them go on to
+            ``rungs[1]``, and so on; only the last survivors are read to ``target_length`` and can become
+            parents. A candidate a rung drops is never complete, so a prefix that ranks candidates unlike
+            the whole window can lose a future parent.
+        rung_keep: the fraction of a rung's candidates that go on (at least one).
     """
 
     target_length: int
@@ -80,6 +93,10 @@ class SearchConfig:
     racing: str | bool = "exact"
     attention_policy: str = "su"
     seed: int = 0
+    dtype: str = "fp32"
+    chunk_tokens: int = 4096
+    rungs: tuple[int, ...] = ()
+    rung_keep: float = 0.5
 
     def __post_init__(self) -> None:
         if self.racing is True or self.racing is False:
@@ -90,6 +107,28 @@ class SearchConfig:
         object.__setattr__(self, "user_seeds", tuple(tuple(float(x) for x in s) for s in self.user_seeds))
         object.__setattr__(self, "seed_methods", tuple(self.seed_methods))
         object.__setattr__(self, "n_hat_choices", tuple(sorted(set(self.n_hat_choices))))
+        self._check_reading()
+
+    def _check_reading(self) -> None:
+        """dtype, chunks and rungs: how a candidate's documents are read."""
+        if self.dtype not in SEARCH_DTYPES:
+            self._bad("dtype", f"one of {SEARCH_DTYPES}")
+        if not _is_int(self.chunk_tokens, 1):
+            self._bad("chunk_tokens", "a positive number of tokens")
+        try:
+            rungs = tuple(self.rungs)
+        except TypeError:
+            rungs = None
+        if rungs is None or any(not _is_int(r, 1) for r in rungs):
+            self._bad("rungs", "prefix lengths in tokens (positive integers), e.g. (12288, 20480)")
+        object.__setattr__(self, "rungs", rungs)
+        if any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)) or (rungs and rungs[-1] >= self.target_length):
+            self._bad("rungs", f"strictly increasing prefix lengths below target_length={self.target_length}")
+        if rungs and self.mode == "longrope2":
+            self._bad("rungs", "() in mode 'longrope2': needle-driven fitness counts only the answer at the end of "
+                               "each document, so a prefix says nothing")
+        if not _is_number(self.rung_keep) or not 0 < self.rung_keep <= 1:
+            self._bad("rung_keep", "a fraction in (0, 1]")
 
     def _bad(self, name: str, allowed: str) -> None:
         raise SearchError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")

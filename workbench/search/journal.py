@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,13 @@ from .ga import Genome
 
 @dataclass
 class Record:
-    """One evaluation: per-document losses (all of them, or the first few if racing stopped it)."""
+    """One evaluation: per-document losses (all of them, or the first few if racing stopped it).
+
+    ``nll[d]`` is document d's mean loss over the predictions read so far and ``reached[d]`` how many of its
+    tokens were read (None: whole documents, as journals before reading by position wrote). ``rung_loss[i]``
+    is the mean loss over every document's first ``rungs[i]`` tokens, for the multi-fidelity search; a
+    candidate continued to the next rung is journaled again with more of both.
+    """
 
     key: str
     cd: int | None
@@ -29,11 +35,19 @@ class Record:
     generation: int
     seconds: float = 0.0
     replayed: bool = False
+    reached: list[int] | None = None
+    rung_loss: list[float] = field(default_factory=list)
+    raced: bool = False  # racing stopped it: it cannot beat what it had to
 
     @property
     def fitness(self) -> float:
         """exp(mean per-document loss), inf if racing stopped it."""
         return math.exp(sum(self.nll) / len(self.nll)) if self.complete and self.nll else math.inf
+
+    @property
+    def progress(self) -> tuple[bool, int, int]:
+        """Orders the journal lines of one candidate: the most advanced one is what it reached."""
+        return self.complete, len(self.rung_loss), self.tokens
 
     def journal_entry(self) -> dict[str, Any]:
         return {"kind": "eval", **{k: v for k, v in asdict(self).items() if k != "replayed"}}
@@ -114,7 +128,9 @@ class Journal:
                     rec = Record(**entry, replayed=True)
                 except TypeError as e:
                     raise JournalError(f"{path} line {i} is not an evaluation record ({e})") from None
-                out.records[rec.key] = rec
+                old = out.records.get(rec.key)
+                if old is None or rec.progress >= old.progress:  # a continued candidate is journaled again
+                    out.records[rec.key] = rec
             else:
                 out.generations.add((entry.get("critical_dim"), entry.get("generation")))
             good += len(raw)

@@ -1,11 +1,13 @@
-"""Racing: a candidate is evaluated document by document and stopped once it cannot enter the parent set.
+"""Racing: a candidate is read chunk by chunk and stopped once it cannot enter the parent set.
 
 A candidate must beat a threshold (the worst parent's per-document losses; in the n_hat stage, the best
 so far). Two rules decide when it cannot:
 
-- exact (the default): its losses so far already exceed the threshold's whole loss. A loss (a mean
-  negative log-likelihood) is never below 0, so whatever its remaining documents give, its total can only
-  grow: the candidate would not have entered, and a racing search ends with the plain algorithm's result.
+- exact (the default): its losses so far already exceed the threshold's whole loss. A token's loss (a
+  negative log-likelihood) is never below 0, so whatever its remaining tokens and documents give, its total
+  can only grow: the candidate would not have entered, and a racing search ends with the plain algorithm's
+  result. A document read to a prefix counts as the sum of its losses so far over all the predictions it
+  will have (its share of the document mean, a lower bound on it), so the rule acts at token granularity.
 - heuristic: each remaining document is assumed to reach no lower than the best loss any complete
   candidate reached on it so far (``floor``). That is a guess, not a bound: a candidate at [4.1, 2.0, 2.0]
   against parents at [3, 3, 3] with a floor of 2.5 is dropped though it would have become a parent. It
@@ -29,6 +31,9 @@ class Threshold:
 
 def hopeless(partial: list[float], threshold: Threshold | None) -> bool:
     """True when the candidate with losses ``partial`` on the first documents cannot beat ``threshold``.
+
+    ``partial[d]``: document d's loss so far, its summed token losses over every prediction it counts when
+    complete (for a whole document, its mean loss).
 
     Exact rule (no floor): the partial sum already exceeds the threshold's total; the candidate's total, a
     sum of the same losses in the same order plus non-negative ones, can only be larger, so its fitness is

@@ -17,45 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import distributed
-from ..evaluate import token_nll
 from ..events import Event, Sink, fan_out, null_sink
 from ..hf import NotExpressibleError, model_geometry, to_hf
-from ..patch import patch
-from ..rope import RopeSpec, critical_dimension
+from ..rope import critical_dimension
 from ..runs import RunFolder, RunFolderError, model_fingerprint
 from .config import GRID, SearchConfig, SearchError
+from .evaluator import Evaluator, rung_survivors
 from .ga import GeneticAlgorithm, Genome, Space
 from .journal import Journal, Record, candidate_key
-from .racing import Threshold, hopeless, threshold
+from .racing import Threshold, threshold
 from .targets import SEED_LABELS, LongTarget, ShortTarget
-
-
-class Evaluator:
-    """Turns a genome into a spec (through the target) and measures its per-document loss."""
-
-    def __init__(self, model: Any, docs: list[Any], target: LongTarget | ShortTarget, config: SearchConfig) -> None:
-        self.model, self.docs, self.target, self.cfg = model, docs, target, config
-
-    def spec(self, space: Space, genome: Genome, n_hat: int) -> RopeSpec:
-        return self.target.spec(space.factors(genome), n_hat, space.cd)
-
-    def doc_nll(self, doc: Any) -> float:
-        if self.cfg.mode == "longrope2":  # needle-driven: the answer's tokens only
-            nll = token_nll(self.model, doc.tokens[None], score_from=doc.answer_start - 1)[: doc.answer_len]
-        else:
-            nll = token_nll(self.model, doc.tokens[None])
-        return float(nll.mean())
-
-    def evaluate(self, space: Space, genome: Genome, n_hat: int, threshold: Threshold | None,
-                 stop: Callable[[], bool] = lambda: False) -> tuple[list[float], bool]:
-        """Per-document losses; stops early when ``hopeless`` (racing) — returns (losses, complete)."""
-        losses: list[float] = []
-        with patch(self.model, self.spec(space, genome, n_hat)):
-            for doc in self.docs:
-                losses.append(self.doc_nll(doc))
-                if len(losses) < len(self.docs) and (hopeless(losses, threshold) or stop()):
-                    return losses, False
-        return losses, True
 
 
 @dataclass(frozen=True)
@@ -188,7 +159,8 @@ class Search:
 
     @property
     def tokens_saved(self) -> int:
-        return sum((len(self.docs) - len(r.nll)) * self.cfg.target_length for r in self.reached.values())
+        """Token-forwards racing and the rungs spared against reading every candidate whole."""
+        return sum(len(self.docs) * self.cfg.target_length - r.tokens for r in self.reached.values())
 
     # -- run folder ----------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -215,20 +187,66 @@ class Search:
             self.sink(Event("search.warning", {"message": w}))
 
     # -- evaluation ------------------------------------------------------------------------------
+    def _rounds(self, stage: str) -> list[int]:
+        """The prefix lengths a batch is read to in turn: the rungs (factor search only), then the whole window."""
+        return [*(self.cfg.rungs if stage in ("init", "generation") else ()), self.cfg.target_length]
+
     def _evaluate_batch(self, space: Space, batch: list[tuple[Genome, int]], threshold: Threshold | None,
                         stage: str, generation: int) -> list[Record]:
-        """Evaluate (genome, n_hat) candidates, from the journal where possible; in order."""
-        todo = []
+        """Evaluate (genome, n_hat) candidates, from the journal where possible; in order.
+
+        With rungs, the batch is read to each rung in turn and only :func:`rung_survivors` go on; a candidate
+        a rung dropped comes back incomplete (it cannot become a parent)."""
+        keys = [candidate_key(space.cd, genome, n_hat) for genome, n_hat in batch]
+        items = {k: (i, genome, n_hat) for i, (k, (genome, n_hat)) in enumerate(zip(keys, batch, strict=True))}
         out: dict[str, Record] = {}
-        for genome, n_hat in batch:
-            key = candidate_key(space.cd, genome, n_hat)
-            if key in self.records:
-                out[key] = self.records[key]
+        alive = list(dict.fromkeys(keys))
+        rounds = self._rounds(stage)
+        for rung, to in enumerate(rounds):
+            out.update(self._round(space, [(k, *items[k]) for k in alive], threshold, stage, generation, rung, to))
+            if rung == len(rounds) - 1 or self.stop():
+                break
+            alive = rung_survivors(alive, {k: r.rung_loss for k, r in out.items()}, rung, self.cfg.rung_keep)
+            self.evaluator.forget(set(alive))
+            self.sink(Event("search.rung", {"stage": stage, "generation": generation, "rung": rung, "tokens": to,
+                                            "kept": len(alive), "tokens_total": self.tokens}))
+        self.evaluator.forget(set())
+        results = []
+        for key in keys:
+            rec = out.get(key)
+            if rec is None:  # stopped before it was evaluated
+                continue
+            self.reached[key] = rec
+            self.replayed += rec.replayed
+            self.sink(Event("search.eval", {"key": key, "factors": list(space.factors(tuple(rec.genome))),
+                                            "n_hat": rec.n_hat, "fitness": rec.fitness, "complete": rec.complete,
+                                            "documents": len(rec.nll), "reached": rec.reached,
+                                            "rung_loss": rec.rung_loss, "stage": stage, "generation": generation,
+                                            "replayed": rec.replayed, "tokens_total": self.tokens,
+                                            "seconds": rec.seconds}))
+            results.append(rec)
+        return results
+
+    def _settled(self, rec: Record, rung: int) -> bool:
+        """Whether a known record already answers round ``rung`` (read that far, complete, or out of the race)."""
+        if rec.complete or rec.reached is None or rec.raced:
+            return True
+        return rung < len(self.cfg.rungs) and len(rec.rung_loss) > rung
+
+    def _round(self, space: Space, items: list[tuple[str, int, Genome, int]], threshold: Threshold | None,
+               stage: str, generation: int, rung: int, to: int) -> dict[str, Record]:
+        """Read candidates ``(key, index in batch, genome, n_hat)`` to ``to`` tokens, across the processes."""
+        out: dict[str, Record] = {}
+        todo = []
+        for key, index, genome, n_hat in items:
+            rec = self.records.get(key)
+            if rec is not None and self._settled(rec, rung):
+                out[key] = rec
             else:
-                todo.append((genome, n_hat, key))
+                todo.append((index, genome, n_hat, key, rec))
         stop_now = self.stop()
         job = self.comm.broadcast({"space": space, "todo": todo, "threshold": threshold, "stage": stage,
-                                   "generation": generation, "stop": stop_now})
+                                   "generation": generation, "to": to, "stop": stop_now})
         failure: Exception | None = None
         try:
             mine: list[Record] | WorkFailed = self._work(job)
@@ -242,38 +260,38 @@ class Search:
                 raise SearchError(f"process {part.rank} failed while evaluating: {part.error}; the search stops "
                                   f"(resume it with the same settings: every finished evaluation is journaled)")
             for rec in part or []:
-                out[rec.key] = rec
-        results = []
-        for genome, n_hat in batch:
-            key = candidate_key(space.cd, genome, n_hat)
-            rec = out.get(key)
-            if rec is None:  # stopped before it was evaluated
-                continue
-            self.records[key] = rec
-            self.reached[key] = rec
-            self.replayed += rec.replayed
-            self.sink(Event("search.eval", {"key": key, "factors": list(space.factors(tuple(rec.genome))),
-                                            "n_hat": rec.n_hat, "fitness": rec.fitness, "complete": rec.complete,
-                                            "documents": len(rec.nll), "stage": stage, "generation": generation,
-                                            "replayed": rec.replayed, "tokens_total": self.tokens,
-                                            "seconds": rec.seconds}))
-            results.append(rec)
-        return results
+                out[rec.key] = self.records[rec.key] = rec
+        return out
 
     def _work(self, job: dict[str, Any]) -> list[Record]:
-        """Evaluate this rank's share of a batch, journaling each as it finishes."""
+        """Evaluate this rank's share of a round (by the candidate's place in its batch, so a candidate stays
+        with the process holding its KV cache), journaling each as it finishes."""
         if job["stop"]:
             return []
         out = []
-        for genome, n_hat, key in job["todo"][self.comm.rank::self.comm.world]:
+        mine = [t for t in job["todo"] if t[0] % self.comm.world == self.comm.rank]
+        t_round = time.time()
+        for done, (_, genome, n_hat, key, before) in enumerate(mine, 1):
             if self.comm.rank == 0 and self.stop():
                 break
             t0 = time.time()
-            nll, complete = self.evaluator.evaluate(job["space"], genome, n_hat, job["threshold"])
-            rec = Record(key, job["space"].cd, list(genome), n_hat, nll, complete, len(nll) * self.cfg.target_length,
-                         job["stage"], job["generation"], time.time() - t0)
+            stop = self.stop if self.comm.rank == 0 else (lambda: False)
+            got = self.evaluator.evaluate(job["space"], genome, n_hat, job["threshold"], key=key, to=job["to"],
+                                          stop=stop)
+            if got is None:  # stopped mid-candidate: nothing journaled, a resume reads it again
+                break
+            spent = time.time() - t0 + (before.seconds if before is not None else 0.0)
+            rec = Record(key, job["space"].cd, list(genome), n_hat, got.nll, got.complete, sum(got.reached),
+                         job["stage"], job["generation"], spent, reached=got.reached, rung_loss=got.rung_loss,
+                         raced=got.raced)
             self.journal.append(rec.journal_entry())
             out.append(rec)
+            self.sink(Event("search.candidate", {
+                "stage": job["stage"], "generation": job["generation"], "to": job["to"], "done": done,
+                "of": len(mine), "loss": got.rung_loss[-1] if got.rung_loss and not got.complete else (
+                    sum(got.nll) / len(got.nll) if got.nll else math.nan),
+                "complete": got.complete, "raced": got.raced, "seconds": time.time() - t0,
+                "left": (time.time() - t_round) / done * (len(mine) - done)}))
         return out
 
     def serve(self) -> None:
