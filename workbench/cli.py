@@ -936,6 +936,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, SpecError, ConfigError, ValueError, OSError) as e:  # every *Error of ours is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: what a search or fine-tune finished is kept in its run folder; run the same command "
+              "with --resume to go on", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -164,14 +164,24 @@ class ConsoleSink:
         return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']} "
                 f"PPL {d['ppl']:.2f} ({d['document']}){self._eta(0.0)}")
 
+    def _search_start(self, d: dict[str, Any]) -> None:
+        """Remembers the number of generations, for the time left after each; prints nothing."""
+        self.search_total, self.search_marks = d.get("config", {}).get("generations"), []
+
     def _search_generation(self, d: dict[str, Any]) -> str:
-        line = f"{self.indent}generation {d['generation']:>3}: best PPL {d['best']:.4f}"
+        total = getattr(self, "search_total", None)
+        marks = getattr(self, "search_marks", [])
+        marks.append(time.time())
+        line = f"{self.indent}generation {d['generation']:>3}{f'/{total}' if total else ''}: best PPL {d['best']:.4f}"
         if "median" in d:
             line += f", median {d['median']:.4f}"
         if "evaluated" in d:
             line += f", {d['evaluated']} evaluated ({d.get('stopped_early', 0)} stopped early)"
         if "tokens_total" in d:
             line += f", {d['tokens_total']:,} token-forwards"
+        if total and len(marks) >= 2 and d["generation"] < total:  # the last few generations' pace (replays are quick)
+            recent = marks[-4:]
+            line += f"; about {duration((recent[-1] - recent[0]) / (len(recent) - 1) * (total - d['generation']))} left"
         return line
 
     def _search_candidate(self, d: dict[str, Any]) -> str:
