@@ -4,6 +4,7 @@ journal recovery and refusal to resume with other settings."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -19,7 +20,9 @@ from workbench.search import (
     Space,
     Threshold,
     hopeless,
+    rank_correlation,
     run_search,
+    rung_fidelity,
 )
 
 TINY = dict(target_length=512, population=8, parents=4, mutants=2, crossovers=2, generations=3, n_documents=2,
@@ -265,6 +268,18 @@ def test_rungs_read_the_best_part_further_and_a_killed_search_resumes_exactly(te
     assert [g["parents"] for g in resumed.generations] == [g["parents"] for g in whole.generations]
     again = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, cut, resume=True, report=False)
     assert again.evaluations_replayed == again.evaluations and again.best_fitness == whole.best_fitness
+    fidelity = rung_fidelity(tmp_path / "a", (128, 320))
+    assert [row["candidates"] for row in fidelity][0] == len({x["key"] for x in evals})  # every candidate: rung 1
+    assert fidelity[0]["with_next_pairs"] == fidelity[1]["candidates"] >= 4
+    assert fidelity[1]["with_whole_pairs"] == sum(x["complete"] for x in evals)
+    assert all(-1 <= row["with_whole"] <= 1 for row in fidelity if row["with_whole"] is not None)
+
+
+def test_rank_correlation():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert rank_correlation([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-4)  # ties share a rank
+    assert math.isnan(rank_correlation([1, 2], [2, 1]))
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -178,3 +178,52 @@ def test_teaching_8x_winner_held_out_per_window_and_per_play(record):
            for kind, key in (("window_wins", "wins"), ("play_wins", "document_wins"), ("gain", "gain"),
                              ("tail_gain", "tail_gain"))}})
     assert report["settings"]["searched"]["ppl"] == pytest.approx(run["heldout"]["searched"]["ppl"], rel=1e-4)  # same winner
+
+
+SMOLLM2_4X = Path(__file__).parents[2] / "workbench" / "assets" / "runs" / "smollm2-32k"
+
+
+def test_smollm2_4x_rungs_rank_like_the_whole_window(record):
+    """From the shipped SmolLM2 8k -> 32k search's journal (no forward): Spearman's rank correlation of each
+    rung's loss with the next rung's and with the whole window's, over the candidates that reached both."""
+    from workbench.search import rung_fidelity
+
+    config = json.loads((SMOLLM2_4X / "params.json").read_text())["identity"]["config"]
+    rows = rung_fidelity(SMOLLM2_4X, tuple(config["rungs"]))
+    record("search_smollm2_4x_rungs", {"run_folder": "workbench/assets/runs/smollm2-32k", "rungs": rows,
+                                       "note": "survivors only: a rung's dropped candidates are never read further"})
+    assert rows and rows[0]["candidates"] > 0
+
+
+@pytest.mark.parametrize("rungs,keep", [((512, 1024), 0.5), ((512, 1024), 1 / 3)])
+def test_teaching_8x_rungs_against_the_plain_search(record, rungs, keep):
+    """Multi-fidelity (a heuristic) against the plain algorithm, both with the default budget on the teaching
+    model at 8x: token-forwards each needed to reach the plain search's final best (goal: rungs <= 0.4 of
+    plain), both final bests, and how the rungs ranked (Spearman, from the journal)."""
+    from workbench.search import rung_fidelity
+
+    lm = load_model("teaching")
+    runs = {}
+    for name, extra in (("plain", {"racing": "off"}), (f"rungs-{'-'.join(map(str, rungs))}-keep{keep:.2f}",
+                                                        {"rungs": rungs, "rung_keep": keep})):
+        folder = OUT / f"teaching-8x-{name}"
+        t = time.time()
+        result = run_search(lm.model, lm.tokenizer, SearchConfig(target_length=2048, n_hat_stage=False, **extra),
+                            folder, resume=folder.exists(), model_name="teaching", report=False)
+        runs[name] = {"folder": folder, "wall_seconds_this_call": time.time() - t,
+                      "evaluation_seconds": _evaluation_seconds(folder), "evaluations": result.evaluations,
+                      "tokens_forwarded": result.tokens_forwarded, "best_fitness": result.best_fitness}
+    plain_best = runs["plain"]["best_fitness"]
+    name = next(n for n in runs if n != "plain")
+    reach = {n: _tokens_to_reach(r.pop("folder"), plain_best) for n, r in runs.items()}
+    ratio = reach[name] / reach["plain"] if reach[name] and reach["plain"] else None
+    path = OUT.parent / "search_teaching_8x_rungs.json"
+    old = json.loads(path.read_text()).get("settings", {}) if path.exists() else {}
+    old[name] = {"rungs": list(rungs), "rung_keep": keep, "runs": runs, "tokens_to_reach_plain_final_best": reach,
+                 "rungs_over_plain_tokens": ratio,
+                 "best_vs_plain": runs[name]["best_fitness"] / plain_best,
+                 "rank_correlation": rung_fidelity(OUT / f"teaching-8x-{name}", rungs)}
+    record("search_teaching_8x_rungs", {"budget": "the default (64 / 32 / 16 + 16 / 40 generations), no n_hat stage, "
+                                                  "3 fitness documents at 2048 tokens", "goal": "rungs <= 0.4 of plain",
+                                        "settings": old})
+    assert runs[name]["evaluations"] > 0

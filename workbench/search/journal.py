@@ -93,20 +93,23 @@ class Journal:
             f.flush()
 
     @staticmethod
-    def read(folder: Path) -> JournalContents:
+    def read(folder: Path, repair: bool = True) -> JournalContents:
         """Every rank's journal; a torn last line is cut off (with a warning), anything else wrong is refused.
+
+        ``repair=False`` only reads (a torn last line is passed over, the file left as it is): for looking into
+        the journal of a search that may be running.
 
         Raises:
             JournalError: a line that is not JSON before the last, a line that is not a journal entry, or a
                 line whose checksum does not match its content.
         """
         out = JournalContents({}, set(), [])
-        for path in sorted(folder.glob("journal-*.jsonl")):
-            Journal._read_file(path, out)
+        for path in sorted(Path(folder).glob("journal-*.jsonl")):
+            Journal._read_file(path, out, repair)
         return out
 
     @staticmethod
-    def _read_file(path: Path, out: JournalContents) -> None:
+    def _read_file(path: Path, out: JournalContents, repair: bool = True) -> None:
         text = path.read_text(encoding="utf-8")
         lines = text.splitlines(keepends=True)
         good = 0  # characters of whole, valid lines
@@ -117,6 +120,8 @@ class Journal:
                 if i < len(lines):
                     raise JournalError(f"{path} line {i} is not JSON, and it is not the last line, so it is not a "
                                        "torn write: the journal is damaged; start a new run folder") from None
+                if not repair:
+                    return
                 path.write_text(text[:good], encoding="utf-8")
                 out.warnings.append(f"{path.name} line {i} was torn by a killed write; cut it off and kept the "
                                     f"{len(out.records)} evaluations before it")
@@ -134,7 +139,7 @@ class Journal:
             else:
                 out.generations.add((entry.get("critical_dim"), entry.get("generation")))
             good += len(raw)
-        if text and not text.endswith("\n"):  # a whole last line without its newline: the next append needs one
+        if repair and text and not text.endswith("\n"):  # a whole last line without its newline: the next append needs one
             with path.open("a", encoding="utf-8") as f:
                 f.write("\n")
 

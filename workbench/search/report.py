@@ -80,3 +80,59 @@ def heldout_report(model: Any, tokenizer: Any, result: Any, config: SearchConfig
         if "tail_ppl" in settings["searched"]:
             out[f"tail_gain_vs_{m}"] = 1 - settings["searched"]["tail_ppl"] / settings[m]["tail_ppl"]
     return out
+
+
+def rank_correlation(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation of two equally long lists (ties share their mean rank); nan below 3 pairs."""
+    if len(xs) != len(ys):
+        raise ValueError(f"rank_correlation needs lists of one length, got {len(xs)} and {len(ys)}")
+    if len(xs) < 3:
+        return math.nan
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var else math.nan
+
+
+def rung_fidelity(folder: Any, rungs: tuple[int, ...]) -> list[dict[str, Any]]:
+    """How well each rung of a multi-fidelity search ranked its candidates, from its journal.
+
+    For rung i: how many candidates reached it, Spearman's rank correlation of their loss there with their loss
+    at the next rung (every candidate that reached both), and with the whole window's (those read whole; a
+    survivor-only sample, so it says how well the rung orders the candidates it kept, not those it dropped).
+    """
+    from .journal import Journal
+
+    def rho(xs: list[float], ys: list[float]) -> float | None:  # None, not nan: the rows are written as JSON
+        r = rank_correlation(xs, ys)
+        return None if math.isnan(r) else r
+
+    records = list(Journal.read(folder, repair=False).records.values())
+    out = []
+    for i, tokens in enumerate(rungs):
+        here = [r for r in records if len(r.rung_loss) > i]
+        nxt = [r for r in here if len(r.rung_loss) > i + 1]
+        whole = [r for r in here if r.complete]
+        out.append({
+            "rung": i, "tokens": tokens, "candidates": len(here),
+            "next": f"rung {i + 1}" if i + 1 < len(rungs) else "whole window",
+            "with_next": rho([r.rung_loss[i] for r in nxt], [r.rung_loss[i + 1] for r in nxt])
+            if i + 1 < len(rungs) else None, "with_next_pairs": len(nxt) if i + 1 < len(rungs) else None,
+            "with_whole": rho([r.rung_loss[i] for r in whole], [sum(r.nll) / len(r.nll) for r in whole]),
+            "with_whole_pairs": len(whole)})
+    return out
