@@ -744,6 +744,32 @@ def _add_doctor_parser(sub: Any) -> None:
     doc.set_defaults(func=cmd_doctor)
 
 
+def cmd_architectures(args: argparse.Namespace) -> int:
+    from .architectures import check_architectures, markdown, to_json
+
+    result = check_architectures(args.model_type or None)
+    if args.json:
+        Path(args.json).write_text(to_json(result))
+    text = markdown(result)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    print(text, end="")
+    failures = [c for cases in result["built"].values() for c in cases if not c.ok]
+    for c in failures:
+        print(f"FAILURE {c.model_type} {c.method}: {c.status} {c.detail}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _add_architectures_parser(sub: Any) -> None:
+    """Add the architectures subcommand to ``sub``."""
+    ar = sub.add_parser("architectures", help="check every RoPE architecture of the installed transformers on tiny "
+                                              "random models: patched and exported exactly, or refused with why")
+    ar.add_argument("model_type", nargs="*", help="only these model types (default: every causal LM)")
+    ar.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    ar.add_argument("--json", metavar="FILE", help="also write every case to FILE")
+    ar.set_defaults(func=cmd_architectures)
+
+
 def _add_eval_parser(sub: Any) -> None:
     """Add the eval ppl / passkey / needle / entropy subcommands to ``sub``."""
     ev = sub.add_parser("eval", help="evaluate a model with or without a RoPE method").add_subparsers(
@@ -922,7 +948,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``workbench`` argument parser: one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="workbench", description="LongRoPE Workbench: RoPE context extension")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_rope_parser, _add_export_parser, _add_doctor_parser, _add_eval_parser, _add_search_parser,
+    for add in (_add_rope_parser, _add_export_parser, _add_doctor_parser, _add_architectures_parser,
+                _add_eval_parser, _add_search_parser,
                 _add_finetune_parser, _add_progressive_parser, _add_launch_parser, _add_teaching_parser,
                 _add_demo_parser):
         add(sub)  # the order of the help's list

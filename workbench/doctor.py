@@ -17,6 +17,7 @@ from typing import Any
 from .hf import (
     ConfigError,
     Geometry,
+    LayerTypeRopeError,
     NotExpressibleError,
     RopeLayout,
     config_value_errors,
@@ -303,7 +304,7 @@ def _numbers(c: Checkup) -> dict[str, Any]:
         "rope_type": c.kind, "layout": {"v5": "rope_parameters (v5)", "v4": "rope_scaling (v4)",
                                         "none": "no rope dict (default)"}[lay.layout],
         "rope_theta": f"{lay.rope_theta:g} (from {lay.theta_source})",
-        "head_dim (rotary)": f"{g.head_dim} ({g.head_dim // 2} frequency pairs)",
+        "head_dim (rotary)": f"{g.head_dim} ({g.head_dim // 2} frequency pairs)" + _partial(c.cfg, g.head_dim),
         "original context L0": g.original_max_position_embeddings, "max_position_embeddings": c.max_pos,
     }
     if c.spec is not None:
@@ -317,6 +318,12 @@ def _numbers(c: Checkup) -> dict[str, Any]:
             "effective factor range": f"{d.effective_factor.min():.3f} .. {d.effective_factor.max():.3f}",
         })
     return numbers
+
+
+def _partial(cfg: dict[str, Any], rotary: int) -> str:
+    """", of 64 per head (partial_rotary_factor 0.25)" when only part of each head is rotated."""
+    head = cfg.get("head_dim") or (cfg.get("hidden_size", 0) // max(1, cfg.get("num_attention_heads") or 1))
+    return f", of {head} per head (partial rotary: {rotary / head:g})" if head and head != rotary else ""
 
 
 def _early(summary: str, findings: list[Finding], cfg: dict[str, Any], why: str) -> DoctorReport:
@@ -336,7 +343,11 @@ def doctor(source: Any) -> DoctorReport:
     if errors:
         return _early("RoPE settings with values of the wrong type (see findings)",
                       [Finding("error", e) for e in errors], cfg, "invalid config")
-    lay = read_layout(cfg)
+    try:
+        lay = read_layout(cfg)
+    except LayerTypeRopeError as e:
+        return _early("RoPE per layer type (not supported)", [Finding("error", str(e))], cfg,
+                      "RoPE per layer type")
     findings = [f for check in LAYOUT_CHECKS for f in check(cfg, lay)]
     kind, method = lay.params["rope_type"], method_for_rope_type(lay.params["rope_type"])
     if method is None:

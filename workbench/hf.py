@@ -9,6 +9,7 @@ The doctor that explains a config is :mod:`workbench.doctor`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -129,12 +130,38 @@ def unknown_rope_keys(cfg: dict[str, Any]) -> tuple[str, list[str], list[str]]:
     return "", [], []
 
 
+def layer_type_rope(cfg: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The RoPE settings per layer type (Gemma 3: ``{"sliding_attention": {...}, "full_attention": {...}}``), or
+    None for one setting for every layer."""
+    rope = cfg.get("rope_parameters")
+    if isinstance(rope, dict) and rope and all(isinstance(v, dict) for v in rope.values()):
+        return rope
+    return None
+
+
+class LayerTypeRopeError(ConfigError):
+    """The config gives each layer type its own RoPE settings, which the workbench does not model."""
+
+
+def _layer_type_error(cfg: dict[str, Any], per_type: dict[str, dict[str, Any]]) -> LayerTypeRopeError:
+    kinds = "; ".join(f"{name}: {p.get('rope_type', 'default')}, rope_theta {p.get('rope_theta', '?')}"
+                      for name, p in per_type.items())
+    return LayerTypeRopeError(
+        f"model_type={cfg.get('model_type')!r} gives each layer type its own RoPE ({kinds}); the workbench applies "
+        "one RoPE to every layer, so it neither patches nor exports this architecture (a flat rope_parameters "
+        "would be ignored by its config class)")
+
+
 def read_layout(cfg: dict[str, Any]) -> RopeLayout:
     """Find the RoPE dict and theta in either layout.
 
     Raises:
-        ConfigError: a RoPE value of the wrong type (the message names the key).
+        ConfigError: a RoPE value of the wrong type (the message names the key); LayerTypeRopeError: RoPE
+            settings per layer type.
     """
+    per_type = layer_type_rope(cfg)
+    if per_type is not None:
+        raise _layer_type_error(cfg, per_type)
     errors = config_value_errors(cfg)
     if errors:
         raise ConfigError("; ".join(errors))
@@ -249,7 +276,8 @@ class HFExport:
     notes: tuple[str, ...] = field(default=())
 
     def apply(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A copy of ``config`` with this export merged in (stale keys of the other layout removed)."""
+        """A copy of ``config`` with this export merged in (stale keys of the other layout removed). Keys of the
+        source's RoPE dict that no method owns (``partial_rotary_factor``, ...) are kept."""
         out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_parameters")}
         if self.layout == "v5":
             out.pop("rope_theta", None)
@@ -258,7 +286,35 @@ class HFExport:
                 "original_max_position_embeddings", config["original_max_position_embeddings"]
             )
         out.update(self.config_updates)
+        kept = _unowned_rope_keys(config)
+        where = "rope_parameters" if self.layout == "v5" else "rope_scaling"
+        if kept and isinstance(out.get(where), dict):
+            out[where] = {**kept, **out[where]}
+        elif kept and self.layout == "v4":  # rope_scaling null (default RoPE): the kept keys go to the top level
+            out.update({k: v for k, v in kept.items() if k not in out})
         return out
+
+
+def _method_keys() -> set[str]:
+    """Every key some RoPE method reads from a rope dict."""
+    keys = {"rope_type", "type", "rope_theta"}
+    for rope_type in hf_rope_types():
+        cls = method_for_rope_type(rope_type)
+        keys |= set(cls.hf_keys) if cls is not None else set()
+    return keys
+
+
+def _unowned_rope_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a config's RoPE dict that describe the architecture, not the method (e.g.
+    ``partial_rotary_factor``): an export writes its own method keys and keeps these. The trained context
+    ``original_max_position_embeddings`` is kept too where the new method does not write it: some architectures'
+    attention reads it (Ministral 3's query scaling), and the methods that do not write it do not read it."""
+    for where in ("rope_parameters", "rope_scaling"):
+        rope = config.get(where)
+        if isinstance(rope, dict) and layer_type_rope(config) is None:
+            owned = _method_keys() - {"original_max_position_embeddings"}
+            return {k: v for k, v in rope.items() if k not in owned}
+    return {}
 
 
 def to_hf(spec: RopeSpec, layout: str = "v5", *, allow_lossy: bool = False) -> HFExport:
@@ -315,15 +371,120 @@ def export_config(spec: RopeSpec, base_config: Any, layout: str = "v5", *,
         raise ConfigError(
             f"base config of model_type={base.get('model_type')!r} has no rotary embeddings (no rope_parameters, "
             "rope_scaling or rope_theta): rope_parameters written into it would be ignored; give a RoPE model's config")
+    per_type = layer_type_rope(base)
+    if per_type is not None:
+        raise NotExpressibleError(str(_layer_type_error(base, per_type)))
     exp = to_hf(spec, layout, allow_lossy=allow_lossy)
-    return exp.apply(base), exp.notes
+    full = exp.apply(base)
+    return full, exp.notes + _check_with_config_class(full, spec, base)
+
+
+def _config_class_reads(full: dict[str, Any]) -> tuple[Any, str | None]:
+    """(config object, None) as the model's own config class builds ``full``, or (None, the class's reason)."""
+    try:
+        return hf_config_from_dict(full), None
+    except Exception as e:  # noqa: BLE001 - any refusal by the class is the answer we report
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        return None, f"{type(e).__name__}: {text[:300]}"
+
+
+def _same_rope(spec: RopeSpec, obj: Any) -> str | None:
+    """None when the config object reads back ``spec`` exactly; else what differs."""
+    try:
+        back = spec_from_hf(obj)
+    except (ConfigError, SpecError) as e:
+        return f"reading it back fails ({e})"
+    if back.method != spec.method and not (spec.method in ("ntk", "longrope2") and back.method in ("default", "longrope")):
+        return f"it turns rope_type into {back.method!r}"
+    if back.head_dim != spec.head_dim:
+        return f"its rotary dimension is {back.head_dim}, the spec's {spec.head_dim} (a key such as partial_rotary_factor was lost)"
+    plain = dataclasses.replace(spec, n_hat=0) if spec.n_hat else spec  # n_hat: dropped with a note, if allowed
+    for length in (None, spec.original_max_position_embeddings):
+        ours, theirs = plain.frequencies(length), back.frequencies(length)
+        if not _close(ours.inv_freq, theirs.inv_freq) or abs(ours.attention_factor - theirs.attention_factor) > 1e-9:
+            return "its frequencies or attention factor differ from the spec's"
+    return _stock_init_differs(plain, obj)
+
+
+def _stock_init_differs(spec: RopeSpec, obj: Any) -> str | None:
+    """What transformers' own frequency initialisation for the config's rope_type computes, against the spec (the
+    model's rotary module calls the same function); None when they agree."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope = getattr(obj, "rope_parameters", None) or {}
+    init = ROPE_INIT_FUNCTIONS.get(rope.get("rope_type", "default"))
+    if init is None:
+        return None
+    for length in (spec.original_max_position_embeddings, spec.target_length):
+        try:
+            inv_freq, attention = init(obj, None, length)
+        except Exception as e:  # noqa: BLE001 - any failure there is a model that cannot be built from the export
+            head = " (the config has head_dim null: give it a number)" if getattr(obj, "head_dim", 0) is None else ""
+            return f"transformers' own {rope.get('rope_type')} initialisation fails on it ({type(e).__name__}: {e}){head}"
+        ours = spec.frequencies(length)
+        if not _close(ours.inv_freq, inv_freq) or abs(ours.attention_factor - float(attention)) > 1e-6:
+            return f"transformers computes other frequencies from it at {length} tokens than the spec does"
+    return None
+
+
+def _close(a: Any, b: Any) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=1e-6, atol=0))
+
+
+def _check_with_config_class(full: dict[str, Any], spec: RopeSpec, base: dict[str, Any]) -> tuple[str, ...]:
+    """Build the exported config with the model's own config class and read it back; refuse what the class
+    rewrites, refuses or loses (naming the rope types it does keep). A model_type transformers does not know
+    cannot be checked: a note says so."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = full.get("model_type")
+    if not model_type:
+        return ()
+    if model_type not in CONFIG_MAPPING:
+        return (f"model_type={model_type!r} is not known to this transformers: the export was not checked against "
+                "its config class",)
+    obj, refusal = _config_class_reads(full)
+    problem = refusal and f"refuses it ({refusal})"
+    if obj is not None:
+        problem = _same_rope(spec, obj)
+    if problem is None:
+        return ()
+    cls = type(obj).__name__ if obj is not None else f"{model_type}'s config class"
+    kept = [m for m in _kept_methods(base) if m != spec.method]
+    hint = (f"; it keeps {', '.join(kept)}: use --method {kept[-1]}" if kept else
+            "; it keeps none of the workbench's methods")
+    raise NotExpressibleError(f"{cls} {problem}: stock transformers would not compute this {spec.method} RoPE"
+                              f"{hint}")
+
+
+def _kept_methods(base: dict[str, Any]) -> list[str]:
+    """The methods (at factor 2) that ``base``'s config class keeps as exported."""
+    out = []
+    extra = {"llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0}}
+    for method in ("default", "linear", "dynamic", "yarn", "llama3", "longrope"):
+        try:
+            if method == "longrope":
+                extra[method] = {"long_factor": [2.0] * (model_geometry(base).head_dim // 2)}
+            spec = spec_for_model(base, method, factor=2.0, **extra.get(method, {}))
+            full = to_hf(spec).apply(base)
+        except (ConfigError, SpecError):
+            continue
+        obj, _ = _config_class_reads(full)
+        if obj is not None and _same_rope(spec, obj) is None:
+            out.append(method)
+    return out
 
 
 def hf_config_from_dict(cfg: dict[str, Any]):
-    """A transformers config object for a config dict (its model_type picks the class)."""
+    """A transformers config object for a config dict (its model_type picks the class); ``cfg`` is left as it
+    was (config classes rewrite nested dicts such as ``rope_parameters`` in place)."""
+    import copy
+
     from transformers import AutoConfig
 
-    data = dict(cfg)
+    data = copy.deepcopy(dict(cfg))
     model_type = data.pop("model_type", None)
     if model_type is None:
         raise ConfigError("config has no model_type")

@@ -30,6 +30,68 @@ class NoRotaryError(ValueError):
     """The model has no (supported) rotary embedding module."""
 
 
+PAIRINGS = ("halves", "interleaved")
+
+
+def pair_angles(angles: torch.Tensor, pairing: str) -> torch.Tensor:
+    """Per-pair angles ``(..., D)`` laid out over the rotary dimensions ``(..., 2D)`` as the model pairs them:
+    "halves" (dimension i with i + D, Llama's ``rotate_half``) or "interleaved" (2i with 2i + 1, GPT-J, Cohere)."""
+    if pairing == "interleaved":
+        return torch.repeat_interleave(angles, 2, dim=-1)
+    return torch.cat((angles, angles), dim=-1)
+
+
+def _rotate(x: torch.Tensor, pairing: str) -> torch.Tensor:
+    """The rotation's partner of every dimension (``x * cos + _rotate(x) * sin`` rotates each pair)."""
+    if pairing == "interleaved":
+        pairs = x.unflatten(-1, (-1, 2))  # (..., D, 2)
+        return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rotary_pairing(model: nn.Module, module: nn.Module) -> str:
+    """How ``model``'s own rotary ``module`` lays its cos/sin out ("halves" or "interleaved"), found by calling it
+    and comparing with the angles of the model's configured RoPE.
+
+    Raises:
+        NoRotaryError: the module cannot be called as ``forward(x, position_ids) -> (cos, sin)``, its width is
+            not the rotary dimension the config gives, or it computes other angles (positions in several
+            dimensions, per-layer-type settings): the patch would not reproduce it, so it refuses.
+    """
+    from .hf import ConfigError, spec_from_hf
+
+    kind = type(model).__name__
+    try:
+        spec = spec_from_hf(model)
+    except (ConfigError, SpecError) as e:
+        raise NoRotaryError(f"{kind}: its RoPE settings cannot be read ({e})") from None
+    inv_freq = getattr(module, "inv_freq", None)
+    if inv_freq is None or 2 * inv_freq.numel() != spec.head_dim:
+        width = "no inv_freq" if inv_freq is None else f"{2 * inv_freq.numel()} rotary dimensions"
+        raise NoRotaryError(f"{kind}: its rotary module has {width}, its config gives {spec.head_dim}; the workbench "
+                            "does not know how this architecture splits the head")
+    n = min(32, spec.original_max_position_embeddings)
+    positions = torch.arange(n, device=inv_freq.device)[None]  # (1, n)
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, n, 1, device=inv_freq.device), positions)
+        cos, sin = out
+        cos, sin = cos.float().reshape(n, -1), sin.float().reshape(n, -1)  # (n, rotary_dim)
+    except Exception as e:  # noqa: BLE001 - any failure means the module is not the (cos, sin) kind we reproduce
+        raise NoRotaryError(f"{kind}: its rotary module is not called as forward(x, position_ids) -> (cos, sin) "
+                            f"({type(e).__name__}: {e}); not supported") from None
+    f = spec.frequencies(n)
+    angles = rotary_angles(positions[0], f.inv_freq, spec.original_inv_freq(), 0)  # (n, D)
+    for pairing in PAIRINGS:
+        emb = pair_angles(angles, pairing)
+        if emb.shape == cos.shape and torch.allclose(cos, emb.cos() * f.attention_factor, atol=1e-5) and \
+                torch.allclose(sin, emb.sin() * f.attention_factor, atol=1e-5):
+            return pairing
+    raise NoRotaryError(f"{kind}: its rotary module computes other angles than its config's {spec.method} RoPE in "
+                        "either pairing (halves or interleaved), e.g. positions in several dimensions; not supported")
+
+
 def find_rotary(model: nn.Module) -> tuple[nn.Module, str, nn.Module]:
     """(owner, attribute name, module) of the model-level rotary embedding.
 
@@ -74,9 +136,11 @@ def rotary_angles(positions: torch.Tensor, inv_freq: torch.Tensor, theta: torch.
 class WorkbenchRotaryEmbedding(nn.Module):
     """Drop-in for a transformers ``*RotaryEmbedding``: ``forward(x, position_ids) -> (cos, sin)``."""
 
-    def __init__(self, spec: RopeSpec, original: nn.Module | None = None, length: int | None = None) -> None:
+    def __init__(self, spec: RopeSpec, original: nn.Module | None = None, length: int | None = None,
+                 pairing: str = "halves") -> None:
         super().__init__()
         self.spec = spec
+        self.pairing = pairing
         self.length = length  # frequencies as for a sequence of this length, whatever is read (chunked windows)
         self.config = getattr(original, "config", None)
         self.rope_type = f"workbench:{spec.method}"
@@ -111,9 +175,14 @@ class WorkbenchRotaryEmbedding(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if position_ids.dim() == 3:  # (sections, batch, seq): multimodal RoPE; text alone repeats one position row
+            if not bool((position_ids == position_ids[:1]).all()):
+                raise NoRotaryError("this input has positions in several dimensions (multimodal RoPE sections that "
+                                    "differ): the workbench rescales one position per token; not supported")
+            position_ids = position_ids[0]
         seq_len = int(position_ids.max()) + 1
         freqs, attention = self.angles(position_ids, seq_len)  # (batch, seq, D)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (batch, seq, head_dim)
+        emb = pair_angles(freqs, self.pairing)  # (batch, seq, rotary_dim)
         cos = emb.cos() * attention
         sin = emb.sin() * attention
         return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
@@ -139,11 +208,6 @@ def _cat_time(stored: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     batch = max(stored.shape[0], new.shape[0])
     shape = (batch,) + (-1,) * (stored.dim() - 1)
     return torch.cat([stored.expand(*shape), new.expand(*shape)], dim=1)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 @dataclass
@@ -300,10 +364,10 @@ class RopePatch:
             old, m_old = rotary.angles(positions, record.seq_len)
             new, m_new = rotary.angles(positions, seq_len)
             delta = new.double() - old.double()  # (batch or 1, n, D): exact difference of the float32 angles
-            emb = torch.cat((delta, delta), dim=-1)[:, None]  # (batch, 1, n, rotary_dim)
+            emb = pair_angles(delta, rotary.pairing)[:, None]  # (batch, 1, n, rotary_dim)
             rd = emb.shape[-1]
             k = keys[..., :rd].double()
-            rotated = (k * emb.cos() + _rotate_half(k) * emb.sin()) * (m_new / m_old)
+            rotated = (k * emb.cos() + _rotate(k, rotary.pairing) * emb.sin()) * (m_new / m_old)
             keys[..., :rd] = rotated.to(keys.dtype)
         self.rerotations += 1
 
@@ -352,8 +416,9 @@ def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill", 
             "the spec with workbench.hf.spec_for_model(model, ...) (NTK-style base changes are methods)"
         )
     original = current.original if isinstance(current, WorkbenchRotaryEmbedding) else current
+    pairing = current.pairing if isinstance(current, WorkbenchRotaryEmbedding) else rotary_pairing(model, current)
     device = next((b.device for b in current.buffers()), torch.device("cpu"))
-    rotary = WorkbenchRotaryEmbedding(spec, original, length).to(device)
+    rotary = WorkbenchRotaryEmbedding(spec, original, length, pairing).to(device)
     object.__setattr__(rotary, "original", original)  # kept for re-patching, not as a submodule
     setattr(owner, name, rotary)
     handle = RopePatch(model, spec, owner, name, current, rotary, cache_policy=cache_policy,
