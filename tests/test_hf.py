@@ -147,3 +147,14 @@ def test_config_not_json(tmp_path):
 def test_non_rope_config():
     with pytest.raises(ConfigError, match="not a RoPE model"):
         spec_from_hf({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_positions": 1024})
+
+
+def test_doctor_states_the_rotary_layout():
+    from transformers import CONFIG_MAPPING
+
+    neox = CONFIG_MAPPING["gpt_neox"](rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                        "partial_rotary_factor": 0.25}).to_dict()
+    assert "of 96 per head (partial rotary: 0.25)" in doctor(neox).numbers["head_dim (rotary)"]
+    gemma = doctor(CONFIG_MAPPING["gemma3_text"]().to_dict())
+    assert gemma.summary == "RoPE per layer type (not supported)"
+    assert any(f.level == "error" and "sliding_attention" in f.message for f in gemma.findings)

@@ -398,7 +398,9 @@ class FrequencyExplorer(Panel):
         self._start = dict(config=cfg, method=self.method.value)
         self._on_change()
         findings = "".join(f"<br>[{f.level}] {html.escape(f.message)}" for f in report.findings)
-        self.status.value = f"<b>loaded:</b> {html.escape(report.summary)}{findings}"
+        rotary = report.numbers.get("head_dim (rotary)")
+        layout = f" — rotary: {html.escape(str(rotary))}" if rotary else ""
+        self.status.value = f"<b>loaded:</b> {html.escape(report.summary)}{layout}{findings}"
         return spec
 
     def _on_reset(self, _button: Any = None) -> None:

@@ -79,6 +79,19 @@ def test_load_from_config_and_bad_config(tmp_path):
     assert "type smollm2" in ex.status.value
 
 
+def test_the_loaded_line_states_the_rotary_layout():
+    from transformers import CONFIG_MAPPING
+
+    ex = FrequencyExplorer(method="yarn")
+    ex.load_config(CONFIG_MAPPING["gpt_neox"](rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                               "partial_rotary_factor": 0.25}).to_dict())
+    assert "rotary: 24 (12 frequency pairs), of 96 per head (partial rotary: 0.25)" in ex.status.value
+    ex.config_path.value = ""
+    gemma = CONFIG_MAPPING["gemma3_text"]().to_dict()
+    with pytest.raises(Exception, match="its own RoPE"):
+        ex.load_config(gemma)
+
+
 def test_n_hat_export_explains_limit():
     ex = FrequencyExplorer(method="longrope")
     ex.n_hat.value = 16
