@@ -50,3 +50,22 @@ def test_search_warnings_and_the_n_hat_stage_read_as_sentences():
     lines = _lines([("search.warning", {"message": "3 documents are shorter than the target"}),
                     ("search.n_hat", {"best_n_hat": 16, "best": 12.3456})])
     assert lines == ["warning: 3 documents are shorter than the target", "n_hat stage: best n_hat 16, fitness 12.3456"]
+
+
+def test_search_lines_say_where_a_candidate_got_and_the_time_left(monkeypatch):
+    from workbench import events
+
+    clock = iter([0.0, 0.0, 100.0, 200.0, 300.0, 300.0, 300.0])
+    monkeypatch.setattr(events.time, "time", lambda: next(clock))
+    sink = ConsoleSink()
+    got = [sink.format(Event("search.start", {"config": {"generations": 4}}))]
+    for g in (0, 1, 2):
+        got.append(sink.format(Event("search.generation", {**GEN, "generation": g})))
+    got.append(sink.format(Event("search.candidate", {"stage": "generation", "generation": 3, "to": 12288, "done": 2,
+                                                      "of": 8, "loss": 3.2465, "complete": False, "raced": False,
+                                                      "seconds": 65.0, "left": 195.0})))
+    got.append(sink.format(Event("search.rung", {"rung": 0, "tokens": 12288, "kept": 4})))
+    assert got[0] is None and got[1].startswith("generation   0/4: best PPL") and "left" not in got[1]
+    assert got[3].endswith("; about 3 min 20 s left")  # two generations left at 100 s each
+    assert "gen 3: candidate 2/8 read to 12288 tokens, loss 3.2465 (1 min 05 s), about 3 min 15 s left" in got[4]
+    assert got[5].endswith("rung 1 (12288 tokens): 4 candidates go on")

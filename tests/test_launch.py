@@ -41,7 +41,7 @@ def test_launch_runs_a_notebook_and_streams_events(tmp_path):
                     tmp_path / "06.ipynb", log=lines.append)
     assert result.ok, result.log_tail
     assert "CPU process" in lines[0] and (tmp_path / "06.ipynb").exists()
-    assert any("generation   0: best PPL" in line for line in lines), lines  # its progress, streamed as it ran
+    assert any("generation   0/" in line and ": best PPL" in line for line in lines), lines  # its progress, as it ran
     results = json.loads((tmp_path / "06" / "results.json").read_text())
     assert set(results["ppl_at_L0"]) == {"original", "before recovery", "after recovery",  # short_context_report's
                                         "long factors everywhere"}

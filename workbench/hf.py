@@ -397,7 +397,8 @@ def _same_rope(spec: RopeSpec, obj: Any) -> str | None:
     if back.method != spec.method and not (spec.method in ("ntk", "longrope2") and back.method in ("default", "longrope")):
         return f"it turns rope_type into {back.method!r}"
     if back.head_dim != spec.head_dim:
-        return f"its rotary dimension is {back.head_dim}, the spec's {spec.head_dim} (a key such as partial_rotary_factor was lost)"
+        return (f"gives a rotary dimension of {back.head_dim} where the spec has {spec.head_dim} (a spec made for "
+                "another head size, or a lost key such as partial_rotary_factor)")
     plain = dataclasses.replace(spec, n_hat=0) if spec.n_hat else spec  # n_hat: dropped with a note, if allowed
     for length in (None, spec.original_max_position_embeddings):
         ours, theirs = plain.frequencies(length), back.frequencies(length)
@@ -452,6 +453,9 @@ def _check_with_config_class(full: dict[str, Any], spec: RopeSpec, base: dict[st
     if problem is None:
         return ()
     cls = type(obj).__name__ if obj is not None else f"{model_type}'s config class"
+    if problem.startswith("gives a rotary dimension"):  # the geometry, not the method: no other method helps
+        raise NotExpressibleError(f"{cls} {problem}: make the spec from this model's config "
+                                  "(workbench.hf.spec_for_model) or keep its partial rotary setting")
     kept = [m for m in _kept_methods(base) if m != spec.method]
     hint = (f"; it keeps {', '.join(kept)}: use --method {kept[-1]}" if kept else
             "; it keeps none of the workbench's methods")

@@ -51,45 +51,46 @@ def _rotate(x: torch.Tensor, pairing: str) -> torch.Tensor:
 
 
 def rotary_pairing(model: nn.Module, module: nn.Module) -> str:
-    """How ``model``'s own rotary ``module`` lays its cos/sin out ("halves" or "interleaved"), found by calling it
-    and comparing with the angles of the model's configured RoPE.
+    """How ``model``'s own rotary ``module`` lays its cos/sin out over the rotary dimensions: "halves" (pair i is
+    dimensions i and i + D) or "interleaved" (2i and 2i + 1), found by calling it and reading which dimensions
+    repeat each other.
 
     Raises:
         NoRotaryError: the module cannot be called as ``forward(x, position_ids) -> (cos, sin)``, its width is
-            not the rotary dimension the config gives, or it computes other angles (positions in several
-            dimensions, per-layer-type settings): the patch would not reproduce it, so it refuses.
+            not the rotary dimension the config gives, or its cos/sin repeat in neither layout: the patch would
+            not reproduce it, so it refuses.
     """
-    from .hf import ConfigError, spec_from_hf
+    from .hf import ConfigError, model_geometry
 
     kind = type(model).__name__
     try:
-        spec = spec_from_hf(model)
-    except (ConfigError, SpecError) as e:
+        rotary = model_geometry(model).head_dim
+    except ConfigError as e:
         raise NoRotaryError(f"{kind}: its RoPE settings cannot be read ({e})") from None
     inv_freq = getattr(module, "inv_freq", None)
-    if inv_freq is None or 2 * inv_freq.numel() != spec.head_dim:
+    if inv_freq is None or 2 * inv_freq.numel() != rotary:
         width = "no inv_freq" if inv_freq is None else f"{2 * inv_freq.numel()} rotary dimensions"
-        raise NoRotaryError(f"{kind}: its rotary module has {width}, its config gives {spec.head_dim}; the workbench "
-                            "does not know how this architecture splits the head")
-    n = min(32, spec.original_max_position_embeddings)
-    positions = torch.arange(n, device=inv_freq.device)[None]  # (1, n)
+        raise NoRotaryError(f"{kind}: its rotary module has {width}, its config gives {rotary}; the workbench does not "
+                            "know how this architecture splits the head")
+    n, D = 16, inv_freq.numel()
+    positions = torch.arange(n, device=inv_freq.device)[None]  # (1, n), inside any trained context
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, n, 1, device=inv_freq.device), positions)
-        cos, sin = out
+            cos, sin = module(torch.zeros(1, n, 1, device=inv_freq.device), positions)
         cos, sin = cos.float().reshape(n, -1), sin.float().reshape(n, -1)  # (n, rotary_dim)
     except Exception as e:  # noqa: BLE001 - any failure means the module is not the (cos, sin) kind we reproduce
         raise NoRotaryError(f"{kind}: its rotary module is not called as forward(x, position_ids) -> (cos, sin) "
                             f"({type(e).__name__}: {e}); not supported") from None
-    f = spec.frequencies(n)
-    angles = rotary_angles(positions[0], f.inv_freq, spec.original_inv_freq(), 0)  # (n, D)
-    for pairing in PAIRINGS:
-        emb = pair_angles(angles, pairing)
-        if emb.shape == cos.shape and torch.allclose(cos, emb.cos() * f.attention_factor, atol=1e-5) and \
-                torch.allclose(sin, emb.sin() * f.attention_factor, atol=1e-5):
-            return pairing
-    raise NoRotaryError(f"{kind}: its rotary module computes other angles than its config's {spec.method} RoPE in "
-                        "either pairing (halves or interleaved), e.g. positions in several dimensions; not supported")
+    if cos.shape[-1] != 2 * D or not bool((sin[0] == 0).all()):
+        raise NoRotaryError(f"{kind}: its rotary module's output is not cos/sin over the {2 * D} rotary dimensions "
+                            "with angle 0 at position 0; not supported")
+    layouts = {"halves": (cos[:, :D], cos[:, D:], sin[:, :D], sin[:, D:]),
+               "interleaved": (cos[:, 0::2], cos[:, 1::2], sin[:, 0::2], sin[:, 1::2])}
+    found = [name for name, (c1, c2, s1, s2) in layouts.items() if torch.equal(c1, c2) and torch.equal(s1, s2)]
+    if len(found) != 1:
+        raise NoRotaryError(f"{kind}: its rotary module's cos/sin repeat in {'neither' if not found else 'both'} of "
+                            "the layouts the workbench reproduces (halves, interleaved pairs); not supported")
+    return found[0]
 
 
 def find_rotary(model: nn.Module) -> tuple[nn.Module, str, nn.Module]:

@@ -330,7 +330,7 @@ def test_api_case_count_matches():
 
 
 def test_export_config_refuses_a_model_without_rotary_embeddings():
-    from workbench.hf import ConfigError, export_config
+    from workbench.hf import ConfigError, NotExpressibleError, export_config
     from workbench.rope import make_spec
 
     spec = make_spec("linear", head_dim=64, rope_theta=10000.0, original_max_position_embeddings=1024,
@@ -338,8 +338,12 @@ def test_export_config_refuses_a_model_without_rotary_embeddings():
     gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_positions": 1024}
     with pytest.raises(ConfigError, match="model_type='gpt2' has no rotary embeddings"):
         export_config(spec, gpt2)
-    full, _ = export_config(spec, {"model_type": "llama", "rope_theta": 10000.0, "max_position_embeddings": 1024})
+    llama = {"model_type": "llama", "rope_theta": 10000.0, "max_position_embeddings": 1024, "hidden_size": 512,
+             "num_attention_heads": 8}  # head_dim 64, the spec's
+    full, _ = export_config(spec, llama)
     assert full["rope_parameters"]["rope_type"] == "linear"
+    with pytest.raises(NotExpressibleError, match="LlamaConfig gives a rotary dimension of 128 where the spec has 64"):
+        export_config(spec, {**llama, "hidden_size": 1024})
 
 
 def test_library_counts_and_needles_are_checked_before_any_work():
