@@ -18,7 +18,7 @@ from workbench.hf import (
     hf_config_from_dict,
     spec_for_model,
 )
-from workbench.patch import patch
+from workbench.patch import NoRotaryError, patch
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -35,7 +35,9 @@ def test_every_discovered_architecture_is_exact_or_refused_with_a_reason(matrix)
     assert len(matrix["built"]) >= 50  # the discovery found the families, not a handful
     for name in ("llama", "gpt_neox", "phi", "stablelm", "persimmon", "cohere", "cohere2", "glm"):  # the hard layouts
         assert all(c.status == "exact" for c in matrix["built"][name]), name
-    assert all(c.status == "refused" and "its own RoPE" in c.detail for c in matrix["built"]["gemma3_text"])
+    for name in ("gemma3_text", "olmo3"):  # RoPE per layer type: full attention rescaled, sliding layers kept
+        assert all(c.status == "exact" for c in matrix["built"][name]), name
+    assert all(c.status == "refused" and "its own RoPE" in c.detail for c in matrix["built"]["deepseek_v4"])
     phi3 = {c.method: c for c in matrix["built"]["phi3"]}
     assert phi3["longrope"].status == phi3["default"].status == "exact"
     assert phi3["yarn"].status == "refused" and "use --method longrope" in phi3["yarn"].detail
@@ -77,12 +79,46 @@ def test_interleaved_pairs_default_changes_nothing():
     assert torch.equal(before, after)
 
 
-def test_per_layer_type_rope_is_refused_in_export_and_geometry():
+def test_per_layer_type_rope_rescales_full_attention_and_keeps_sliding_layers():
     model = tiny_model("gemma3_text")
-    with pytest.raises(ConfigError, match="gives each layer type its own RoPE .*sliding_attention.*full_attention"):
+    assert set(model.config.layer_types) == {"sliding_attention", "full_attention"}
+    sliding = copy.deepcopy(model.config.rope_parameters["sliding_attention"])
+    spec = spec_for_model(model, "yarn", factor=4.0)
+    assert spec.rope_theta == model.config.rope_parameters["full_attention"]["rope_theta"]  # the rescaled layers' θ
+    full, notes = export_config(spec, model.config)
+    assert full["rope_parameters"]["sliding_attention"] == sliding  # the same per-layer-type form, kept
+    assert full["rope_parameters"]["full_attention"]["rope_type"] == "yarn"
+    assert any("sliding_attention kept" in n for n in notes)
+    ids = torch.arange(3, 200)[None]
+    rotary = model.model.rotary_emb
+    x = torch.zeros(1, ids.shape[1], 1)
+    with torch.no_grad():
+        before = rotary(x, ids, "sliding_attention")
+        with patch(model, spec):
+            after = model.model.rotary_emb(x, ids, "sliding_attention")
+            assert not torch.equal(model.model.rotary_emb(x, ids, "full_attention")[0],
+                                   rotary(x, ids, "full_attention")[0])
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    with pytest.raises(NotExpressibleError, match="only rope_parameters"):
+        export_config(spec, model.config, "v4")
+
+
+def test_per_layer_type_rope_the_workbench_cannot_split_is_refused():
+    model = tiny_model("deepseek_v4")
+    with pytest.raises(ConfigError, match="its own RoPE .*main.*compress.*rescales the full_attention layers"):
         spec_for_model(model, "yarn", factor=2.0)
     with pytest.raises(NotExpressibleError, match="its own RoPE"):
         export_config(spec_for_model(tiny_model("llama"), "yarn", factor=2.0), model.config)
+
+
+def test_a_model_without_full_attention_layers_is_refused_by_name():
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_model("gemma3_text").config
+    config.layer_types = ["sliding_attention"] * config.num_hidden_layers
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with pytest.raises(NoRotaryError, match="none of its layers is of type 'full_attention'"):
+        patch(model, spec_for_model(model, "yarn", factor=2.0))
 
 
 def test_config_helpers_leave_their_input_alone():
@@ -94,3 +130,25 @@ def test_config_helpers_leave_their_input_alone():
     hf_config_from_dict(cfg)
     export_config(spec_for_model(model, "longrope", factor=2.0, long_factor=[2.0] * 8), cfg)
     assert cfg == before
+
+
+def test_rerotation_turns_only_the_rescaled_layer_types_keys():
+    """Sliding layers keep their RoPE, so a cache re-rotation at L0 leaves their keys as they were."""
+    from transformers import DynamicCache
+
+    model = tiny_model("gemma3_text")
+    L0 = spec_for_model(model, "default").original_max_position_embeddings
+    spec = spec_for_model(model, "longrope", target_length=4 * L0, long_factor=[3.0] * (model.config.head_dim // 2))
+    ids = torch.arange(3, L0 + 4)[None]
+    types = model.config.layer_types
+    with torch.no_grad(), patch(model, spec, cache_policy="rerotate") as handle:
+        cache = DynamicCache(config=model.config)
+        model(ids[:, :L0], cache=cache, use_cache=True)  # short factors
+        before = [layer.keys.clone() for layer in cache.layers]
+        model(ids[:, L0:], cache=cache, use_cache=True)  # crosses L0: long factors, stored keys re-rotated
+    assert handle.rerotations == 1
+    assert model.config.sliding_window > ids.shape[1]  # the sliding layers' caches hold every key
+    assert set(types) == {"sliding_attention", "full_attention"}
+    for i, kind in enumerate(types):
+        stored = cache.layers[i].keys[..., :L0, :]
+        assert torch.equal(stored, before[i]) == (kind == "sliding_attention"), kind

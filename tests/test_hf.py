@@ -155,6 +155,16 @@ def test_doctor_states_the_rotary_layout():
     neox = CONFIG_MAPPING["gpt_neox"](rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                         "partial_rotary_factor": 0.25}).to_dict()
     assert "of 96 per head (partial rotary: 0.25)" in doctor(neox).numbers["head_dim (rotary)"]
+    assert doctor(neox).numbers["rotary pairing"].startswith("halves")
+    assert doctor(CONFIG_MAPPING["cohere"]().to_dict()).numbers["rotary pairing"].startswith("interleaved")
     gemma = doctor(CONFIG_MAPPING["gemma3_text"]().to_dict())
-    assert gemma.summary == "RoPE per layer type (not supported)"
-    assert any(f.level == "error" and "sliding_attention" in f.message for f in gemma.findings)
+    assert gemma.numbers["rope_theta"].startswith("1e+06 (from rope_parameters.full_attention")
+    assert "per layer type: full_attention rescaled, sliding_attention kept" in gemma.numbers["layout"]
+    assert any(f.level == "note" and "sliding_attention kept (default, θ 10000" in f.message for f in gemma.findings)
+    assert not any(f.level == "error" for f in gemma.findings)
+    split = CONFIG_MAPPING["gemma3_text"]().to_dict()
+    split["rope_parameters"] = {"main": {"rope_type": "default", "rope_theta": 1e4},
+                                "compress": {"rope_type": "default", "rope_theta": 1.6e5}}
+    refused = doctor(split)
+    assert refused.summary == "RoPE per layer type the workbench cannot split (not supported)"
+    assert any(f.level == "error" and "main: default" in f.message for f in refused.findings)

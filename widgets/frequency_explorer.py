@@ -398,8 +398,9 @@ class FrequencyExplorer(Panel):
         self._start = dict(config=cfg, method=self.method.value)
         self._on_change()
         findings = "".join(f"<br>[{f.level}] {html.escape(f.message)}" for f in report.findings)
-        rotary = report.numbers.get("head_dim (rotary)")
+        rotary, pairing = report.numbers.get("head_dim (rotary)"), report.numbers.get("rotary pairing")
         layout = f" — rotary: {html.escape(str(rotary))}" if rotary else ""
+        layout += f", paired as {html.escape(str(pairing))}" if rotary and pairing else ""
         self.status.value = f"<b>loaded:</b> {html.escape(report.summary)}{layout}{findings}"
         return spec
 

@@ -92,6 +92,10 @@ def _tiny_config(model_type: str, extra: dict[str, Any] | None = None) -> Any:
     rope = getattr(default, "rope_parameters", None)
     if isinstance(rope, dict) and "original_max_position_embeddings" in rope:  # L0 as small as the model
         kwargs["rope_parameters"] = {**rope, "original_max_position_embeddings": L0}
+    types = list(dict.fromkeys(getattr(default, "layer_types", None) or []))
+    if isinstance(rope, dict) and rope and all(isinstance(v, dict) for v in rope.values()) and types:
+        layers = max(len(types), kwargs.get("num_hidden_layers", len(types)))  # every layer type present
+        kwargs.update(num_hidden_layers=layers, layer_types=types + types[-1:] * (layers - len(types)))
     if getattr(default, "qk_rope_head_dim", None) is not None:  # MLA attention: the rotary part is its own width
         kwargs.update(head_dim=TINY["qk_rope_head_dim"], num_key_value_heads=TINY["num_attention_heads"])
     return cls(**kwargs)

@@ -195,6 +195,11 @@ def cmd_rope_show(args: argparse.Namespace) -> int:
                           "critical_dim": diag.critical_dim}, indent=1))
     else:
         print(spec.describe())
+        source = _geometry_source(args)
+        if source is not None:
+            from .doctor import rotary_layout
+
+            print(rotary_layout(source))
         print(format_pair_table(diag, every=args.every))
     return 0
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .hf import (
+    RESCALED_TYPE,
     ConfigError,
     Geometry,
     LayerTypeRopeError,
@@ -23,6 +24,7 @@ from .hf import (
     config_value_errors,
     export_config,
     hf_config_from_dict,
+    layer_type_summary,
     load_config_dict,
     model_geometry,
     read_layout,
@@ -161,8 +163,15 @@ def check_theta(cfg: dict[str, Any], lay: RopeLayout) -> list[Finding]:
     return out
 
 
+def check_layer_types(cfg: dict[str, Any], lay: RopeLayout) -> list[Finding]:
+    if not lay.kept_types:
+        return []
+    return [Finding("note", f"{layer_type_summary(cfg)}: the method below is that of the {RESCALED_TYPE} layers; "
+                            "an export rewrites only them, and the runtime flags below rescale every layer")]
+
+
 LAYOUT_CHECKS: tuple[Check, ...] = (check_unknown_keys, check_legacy_layout, check_both_layouts, check_type_key,
-                                    check_theta)
+                                    check_theta, check_layer_types)
 
 
 # ---- checks of the rope_type's values ------------------------------------------------------------------
@@ -302,9 +311,11 @@ def _numbers(c: Checkup) -> dict[str, Any]:
     g, lay = c.geometry, c.layout
     numbers: dict[str, Any] = {
         "rope_type": c.kind, "layout": {"v5": "rope_parameters (v5)", "v4": "rope_scaling (v4)",
-                                        "none": "no rope dict (default)"}[lay.layout],
+                                        "none": "no rope dict (default)"}[lay.layout]
+        + (f", per layer type: {RESCALED_TYPE} rescaled, {', '.join(lay.kept_types)} kept" if lay.kept_types else ""),
         "rope_theta": f"{lay.rope_theta:g} (from {lay.theta_source})",
         "head_dim (rotary)": f"{g.head_dim} ({g.head_dim // 2} frequency pairs)" + _partial(c.cfg, g.head_dim),
+        "rotary pairing": _pairing(c.cfg),
         "original context L0": g.original_max_position_embeddings, "max_position_embeddings": c.max_pos,
     }
     if c.spec is not None:
@@ -318,6 +329,27 @@ def _numbers(c: Checkup) -> dict[str, Any]:
             "effective factor range": f"{d.effective_factor.min():.3f} .. {d.effective_factor.max():.3f}",
         })
     return numbers
+
+
+PAIRING_WORDS = {"halves": "halves (dimension i with i + D, Llama's rotate_half)",
+                 "interleaved": "interleaved (dimensions 2i and 2i + 1, GPT-J style)"}
+
+
+def _pairing(cfg: dict[str, Any]) -> str:
+    from .patch import config_pairing
+
+    found = config_pairing(cfg)
+    return PAIRING_WORDS[found] if found else "not known from the config alone (read from the model when patched)"
+
+
+def rotary_layout(source: Any) -> str:
+    """One line on how a model's heads carry RoPE: rotary width, pairing and per-layer-type split."""
+    cfg = load_config_dict(source)
+    g = model_geometry(cfg)
+    line = (f"rotary layout: {g.head_dim} dimensions ({g.head_dim // 2} pairs){_partial(cfg, g.head_dim)}, paired as "
+            f"{_pairing(cfg)}")
+    per_type = layer_type_summary(cfg)
+    return line + (f"; {per_type}" if per_type else "")
 
 
 def _partial(cfg: dict[str, Any], rotary: int) -> str:
@@ -346,8 +378,8 @@ def doctor(source: Any) -> DoctorReport:
     try:
         lay = read_layout(cfg)
     except LayerTypeRopeError as e:
-        return _early("RoPE per layer type (not supported)", [Finding("error", str(e))], cfg,
-                      "RoPE per layer type")
+        return _early("RoPE per layer type the workbench cannot split (not supported)", [Finding("error", str(e))],
+                      cfg, "RoPE per layer type")
     findings = [f for check in LAYOUT_CHECKS for f in check(cfg, lay)]
     kind, method = lay.params["rope_type"], method_for_rope_type(lay.params["rope_type"])
     if method is None:
@@ -376,4 +408,4 @@ def doctor(source: Any) -> DoctorReport:
 
 
 __all__ = ["Checkup", "DoctorReport", "Finding", "LAYOUT_CHECKS", "SPEC_CHECKS", "doctor", "llama_cpp_flags",
-           "stock_transformers_check", "stock_verdict", "vllm_flags"]
+           "rotary_layout", "stock_transformers_check", "stock_verdict", "vllm_flags"]

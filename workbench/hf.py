@@ -9,6 +9,7 @@ The doctor that explains a config is :mod:`workbench.doctor`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -69,6 +70,8 @@ class RopeLayout:
     layout: str  # "v5" (rope_parameters), "v4" (rope_scaling) or "none"
     rope_theta: float
     theta_source: str  # where rope_theta came from
+    kept_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-layer-type RoPE: the windowed types
+    # that keep their settings (params is then the full-attention layers' dict)
 
 
 _INT_KEYS = ("hidden_size", "num_attention_heads", "head_dim", "max_position_embeddings",
@@ -98,6 +101,9 @@ def config_value_errors(cfg: dict[str, Any]) -> list[str]:
     rope = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else (
         cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), dict) else {})
     where = "rope_parameters." if isinstance(cfg.get("rope_parameters"), dict) else "rope_scaling."
+    per_type = layer_type_rope(cfg)
+    if per_type is not None:  # the rescaled layers' dict is the one a method reads
+        rope, where = per_type.get(RESCALED_TYPE, {}), f"rope_parameters.{RESCALED_TYPE}."
     for key, value, prefix in (("rope_theta", cfg.get("rope_theta"), ""), ("rope_theta", rope.get("rope_theta"), where),
                                ("partial_rotary_factor", cfg.get("partial_rotary_factor"), "")):
         if value is not None and not (_is_number(value) and value > 0):
@@ -119,8 +125,11 @@ def config_value_errors(cfg: dict[str, Any]) -> list[str]:
 
 def unknown_rope_keys(cfg: dict[str, Any]) -> tuple[str, list[str], list[str]]:
     """(where, unknown keys, allowed keys) of the config's RoPE dict for its rope_type (transformers ignores unknown ones)."""
+    per_type = layer_type_rope(cfg)
     for where in ("rope_parameters", "rope_scaling"):
         rope = cfg.get(where)
+        if per_type is not None and where == "rope_parameters":
+            rope, where = per_type.get(RESCALED_TYPE, {}), f"rope_parameters.{RESCALED_TYPE}"
         if isinstance(rope, dict):
             cls = method_for_rope_type(rope.get("rope_type", rope.get("type", "default")))
             if cls is None:
@@ -139,46 +148,73 @@ def layer_type_rope(cfg: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     return None
 
 
+# Per-layer-type RoPE (Gemma 3, OLMo 3, ...): the layers that attend to the whole context carry the long-context
+# RoPE; sliding-window layers only ever see distances inside their window, so they keep theirs (as Gemma 3's own
+# long-context checkpoints do).
+RESCALED_TYPE = "full_attention"
+KEPT_TYPES = ("sliding_attention",)
+
+
 class LayerTypeRopeError(ConfigError):
-    """The config gives each layer type its own RoPE settings, which the workbench does not model."""
+    """The config gives its layer types RoPE settings the workbench cannot split into rescaled and kept."""
 
 
 def _layer_type_error(cfg: dict[str, Any], per_type: dict[str, dict[str, Any]]) -> LayerTypeRopeError:
     kinds = "; ".join(f"{name}: {p.get('rope_type', 'default')}, rope_theta {p.get('rope_theta', '?')}"
                       for name, p in per_type.items())
     return LayerTypeRopeError(
-        f"model_type={cfg.get('model_type')!r} gives each layer type its own RoPE ({kinds}); the workbench applies "
-        "one RoPE to every layer, so it neither patches nor exports this architecture (a flat rope_parameters "
-        "would be ignored by its config class)")
+        f"model_type={cfg.get('model_type')!r} gives each layer type its own RoPE ({kinds}); the workbench rescales "
+        f"the {RESCALED_TYPE} layers and keeps windowed ones ({', '.join(KEPT_TYPES)}), so it neither patches nor "
+        "exports these layer types")
 
 
 def read_layout(cfg: dict[str, Any]) -> RopeLayout:
-    """Find the RoPE dict and theta in either layout.
+    """Find the RoPE dict and theta in either layout. With RoPE per layer type, the dict is the full-attention
+    layers' and the windowed layer types are ``kept_types``.
 
     Raises:
         ConfigError: a RoPE value of the wrong type (the message names the key); LayerTypeRopeError: RoPE
-            settings per layer type.
+            settings per layer type other than full attention plus windowed types.
     """
     per_type = layer_type_rope(cfg)
+    kept: dict[str, dict[str, Any]] = {}
     if per_type is not None:
-        raise _layer_type_error(cfg, per_type)
+        if RESCALED_TYPE not in per_type or set(per_type) - {RESCALED_TYPE, *KEPT_TYPES}:
+            raise _layer_type_error(cfg, per_type)
+        kept = {k: dict(v) for k, v in per_type.items() if k != RESCALED_TYPE}
     errors = config_value_errors(cfg)
     if errors:
         raise ConfigError("; ".join(errors))
-    if isinstance(cfg.get("rope_parameters"), dict):
+    if per_type is not None:
+        params, layout = dict(per_type[RESCALED_TYPE]), "v5"
+    elif isinstance(cfg.get("rope_parameters"), dict):
         params, layout = dict(cfg["rope_parameters"]), "v5"
     elif isinstance(cfg.get("rope_scaling"), dict):
         params, layout = dict(cfg["rope_scaling"]), "v4"
     else:
         params, layout = {}, "none"
     params["rope_type"] = params.get("rope_type", params.get("type", "default"))
+    where = f"rope_parameters.{RESCALED_TYPE}" if per_type is not None else (
+        "rope_parameters" if layout == "v5" else "rope_scaling")
     if "rope_theta" in params and params["rope_theta"] is not None:
-        theta, source = float(params["rope_theta"]), f"{'rope_parameters' if layout == 'v5' else 'rope_scaling'}.rope_theta"
+        theta, source = float(params["rope_theta"]), f"{where}.rope_theta"
     elif cfg.get("rope_theta") is not None:
         theta, source = float(cfg["rope_theta"]), "rope_theta"
     else:
         theta, source = 10000.0, "transformers' default (10000; not in the config)"
-    return RopeLayout(params, layout, theta, source)
+    return RopeLayout(params, layout, theta, source, kept)
+
+
+def layer_type_summary(cfg: dict[str, Any]) -> str | None:
+    """One line on a per-layer-type config: which layers the workbench rescales and which keep their RoPE; None
+    for one RoPE in every layer."""
+    lay = read_layout(cfg)
+    if not lay.kept_types:
+        return None
+    window = cfg.get("sliding_window")
+    kept = "; ".join(f"{name} kept ({p.get('rope_type', 'default')}, θ {p.get('rope_theta', '?'):g}"
+                     + (f", window {window} tokens)" if window else ")") for name, p in lay.kept_types.items())
+    return f"RoPE per layer type: {RESCALED_TYPE} rescaled (θ {lay.rope_theta:g}); {kept}"
 
 
 def _head_dim(cfg: dict[str, Any], params: dict[str, Any]) -> int:
@@ -290,6 +326,9 @@ class HFExport:
         where = "rope_parameters" if self.layout == "v5" else "rope_scaling"
         if kept and isinstance(out.get(where), dict):
             out[where] = {**kept, **out[where]}
+        per_type = layer_type_rope(config)
+        if per_type is not None and self.layout == "v5":  # the same per-layer-type form, full attention rewritten
+            out["rope_parameters"] = {**copy.deepcopy(per_type), RESCALED_TYPE: out["rope_parameters"]}
         elif kept and self.layout == "v4":  # rope_scaling null (default RoPE): the kept keys go to the top level
             out.update({k: v for k, v in kept.items() if k not in out})
         return out
@@ -309,9 +348,12 @@ def _unowned_rope_keys(config: dict[str, Any]) -> dict[str, Any]:
     ``partial_rotary_factor``): an export writes its own method keys and keeps these. The trained context
     ``original_max_position_embeddings`` is kept too where the new method does not write it: some architectures'
     attention reads it (Ministral 3's query scaling), and the methods that do not write it do not read it."""
+    per_type = layer_type_rope(config)
     for where in ("rope_parameters", "rope_scaling"):
         rope = config.get(where)
-        if isinstance(rope, dict) and layer_type_rope(config) is None:
+        if per_type is not None:
+            rope = per_type.get(RESCALED_TYPE)
+        if isinstance(rope, dict):
             owned = _method_keys() - {"original_max_position_embeddings"}
             return {k: v for k, v in rope.items() if k not in owned}
     return {}
@@ -371,12 +413,20 @@ def export_config(spec: RopeSpec, base_config: Any, layout: str = "v5", *,
         raise ConfigError(
             f"base config of model_type={base.get('model_type')!r} has no rotary embeddings (no rope_parameters, "
             "rope_scaling or rope_theta): rope_parameters written into it would be ignored; give a RoPE model's config")
-    per_type = layer_type_rope(base)
-    if per_type is not None:
-        raise NotExpressibleError(str(_layer_type_error(base, per_type)))
+    notes: tuple[str, ...] = ()
+    if layer_type_rope(base) is not None:
+        try:
+            summary = layer_type_summary(base)
+        except LayerTypeRopeError as e:
+            raise NotExpressibleError(str(e)) from None
+        if layout != "v5":
+            raise NotExpressibleError(f"model_type={base.get('model_type')!r} keeps RoPE per layer type, which only "
+                                      "rope_parameters (layout v5) can write; export with --layout v5")
+        notes = (f"{summary}: the spec is written to rope_parameters.{RESCALED_TYPE}, the other layer types are "
+                 "kept",)
     exp = to_hf(spec, layout, allow_lossy=allow_lossy)
     full = exp.apply(base)
-    return full, exp.notes + _check_with_config_class(full, spec, base)
+    return full, exp.notes + notes + _check_with_config_class(full, spec, base)
 
 
 def _config_class_reads(full: dict[str, Any]) -> tuple[Any, str | None]:
@@ -413,12 +463,15 @@ def _stock_init_differs(spec: RopeSpec, obj: Any) -> str | None:
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     rope = getattr(obj, "rope_parameters", None) or {}
+    per_type = layer_type_rope({"rope_parameters": rope})
+    layer_type = RESCALED_TYPE if per_type is not None else None
+    rope = per_type.get(RESCALED_TYPE, {}) if per_type is not None else rope
     init = ROPE_INIT_FUNCTIONS.get(rope.get("rope_type", "default"))
     if init is None:
         return None
     for length in (spec.original_max_position_embeddings, spec.target_length):
         try:
-            inv_freq, attention = init(obj, None, length)
+            inv_freq, attention = init(obj, None, length, layer_type=layer_type)
         except Exception as e:  # noqa: BLE001 - any failure there is a model that cannot be built from the export
             head = " (the config has head_dim null: give it a number)" if getattr(obj, "head_dim", 0) is None else ""
             return f"transformers' own {rope.get('rope_type')} initialisation fails on it ({type(e).__name__}: {e}){head}"
@@ -484,8 +537,6 @@ def _kept_methods(base: dict[str, Any]) -> list[str]:
 def hf_config_from_dict(cfg: dict[str, Any]):
     """A transformers config object for a config dict (its model_type picks the class); ``cfg`` is left as it
     was (config classes rewrite nested dicts such as ``rope_parameters`` in place)."""
-    import copy
-
     from transformers import AutoConfig
 
     data = copy.deepcopy(dict(cfg))
@@ -499,6 +550,7 @@ def hf_config_from_dict(cfg: dict[str, Any]):
 
 __all__ = [
     "ConfigError", "Geometry", "HFExport", "NotExpressibleError", "RopeLayout", "config_value_errors",
-    "export_config", "hf_config_from_dict", "is_rope_config", "load_config_dict", "model_geometry", "read_layout",
+    "export_config", "hf_config_from_dict", "is_rope_config", "layer_type_summary", "load_config_dict", "model_geometry",
+    "read_layout",
     "spec_for_model", "spec_from_hf", "to_hf", "unknown_rope_keys",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hf import model_geometry
+from .hf import load_config_dict, model_geometry
 from .rope import RopeFrequencies, RopeSpec, SpecError
 
 
@@ -50,6 +50,22 @@ def _rotate(x: torch.Tensor, pairing: str) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def rescaled_layer_type(model: nn.Module) -> str | None:
+    """The layer type whose RoPE the workbench rescales when the model keys RoPE by layer type (Gemma 3, OLMo 3:
+    its full-attention layers); None when one RoPE serves every layer."""
+    from .hf import RESCALED_TYPE, ConfigError, read_layout
+
+    try:
+        return RESCALED_TYPE if read_layout(load_config_dict(model)).kept_types else None
+    except ConfigError:
+        return None
+
+
+def _inv_freq(module: nn.Module, layer_type: str | None) -> torch.Tensor | None:
+    """A rotary module's inverse frequencies (of ``layer_type``'s layers where it keeps one set per type)."""
+    return getattr(module, "inv_freq" if layer_type is None else f"{layer_type}_inv_freq", None)
+
+
 def rotary_pairing(model: nn.Module, module: nn.Module) -> str:
     """How ``model``'s own rotary ``module`` lays its cos/sin out over the rotary dimensions: "halves" (pair i is
     dimensions i and i + D) or "interleaved" (2i and 2i + 1), found by calling it and reading which dimensions
@@ -67,7 +83,12 @@ def rotary_pairing(model: nn.Module, module: nn.Module) -> str:
         rotary = model_geometry(model).head_dim
     except ConfigError as e:
         raise NoRotaryError(f"{kind}: its RoPE settings cannot be read ({e})") from None
-    inv_freq = getattr(module, "inv_freq", None)
+    layer_type = rescaled_layer_type(model)
+    extra = () if layer_type is None else (layer_type,)  # forward(x, position_ids, layer_type)
+    inv_freq = _inv_freq(module, layer_type)
+    if layer_type is not None and inv_freq is None:
+        raise NoRotaryError(f"{kind}: none of its layers is of type {layer_type!r} (config.layer_types), the layers "
+                            "whose RoPE the workbench rescales; the windowed layer types keep theirs")
     if inv_freq is None or 2 * inv_freq.numel() != rotary:
         width = "no inv_freq" if inv_freq is None else f"{2 * inv_freq.numel()} rotary dimensions"
         raise NoRotaryError(f"{kind}: its rotary module has {width}, its config gives {rotary}; the workbench does not "
@@ -76,7 +97,7 @@ def rotary_pairing(model: nn.Module, module: nn.Module) -> str:
     positions = torch.arange(n, device=inv_freq.device)[None]  # (1, n), inside any trained context
     try:
         with torch.no_grad():
-            cos, sin = module(torch.zeros(1, n, 1, device=inv_freq.device), positions)
+            cos, sin = module(torch.zeros(1, n, 1, device=inv_freq.device), positions, *extra)
         cos, sin = cos.float().reshape(n, -1), sin.float().reshape(n, -1)  # (n, rotary_dim)
     except Exception as e:  # noqa: BLE001 - any failure means the module is not the (cos, sin) kind we reproduce
         raise NoRotaryError(f"{kind}: its rotary module is not called as forward(x, position_ids) -> (cos, sin) "
@@ -93,6 +114,26 @@ def rotary_pairing(model: nn.Module, module: nn.Module) -> str:
     return found[0]
 
 
+def config_pairing(source: Any) -> str | None:
+    """How a model of this config pairs its rotary dimensions ("halves" or "interleaved"), read from its own rotary
+    module built alone from the config (no weights, the model itself on the meta device); None where transformers
+    cannot build it or the module is not one the patch reproduces."""
+    from transformers import AutoModelForCausalLM
+
+    from .hf import hf_config_from_dict
+
+    try:
+        config = hf_config_from_dict(load_config_dict(source))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        _, _, module = find_rotary(model)
+        with torch.device("cpu"):
+            module = type(module)(config=config)
+        return rotary_pairing(model, module)
+    except Exception:  # noqa: BLE001 - unknown here: the patch reads it from the loaded model
+        return None
+
+
 def find_rotary(model: nn.Module) -> tuple[nn.Module, str, nn.Module]:
     """(owner, attribute name, module) of the model-level rotary embedding.
 
@@ -103,7 +144,8 @@ def find_rotary(model: nn.Module) -> tuple[nn.Module, str, nn.Module]:
     for owner_name, owner in model.named_modules():
         for name, child in owner.named_children():
             if isinstance(child, WorkbenchRotaryEmbedding) or (
-                type(child).__name__.endswith("RotaryEmbedding") and hasattr(child, "inv_freq")
+                type(child).__name__.endswith("RotaryEmbedding")
+                and any(n == "inv_freq" or n.endswith("_inv_freq") for n, _ in child.named_buffers(recurse=False))
             ):
                 found.append((owner_name, owner, name, child))
     if not found:
@@ -135,13 +177,20 @@ def rotary_angles(positions: torch.Tensor, inv_freq: torch.Tensor, theta: torch.
 
 
 class WorkbenchRotaryEmbedding(nn.Module):
-    """Drop-in for a transformers ``*RotaryEmbedding``: ``forward(x, position_ids) -> (cos, sin)``."""
+    """Drop-in for a transformers ``*RotaryEmbedding``: ``forward(x, position_ids) -> (cos, sin)``.
+
+    With RoPE per layer type, ``forward(x, position_ids, layer_type)``: the spec serves ``layer_type`` (the
+    full-attention layers); the other (windowed) types get the original module's cos/sin unchanged.
+    """
 
     def __init__(self, spec: RopeSpec, original: nn.Module | None = None, length: int | None = None,
-                 pairing: str = "halves") -> None:
+                 pairing: str = "halves", layer_type: str | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.pairing = pairing
+        self.layer_type = layer_type
+        if getattr(original, "layer_types", None) is not None:
+            self.layer_types = original.layer_types  # some models loop over the rotary module's layer types
         self.length = length  # frequencies as for a sequence of this length, whatever is read (chunked windows)
         self.config = getattr(original, "config", None)
         self.rope_type = f"workbench:{spec.method}"
@@ -175,7 +224,10 @@ class WorkbenchRotaryEmbedding(nn.Module):
         return rotary_angles(positions, f.inv_freq, self.theta, self.spec.n_hat), f.attention_factor
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer_type is not None and layer_type != self.layer_type:
+            return self.original(x, position_ids, layer_type)  # a windowed layer type keeps its RoPE
         if position_ids.dim() == 3:  # (sections, batch, seq): multimodal RoPE; text alone repeats one position row
             if not bool((position_ids == position_ids[:1]).all()):
                 raise NoRotaryError("this input has positions in several dimensions (multimodal RoPE sections that "
@@ -356,10 +408,11 @@ class RopePatch:
     def _rerotate(self, cache: Any, record: _CacheRecord, seq_len: int) -> None:
         """Rotate every stored key from the record's frequencies to those of ``seq_len``."""
         rotary = self.rotary
-        for layer in cache.layers:
+        types = getattr(getattr(self.model, "config", None), "layer_types", None) if rotary.layer_type else None
+        for i, layer in enumerate(cache.layers):
             keys = getattr(layer, "keys", None)
-            if keys is None or keys.numel() == 0:
-                continue
+            if keys is None or keys.numel() == 0 or (types is not None and types[i] != rotary.layer_type):
+                continue  # empty, or a windowed layer type whose RoPE the patch keeps
             n = keys.shape[-2]
             positions = record.positions[..., -n:]  # sliding-window layers keep only the newest keys
             old, m_old = rotary.angles(positions, record.seq_len)
@@ -419,7 +472,7 @@ def patch(model: nn.Module, spec: RopeSpec, *, cache_policy: str = "reprefill", 
     original = current.original if isinstance(current, WorkbenchRotaryEmbedding) else current
     pairing = current.pairing if isinstance(current, WorkbenchRotaryEmbedding) else rotary_pairing(model, current)
     device = next((b.device for b in current.buffers()), torch.device("cpu"))
-    rotary = WorkbenchRotaryEmbedding(spec, original, length, pairing).to(device)
+    rotary = WorkbenchRotaryEmbedding(spec, original, length, pairing, rescaled_layer_type(model)).to(device)
     object.__setattr__(rotary, "original", original)  # kept for re-patching, not as a submodule
     setattr(owner, name, rotary)
     handle = RopePatch(model, spec, owner, name, current, rotary, cache_policy=cache_policy,

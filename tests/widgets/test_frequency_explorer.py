@@ -85,9 +85,13 @@ def test_the_loaded_line_states_the_rotary_layout():
     ex = FrequencyExplorer(method="yarn")
     ex.load_config(CONFIG_MAPPING["gpt_neox"](rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                                "partial_rotary_factor": 0.25}).to_dict())
-    assert "rotary: 24 (12 frequency pairs), of 96 per head (partial rotary: 0.25)" in ex.status.value
+    assert "rotary: 24 (12 frequency pairs), of 96 per head (partial rotary: 0.25), paired as halves" in ex.status.value
     ex.config_path.value = ""
     gemma = CONFIG_MAPPING["gemma3_text"]().to_dict()
+    ex.load_config(gemma)  # per layer type: the full-attention layers' RoPE is the one explored
+    assert ex.spec.rope_theta == 1e6 and "sliding_attention kept" in ex.status.value
+    gemma["rope_parameters"] = {"main": {"rope_type": "default", "rope_theta": 1e4},
+                                "compress": {"rope_type": "default", "rope_theta": 1.6e5}}
     with pytest.raises(Exception, match="its own RoPE"):
         ex.load_config(gemma)
 
