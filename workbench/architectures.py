@@ -44,7 +44,7 @@ TINY = {
     "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "n_shared_experts": 1,
     "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
     "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
-    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "rotary_dim": 8,
 }
 
 
@@ -85,20 +85,27 @@ def _tiny_config(model_type: str, extra: dict[str, Any] | None = None) -> Any:
     kwargs = {}
     for name, value in {**TINY, **(extra or {})}.items():
         name = attribute_map.get(name, name)
-        if not hasattr(default, name) or isinstance(getattr(default, name), bool):
+        if not hasattr(default, name) or isinstance(getattr(default, name), bool) or _read_only(cls, name):
             continue
         if getattr(default, name) is not None or name in ("head_dim", "num_key_value_heads"):  # None: a feature off
             kwargs[name] = value
     rope = getattr(default, "rope_parameters", None)
     if isinstance(rope, dict) and "original_max_position_embeddings" in rope:  # L0 as small as the model
         kwargs["rope_parameters"] = {**rope, "original_max_position_embeddings": L0}
-    types = list(dict.fromkeys(getattr(default, "layer_types", None) or []))
-    if isinstance(rope, dict) and rope and all(isinstance(v, dict) for v in rope.values()) and types:
-        layers = max(len(types), kwargs.get("num_hidden_layers", len(types)))  # every layer type present
-        kwargs.update(num_hidden_layers=layers, layer_types=types + types[-1:] * (layers - len(types)))
+    pattern = getattr(default, "layer_types", None)
+    if isinstance(pattern, list) and pattern and "num_hidden_layers" in kwargs and not _read_only(cls, "layer_types"):
+        kinds = list(dict.fromkeys(pattern))  # every layer type present
+        layers = max(kwargs["num_hidden_layers"], len(kinds))
+        kwargs.update(num_hidden_layers=layers, layer_types=kinds + kinds[-1:] * (layers - len(kinds)))
     if getattr(default, "qk_rope_head_dim", None) is not None:  # MLA attention: the rotary part is its own width
         kwargs.update(head_dim=TINY["qk_rope_head_dim"], num_key_value_heads=TINY["num_attention_heads"])
     return cls(**kwargs)
+
+
+def _read_only(cls: type, name: str) -> bool:
+    """A config attribute computed from others (a property without a setter): not passed."""
+    attr = getattr(cls, name, None)
+    return isinstance(attr, property) and attr.fset is None
 
 
 def tiny_model(model_type: str) -> Any:
