@@ -71,7 +71,7 @@ def causal_lm_types() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-def _tiny_config(model_type: str, extra: dict[str, Any] | None = None) -> Any:
+def _tiny_config(model_type: str, extra: dict[str, Any] | None = None, unset_too: bool = False) -> Any:
     """The config class's defaults with the small sizes of :data:`TINY` it knows; composite (multimodal) configs
     are not built (their text model type is checked on its own)."""
     from transformers import CONFIG_MAPPING
@@ -87,16 +87,18 @@ def _tiny_config(model_type: str, extra: dict[str, Any] | None = None) -> Any:
         name = attribute_map.get(name, name)
         if not hasattr(default, name) or isinstance(getattr(default, name), bool) or _read_only(cls, name):
             continue
-        if getattr(default, name) is not None or name in ("head_dim", "num_key_value_heads"):  # None: a feature off
+        if getattr(default, name) is not None or unset_too or name in ("head_dim", "num_key_value_heads"):
+            # None: a feature off, set only on the last try (some defaults leave a needed size unset)
             kwargs[name] = value
     rope = getattr(default, "rope_parameters", None)
     if isinstance(rope, dict) and "original_max_position_embeddings" in rope:  # L0 as small as the model
         kwargs["rope_parameters"] = {**rope, "original_max_position_embeddings": L0}
     pattern = getattr(default, "layer_types", None)
-    if isinstance(pattern, list) and pattern and "num_hidden_layers" in kwargs and not _read_only(cls, "layer_types"):
+    types_name = attribute_map.get("layer_types", "layer_types")
+    if isinstance(pattern, list) and pattern and "num_hidden_layers" in kwargs and not _read_only(cls, types_name):
         kinds = list(dict.fromkeys(pattern))  # every layer type present
         layers = max(kwargs["num_hidden_layers"], len(kinds))
-        kwargs.update(num_hidden_layers=layers, layer_types=kinds + kinds[-1:] * (layers - len(kinds)))
+        kwargs.update({"num_hidden_layers": layers, types_name: kinds + kinds[-1:] * (layers - len(kinds))})
     if getattr(default, "qk_rope_head_dim", None) is not None:  # MLA attention: the rotary part is its own width
         kwargs.update(head_dim=TINY["qk_rope_head_dim"], num_key_value_heads=TINY["num_attention_heads"])
     return cls(**kwargs)
@@ -114,25 +116,30 @@ def tiny_model(model_type: str) -> Any:
     Raises:
         Exception: whatever the config class or model raises when it cannot be built this small.
     """
-    from transformers import AutoModelForCausalLM
-
     failure: Exception | None = None
-    for extra in ({}, {"num_hidden_layers": 4}):  # hybrids put their first attention layer after linear ones
-        config = _tiny_config(model_type, extra)
-        torch.manual_seed(0)
+    tries = (({}, False), ({"num_hidden_layers": 4}, False), ({"num_hidden_layers": 4}, True))
+    for extra, unset_too in tries:  # hybrids put their first attention layer after linear ones
         try:
-            model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-        except ValueError as e:
-            if "sdpa" not in str(e).lower() and "scaled_dot_product" not in str(e):
-                raise
-            model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-        try:
+            model = _built(_tiny_config(model_type, extra, unset_too))
             with torch.no_grad():
                 model(torch.arange(3, 43)[None])  # the stock tiny model must run before anything is compared
             return model
-        except Exception as e:  # noqa: BLE001 - tried again larger, then reported as not built
+        except Exception as e:  # noqa: BLE001 - tried again, then reported as not built
             failure = e
     raise failure
+
+
+def _built(config: Any) -> Any:
+    """A random model of ``config`` in eval mode: SDPA attention where the architecture has it, else eager."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    try:
+        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    except ValueError as e:
+        if "sdpa" not in str(e).lower() and "scaled_dot_product" not in str(e):
+            raise
+        return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
 
 
 def _params(method: str, n_pairs: int) -> dict[str, Any]:
