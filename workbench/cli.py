@@ -249,8 +249,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _eval_setup(args: argparse.Namespace):
-    """The model, the spec and the label; every argument is checked here, before the run folder is written."""
+def _eval_setup(args: argparse.Namespace, forwards: list[tuple[int, int]] | None = None, job: str = "eval",
+                remedy: str = "ask for shorter --lengths, or fewer at once"):
+    """The model, the spec, the label and the estimate; every argument is checked here, and the job's memory, before
+    the model is loaded or the run folder written."""
     from .models import load_model
 
     if args.config:
@@ -261,10 +263,12 @@ def _eval_setup(args: argparse.Namespace):
     if _needs_factors(args):
         raise CliError(f"--method {args.method} needs --factors FILE (the per-pair long_factor, e.g. a search run's "
                        "result.json or workbench/assets/factors/*.json)")
+    est = _preflight(args, job, forwards or [], dtype=getattr(args, "dtype", "fp32"),
+                     remedy=remedy) if forwards else None
     lm = load_model(args.model)
     spec = _spec_from_args(args, lm.model) if args.method else None
     label = args.label or (spec.method if spec is not None else "no scaling")
-    return lm, spec, label
+    return lm, spec, label, _announce(est, lm.model)
 
 
 class _LazyRun:
@@ -299,10 +303,47 @@ def _check_documents(docs: list, asked: int, args: argparse.Namespace, length: i
                        f"only {len(docs)} samples of {length} tokens; ask for at most {len(docs)}")
 
 
-def _sinks(run: Any) -> Any:
+def _sinks(run: Any, estimate: Any = None) -> Any:
+    """The run folder's sink and the console's progress lines (with the time left when the estimate counts the
+    forwards)."""
     from .events import fan_out
 
-    return fan_out([run.sink if run else None])
+    console = ConsoleSink(forwards=estimate.count if estimate is not None else None)
+    return fan_out([run.sink if run else None, console])
+
+
+def _preflight(args: argparse.Namespace, job: str, forwards: list[tuple[int, int]], *, engine: str = "window",
+               dtype: str = "fp32", batch: int = 1, chunk: int = 4096, remedy: str = "") -> Any:
+    """The job's estimate from the model's config alone; refused here, before any weight is loaded, when its peak
+    memory exceeds what the machine has (unless --force)."""
+    from .estimate import Estimate, Shape, TooLarge, check_fits
+    from .evaluate import resolve_dtype
+    from .models import load_model_config
+
+    try:
+        shape = Shape.from_config(load_model_config(args.model))
+    except ValueError as e:
+        print(f"no estimate: {e}", flush=True)
+        return None
+    est = Estimate(job, shape, resolve_dtype(dtype), engine, tuple((L, n) for L, n in forwards if n), batch, chunk)
+    if not est.forwards:
+        return None
+    try:
+        check_fits(est, force=getattr(args, "force", False), remedy=remedy)
+    except TooLarge as e:
+        raise CliError(str(e)) from None
+    return est
+
+
+def _announce(est: Any, model: Any) -> Any:
+    """Measure (or read the cached) rates of this machine for the model, print the estimate's line."""
+    if est is None:
+        return None
+    from .estimate import calibrate
+
+    est = est.with_rates(calibrate(model, est.dtype))
+    print(est.line(), flush=True)
+    return est
 
 
 def _gguf_source(model: str | None) -> Path:
@@ -429,23 +470,27 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     if args.mode == "sliding" and args.stride > min(args.lengths):
         raise CliError(f"--stride {args.stride} is not allowed with --lengths {min(args.lengths)}: the window moves "
                        f"by at most its own length (give --stride <= {min(args.lengths)})")
-    lm, spec, label = _eval_setup(args)
+    per_length = args.n_documents * (args.per_document if args.mode == "truncated" else 1)
+    forwards = [(L, per_length if args.mode == "truncated" else per_length * (L // args.stride + 1))
+                for L in sorted(args.lengths)]
+    lm, spec, label, est = _eval_setup(args, forwards, "eval ppl")
     longest = max(args.lengths) if args.mode == "truncated" else max(args.lengths) * 2
     docs = samples(lm.tokenizer, args.corpus, args.split, longest, args.n_documents, per_document=args.per_document)
     _check_documents(docs, args.n_documents, args, longest)
     run = _run_folder(args, spec)
+    sink = _sinks(run, est)
     return _ppl_rows(lambda L: perplexity(lm.model, docs, spec=spec, label=label, length=L, mode=args.mode,
-                                          stride=args.stride, dtype=args.dtype, sink=_sinks(run)),
+                                          stride=args.stride, dtype=args.dtype, sink=sink),
                      args.lengths, label, run)
 
 
 def cmd_eval_passkey(args: argparse.Namespace) -> int:
     from .evaluate import passkey_accuracy
 
-    lm, spec, label = _eval_setup(args)
+    lm, spec, label, est = _eval_setup(args, [(L, args.trials) for L in sorted(args.lengths)], "eval passkey")
     run = _run_folder(args, spec)
     r = passkey_accuracy(lm.model, lm.tokenizer, sorted(args.lengths), n_trials=args.trials, spec=spec, label=label,
-                         seed=args.seed, sink=_sinks(run))
+                         seed=args.seed, progress=False, sink=_sinks(run, est))
     for L, acc in zip(r.lengths, r.accuracy, strict=True):
         print(f"{label} passkey @ {L}: {acc:.0%} of {args.trials}")
     if run:
@@ -461,7 +506,9 @@ def cmd_eval_needle(args: argparse.Namespace) -> int:
     if bad:
         raise CliError(f"--depths {bad} is not allowed: fractions of the document in [0, 1]")
 
-    lm, spec, label = _eval_setup(args)
+    per_length = args.n_documents if args.ppl else 2 * len(args.depths) * args.trials  # grid: answer + its NLL
+    lm, spec, label, est = _eval_setup(args, [(L, per_length) for L in sorted(args.lengths)],
+                                       "eval needle" + (" --ppl" if args.ppl else ""))
     if args.ppl:
         out = []
         by_length = {L: needle_samples(lm.tokenizer, args.corpus, args.split, L, args.n_documents, args.needles,
@@ -469,7 +516,7 @@ def cmd_eval_needle(args: argparse.Namespace) -> int:
         run = _run_folder(args, spec)
         for L, docs in by_length.items():
             r = check_finite(needle_perplexity(lm.model, docs, spec=spec, label=label, dtype=args.dtype,
-                                               sink=_sinks(run)))
+                                               progress=False, sink=_sinks(run, est)))
             out.append(r)
             print(f"{label} needle-driven PPL @ {L}: {r.ppl:.3f} ({r.n_documents} documents, answer tokens only)")
         if run:
@@ -477,7 +524,7 @@ def cmd_eval_needle(args: argparse.Namespace) -> int:
         return 0
     run = _run_folder(args, spec)
     r = needle_grid(lm.model, lm.tokenizer, args.depths, sorted(args.lengths), n_trials=args.trials, source=args.corpus,
-                    split=args.split, spec=spec, label=label, seed=args.seed, sink=_sinks(run))
+                    split=args.split, spec=spec, label=label, seed=args.seed, progress=False, sink=_sinks(run, est))
     print(f"{label} needle accuracy (rows: depth, columns: {r.lengths}):")
     for d, row in zip(r.depths, r.accuracy, strict=True):
         print(f"  {d:5.2f}  " + "  ".join(f"{x:4.0%}" for x in row))
@@ -490,7 +537,8 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
     from .data import samples
     from .entropy import attention_entropy, without_attention_factor
 
-    lm, spec, label = _eval_setup(args)
+    runs = 2 if args.without_factor and args.method else 1
+    lm, spec, label, est = _eval_setup(args, [(args.length, runs)], "eval entropy", "ask for a shorter --length")
     doc = samples(lm.tokenizer, args.corpus, args.split, args.length, 1)[0]
     run = _run_folder(args, spec)
     settings = [(label, spec)]
@@ -500,7 +548,7 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
     for lab, sp in settings:
         r = attention_entropy(lm.model, doc.tokens, spec=sp, label=lab, layers=args.layers,
                               bucket_size=args.bucket_size, queries_per_bucket=args.queries_per_bucket,
-                              sink=_sinks(run))
+                              sink=_sinks(run, est))
         out.append(r)
         pos = r.by_position()
         print(f"{lab} @ {r.length}: mean entropy {sum(pos) / len(pos):.3f} nats (first bucket {pos[0]:.3f}, "
@@ -579,8 +627,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CliError(f"--resume --run-dir {args.run_dir!r}: "
                        + ("it does not exist" if not Path(args.run_dir).exists() else "it holds no search "
                           "(no params.json)") + "; check the path, or drop --resume to start a new search there")
+    est = _preflight(args, "search", [(config.target_length, config.evaluations_budget * config.n_documents
+                                       * config.per_document)], engine="stream", dtype=config.dtype,
+                     chunk=config.chunk_tokens, remedy="give a smaller --chunk-tokens, --dtype bf16, or a shorter "
+                                                       "--target-length")
     lm = load_model(args.model)
     if distributed.is_main():
+        _announce(est, lm.model)
         print(f"search: {args.model}, {config.mode} to {config.target_length} tokens, budget "
               f"{config.evaluations_budget} evaluations on {config.n_documents} {config.corpus} documents, "
               f"racing {config.racing}"
@@ -639,7 +692,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.config:
         raise CliError(f"--config {args.config!r} is not allowed with finetune: the geometry comes from --model "
                        f"{args.model!r}'s own config")
+    est = _preflight(args, "finetune", [(cfg.seq_len, cfg.steps * cfg.grad_accum)],
+                     engine="train-checkpointed" if cfg.gradient_checkpointing else "train",
+                     dtype="fp32" if cfg.dtype == "auto" else cfg.dtype, batch=cfg.batch_size,
+                     remedy="give a smaller --batch-size (with --grad-accum to keep the batch), "
+                            "--gradient-checkpointing, or a shorter --seq-len")
     lm = load_model(args.model)
+    _announce(est, lm.model)
     spec = _spec_from_args(args, lm.model)
     # under accelerate launch, finetune's Accelerator joins the process group from the environment
     result = finetune(lm.model, lm.tokenizer, spec, cfg, args.run_dir, resume=args.resume, model_name=args.model,
@@ -678,6 +737,12 @@ def cmd_progressive(args: argparse.Namespace) -> int:
     budgets = {name: _json_flag(f"--{name}", getattr(args, name)) for name in STAGE_BUDGETS if getattr(args, name)}
     cfg = ProgressiveConfig.with_overrides(args.stage1_length, args.stage2_length, corpus=args.corpus,
                                            eval_documents=args.eval_documents, seed=args.seed, **budgets)
+    train = {"batch_size": 8, "steps": 1, **cfg.train}
+    _preflight(args, "progressive (its fine-tune)", [(cfg.stage1_length, train["steps"])],
+               engine="train-checkpointed" if train.get("gradient_checkpointing") else "train",
+               batch=train["batch_size"], remedy="give --train '{\"batch_size\": 1}' or shorter stage lengths")
+    _preflight(args, "progressive (its second search)", [(cfg.stage2_length, 1)], engine="stream",
+               dtype=cfg.search2.get("dtype", "fp32"), remedy="give a shorter --stage2-length")
 
     result = run_progressive(args.model, cfg, args.run_dir, sink=ConsoleSink(train_every=20), progress=False)
     distributed.shutdown()
@@ -790,6 +855,7 @@ def _add_eval_parser(sub: Any) -> None:
         p.add_argument("--split", default="heldout", choices=["heldout", "train"])
         p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
         p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+        _add_force(p)
         return p
 
     p = eval_parser("ppl", "perplexity and per-position loss")
@@ -822,6 +888,11 @@ def _add_eval_parser(sub: Any) -> None:
     p.add_argument("--queries-per-bucket", type=POSITIVE)
     p.add_argument("--without-factor", action="store_true", help="also run with the attention factor set to 1")
     p.set_defaults(func=cmd_eval_entropy)
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="start even when the estimated peak memory exceeds what this machine has available")
 
 
 def _rungs(text: str) -> tuple[int, ...]:
@@ -872,6 +943,7 @@ def _add_search_parser(sub: Any) -> None:
     sp.add_argument("--no-report", action="store_true", help="skip the held-out report")
     sp.add_argument("--report-documents", type=POSITIVE, default=20)
     sp.add_argument("--threads", type=POSITIVE, help="torch threads per process")
+    _add_force(sp)
     sp.set_defaults(func=cmd_search)
 
 
@@ -897,6 +969,7 @@ def _add_finetune_parser(sub: Any) -> None:
     ft.add_argument("--run-dir", required=True)
     ft.add_argument("--resume", action="store_true")
     ft.add_argument("--threads", type=POSITIVE)
+    _add_force(ft)
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=cmd_finetune)
 
@@ -915,6 +988,7 @@ def _add_progressive_parser(sub: Any) -> None:
     pg.add_argument("--eval-documents", type=POSITIVE, default=8)
     pg.add_argument("--seed", type=NON_NEGATIVE, default=0)
     pg.add_argument("--threads", type=POSITIVE)
+    _add_force(pg)
     pg.set_defaults(func=cmd_progressive)
 
 

@@ -7,6 +7,7 @@ the launcher and headless notebooks print it (:class:`ConsoleSink`), run folders
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -161,8 +162,29 @@ class ConsoleSink:
 
     def _ppl_document(self, d: dict[str, Any]) -> str:
         self.done += 1
+        ppl = f"PPL {d['ppl']:.2f}" if math.isfinite(d["ppl"]) else "perplexity not finite"
         return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']} "
-                f"PPL {d['ppl']:.2f} ({d['document']}){self._eta(0.0)}")
+                f"{ppl} ({d['document']}){self._eta(0.0)}")
+
+    def _trial(self, what: str, d: dict[str, Any]) -> str:
+        self.done += 1
+        answer = "right" if d.get("correct") else "wrong"
+        return f"{self._clock()} {d['label']:>12} {what} @ {d['length']:>6} tokens: {answer}{self._eta(0.0)}"
+
+    def _passkey_trial(self, d: dict[str, Any]) -> str:
+        return self._trial("passkey", d)
+
+    def _needle_trial(self, d: dict[str, Any]) -> str:
+        self.done += 1  # the answer and its teacher-forced NLL: two forwards
+        return self._trial(f"needle at depth {d['depth']:.2f}", d)
+
+    def _needle_document(self, d: dict[str, Any]) -> str:
+        self.done += 1
+        return (f"{self._clock()} {d['label']:>12} needle document {d['index'] + 1}/{d['of']}: answer NLL "
+                f"{d['nll']:.3f}{self._eta(0.0)}")
+
+    def _entropy_layer(self, d: dict[str, Any]) -> str:
+        return f"{self._clock()} {d['label']:>12} entropy: layer {d['layer']} read ({len(d.get('layers') or [])} probed)"
 
     def _search_start(self, d: dict[str, Any]) -> None:
         """Remembers the number of generations, for the time left after each; prints nothing."""
