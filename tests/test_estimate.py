@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from workbench import cli, estimate
-from workbench.estimate import Estimate, Rates, Shape, TooLarge, available_bytes, check_fits, forward_bytes
+from workbench.estimate import (
+    Estimate,
+    Rates,
+    Shape,
+    TooLarge,
+    available_bytes,
+    check_fits,
+    forward_bytes,
+)
 from workbench.models import load_model, load_model_config
 
 
