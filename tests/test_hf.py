@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from workbench.cli import main as cli_main
 from workbench.doctor import doctor
+from workbench.models import load_model_config
 from workbench.hf import (
     ConfigError,
     NotExpressibleError,
@@ -168,3 +171,48 @@ def test_doctor_states_the_rotary_layout():
     refused = doctor(split)
     assert refused.summary == "RoPE per layer type the workbench cannot split (not supported)"
     assert any(f.level == "error" and "main: default" in f.message for f in refused.findings)
+
+
+def _longrope_config(short: float, long: float) -> dict:
+    cfg = copy.deepcopy(load_model_config("smollm2"))
+    cfg["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 100000.0, "factor": 2.0,
+                              "original_max_position_embeddings": 8192, "short_factor": [short] * 32,
+                              "long_factor": [long] * 32}
+    cfg["max_position_embeddings"] = 16384
+    return cfg
+
+
+def test_doctor_refuses_factors_no_model_could_read(tmp_path):
+    fast = doctor(_longrope_config(0.001, 1.0))  # every pair 1000x faster than trained, inside L0
+    assert not fast.ok
+    assert any(f.level == "error" and "32 of 32 pairs turn faster than trained within L0 (factor as low as 0.001)"
+               in f.message and "cannot read positions it was trained on" in f.message for f in fast.findings)
+    collapsed = doctor(_longrope_config(1.0, 500.0))  # every position on a few angles at s = 2
+    assert not collapsed.ok
+    assert any(f.level == "error" and f.message.startswith("positions collapse at L = 16384") for f in collapsed.findings)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_longrope_config(1.0, 500.0)))
+    assert cli_main(["doctor", str(path)]) == 1
+
+
+def test_doctor_warns_of_slow_faster_and_unordered_factors_it_can_still_read():
+    cfg = _longrope_config(1.0, 2.0)
+    cfg["rope_parameters"]["long_factor"] = [1.0] * 16 + [0.8] + [6.0] * 15  # one pair a bit fast, others beyond 2s
+    report = doctor(cfg)
+    assert report.ok, report.findings
+    assert any(f.level == "warning" and f.message.startswith("1 of 32 pairs turn faster than trained at L = 16384")
+               for f in report.findings)
+    assert any(f.level == "warning" and "beyond 2s" in f.message for f in report.findings)
+    assert any(f.level == "warning" and "long_factor decreases at 1 pair(s) (first: pair 16" in f.message
+               for f in report.findings)
+
+
+@pytest.mark.parametrize("name", ["smollm2-16k", "teaching-8x"])
+def test_doctor_passes_every_shipped_factor_set(name):
+    from workbench.factors import load_factor_set
+
+    fs = load_factor_set(name)
+    full, _ = export_config(fs.spec, load_model_config(fs.model), allow_lossy=True)
+    report = doctor(full)
+    assert report.ok and not [f for f in report.findings if "pairs turn faster" in f.message or "collapse" in
+                              f.message or "decreases" in f.message], report.findings

@@ -212,7 +212,50 @@ def check_method(c: Checkup) -> list[Finding]:
     return [Finding(level, message) for level, message in found]
 
 
-SPEC_CHECKS: tuple[SpecCheck, ...] = (check_factor, check_implied_factor, check_original_given, check_method)
+COLLAPSE_RAD = 0.005  # neighbouring positions closer than this in every pair: one angle to the model
+
+
+def _factors(spec: RopeSpec, length: int) -> Any:
+    """Each pair's effective factor theta_i / inv_freq_i for a sequence of ``length`` tokens (float64)."""
+    return spec.original_inv_freq().double() / spec.frequencies(length).inv_freq.double()
+
+
+def check_factor_readability(c: Checkup) -> list[Finding]:
+    """Whether a model could read the positions this setting gives it: pairs turned faster than trained, positions
+    collapsed onto one angle, pairs slowed far beyond the extension, within L0 and at the target length."""
+    spec, out = c.spec, []
+    if spec is None:
+        return []
+    L0, L = spec.original_max_position_embeddings, spec.target_length
+    theta = spec.original_inv_freq().double()
+    regimes = [("within L0", L0)] + ([(f"at L = {L}", L)] if L > L0 else [])
+    for where, length in regimes:
+        f = _factors(spec, length)
+        fast = f < 1 - 1e-6
+        if bool(fast.any()):
+            worst = float(f.min())
+            out.append(Finding(
+                "error" if worst < 0.5 else "warning",
+                f"{int(fast.sum())} of {len(f)} pairs turn faster than trained {where} (factor as low as {worst:.3g}): "
+                f"from position {max(1, int(worst * L0))} on, they reach angles they never had in training, and every "
+                f"distance reads {1 / worst:.3g}x farther than it is" + (
+                    ": the model cannot read positions it was trained on" if worst < 0.5 else "")))
+        step = float((theta / f).max())  # radians between neighbouring positions in the fastest pair
+        if step < COLLAPSE_RAD:
+            out.append(Finding(
+                "error", f"positions collapse {where}: even the fastest pair moves only {step:.2g} rad per token "
+                         f"(factors from {float(f.min()):.3g}), so neighbouring positions share one angle to within the "
+                         f"model's resolution (~{COLLAPSE_RAD} rad): it cannot tell nearby tokens apart"))
+        elif length > L0 and float(f.max()) > 2 * spec.factor + 1e-9:
+            out.append(Finding(
+                "warning", f"factors up to {float(f.max()):.3g} {where} where s = {spec.factor:g}: beyond 2s (LongRoPE2's "
+                           "bound on its search), those pairs are slowed more than the extension needs and their "
+                           "positions crowd together"))
+    return out
+
+
+SPEC_CHECKS: tuple[SpecCheck, ...] = (check_factor, check_implied_factor, check_original_given, check_method,
+                                      check_factor_readability)
 
 
 # ---- what stock transformers says -----------------------------------------------------------------------

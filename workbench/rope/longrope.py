@@ -141,7 +141,12 @@ class LongRopeSpec(RopeSpec):
             elif len(vals) != D:
                 out.append(("error", f"{name} has {len(vals)} values; head_dim {head_dim} needs {D}"))
             elif any(b < a for a, b in zip(vals, vals[1:], strict=False)):
-                out.append(("note", f"{name} is not monotone (the LongRoPE search keeps factors non-decreasing)"))
+                drops = [i for i in range(1, D) if vals[i] < vals[i - 1]]
+                out.append(("warning", f"{name} decreases at {len(drops)} pair(s) (first: pair {drops[0]}, "
+                                       f"{vals[drops[0]]:g} after {vals[drops[0] - 1]:g}): a slower pair is stretched "
+                                       "less than a faster one, so their wavelengths come closer or swap order, where "
+                                       "the LongRoPE search keeps factors non-decreasing; fine if measured, suspect if "
+                                       "typed"))
         a = spec.frequencies(L0).attention_factor if spec is not None else 1.0
         if a != 1.0:
             out.append(("warning", f"attention_factor {a:.4f} is also applied to inputs <= L0={L0} (transformers "
