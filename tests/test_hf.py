@@ -11,7 +11,6 @@ from transformers import AutoModelForCausalLM
 
 from workbench.cli import main as cli_main
 from workbench.doctor import doctor
-from workbench.models import load_model_config
 from workbench.hf import (
     ConfigError,
     NotExpressibleError,
@@ -21,6 +20,7 @@ from workbench.hf import (
     spec_from_hf,
     to_hf,
 )
+from workbench.models import load_model_config
 from workbench.patch import patch
 from workbench.rope import ramp_factors
 
