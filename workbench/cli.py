@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -321,7 +322,11 @@ def _preflight(args: argparse.Namespace, job: str, forwards: list[tuple[int, int
     from .models import load_model_config
 
     try:
-        shape = Shape.from_config(load_model_config(args.model))
+        cfg = load_model_config(args.model)
+    except ValueError:
+        return None  # loading the model says what is wrong with it
+    try:
+        shape = Shape.from_config(cfg)
     except ValueError as e:
         print(f"no estimate: {e}", flush=True)
         return None
@@ -480,7 +485,7 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     run = _run_folder(args, spec)
     sink = _sinks(run, est)
     return _ppl_rows(lambda L: perplexity(lm.model, docs, spec=spec, label=label, length=L, mode=args.mode,
-                                          stride=args.stride, dtype=args.dtype, sink=sink),
+                                          stride=args.stride, dtype=args.dtype, progress=False, sink=sink),
                      args.lengths, label, run)
 
 
@@ -1009,6 +1014,7 @@ def _add_teaching_parser(sub: Any) -> None:
     teach.add_argument("--multiples", type=POSITIVE, nargs="+", default=[1, 2, 4, 8, 16])
     teach.add_argument("--n-documents", type=POSITIVE, default=8)
     teach.add_argument("--out", help="run folder for teaching.json and training_curve.png")
+    teach.set_defaults(path_kinds={"out": "folder"})
     teach.set_defaults(func=cmd_teaching)
 
 
@@ -1016,6 +1022,7 @@ def _add_demo_parser(sub: Any) -> None:
     """Add the demo subcommand to ``sub``."""
     demo = sub.add_parser("demo", help="run the demo notebooks headless (make demo)")
     demo.add_argument("--out", default="runs/demo")
+    demo.set_defaults(path_kinds={"out": "folder"})
     kind = demo.add_mutually_exclusive_group()
     kind.add_argument("--quick", action="store_true", help="tiny model and lengths (seconds, for testing)")
     kind.add_argument("--full", action="store_true",
@@ -1035,9 +1042,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PATH_OPTIONS = {  # option -> what it names: a folder the command writes in, or a file it writes
+    "run_dir": "folder", "out": "file", "markdown": "file", "json": "file",  # (a --json flag is not a path)
+}
+
+
+def _writable_path(option: str, value: str, kind: str) -> None:
+    """Refuse, naming the option, a path the command could not write: a file where a folder is wanted (or the
+    reverse), or a path beneath a file."""
+    path = Path(value)
+    if path.exists() and kind == "folder" and not path.is_dir():
+        raise CliError(f"{option} {value!r} is a file, not a folder: give a folder path (it is made if missing)")
+    if path.exists() and kind == "file" and path.is_dir():
+        raise CliError(f"{option} {value!r} is a folder: give the path of the file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CliError(f"{option} {value!r} lies beneath {str(parent)!r}, which is a file: nothing can be "
+                               "written there; give a path in a folder")
+            break
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The path options and the cache folder, checked before any work starts."""
+    from .cache import CACHE_ENV
+
+    kinds = dict(PATH_OPTIONS, **getattr(args, "path_kinds", {}))
+    for dest, kind in kinds.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and value:
+            _writable_path("--" + dest.replace("_", "-"), value, kind)
+    cache = os.environ.get(CACHE_ENV)
+    if cache:
+        try:
+            _writable_path(CACHE_ENV, cache, "folder")
+        except CliError as e:
+            raise CliError(f"{e} (the workbench's cache; unset it to use ~/.cache/longrope-workbench)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_paths(args)
         return args.func(args)
     except (CliError, SpecError, ConfigError, ValueError, OSError) as e:  # every *Error of ours is a ValueError
         print(f"error: {e}", file=sys.stderr)

@@ -328,9 +328,9 @@ class Estimate:
         what = "step" if self.engine.startswith("train") else "forward"
         parts = [f"{self.job}: ~{self.peak_bytes / GB:.1f} GB peak ({self.dtype})"]
         if self.rates is not None:
-            parts.append(f"~{duration(self.forward_seconds())} per {_k(self.longest)} {what} on this "
+            parts.append(f"{_about(self.forward_seconds())} per {_k(self.longest)} {what} on this "
                          f"{'GPU' if _on_gpu() else 'CPU'}")
-            parts.append(f"~{duration(self.seconds)} in all ({self.count} {what}{'s' if self.count != 1 else ''})")
+            parts.append(f"{_about(self.seconds)} in all ({self.count} {what}{'s' if self.count != 1 else ''})")
         else:
             parts.append(f"{self.count} {what}s of up to {_k(self.longest)} tokens")
         return ", ".join(parts) + "".join(f"; {n}" for n in self.notes)
@@ -351,9 +351,16 @@ def _k(n: int) -> str:
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}-token"
 
 
+def _about(seconds: float | None) -> str:
+    text = duration(seconds)
+    return text if text.startswith("<") else f"~{text}"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 1:
+        return "<1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:

@@ -168,6 +168,9 @@ def load_tiny_random(max_position_embeddings: int = 128, seed: int = 0) -> Loade
     return LoadedModel(model, tokenizer, "tiny-random", f"random init, seed {seed}")
 
 
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
+
+
 def load_path(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
               attn_implementation: str | None = None) -> LoadedModel:
     """A local transformers model folder.
@@ -182,12 +185,21 @@ def load_path(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     folder = Path(path)
     if not folder.exists():
         raise ModelError(f"model {str(folder)!r} is not a known name or an existing folder; give {MODEL_CHOICES}")
+    if not folder.is_dir():
+        raise ModelError(f"model {str(folder)!r} is a file, not a model folder: give the folder that holds its "
+                         "config.json and weights (a config file alone is read by `workbench doctor`)")
     if not (folder / "config.json").exists():
         raise ModelError(f"{str(folder)!r} has no config.json: not a transformers model folder")
     try:
         model_geometry(folder)
     except ConfigError as e:
         raise ModelError(f"{str(folder)!r}: {e}") from None
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ModelError(
+            f"{str(folder)!r} holds a config but no weights (no {', '.join(WEIGHT_FILES)}): the commands that read "
+            f"the config alone work on it (workbench doctor {folder}; workbench rope show --model {folder} ...; "
+            f"workbench rope export --model {folder} ...); evaluating, searching or fine-tuning needs the weights "
+            "beside it")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
                                                  attn_implementation=attention_implementation(attn_implementation))
     tokenizer = AutoTokenizer.from_pretrained(folder)

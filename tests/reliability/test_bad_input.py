@@ -410,3 +410,40 @@ def test_the_edges_of_what_is_allowed_are_still_accepted():
     assert TrainConfig(seq_len=64, clip=math.inf, betas=[0.0, 0.999], min_lr_ratio=1.0, warmup=0).betas == (0.0, 0.999)
     assert SearchConfig(target_length=2048, attention_policy="yarn", max_factor="1.25s").attention_policy == "yarn"
     assert SearchConfig(target_length=2048, mode="longrope2", critical_dim=1, max_factor=9).critical_dim == 1
+
+
+# ---- paths of the wrong kind: the option and the remedy are named, nothing is written -------------------------
+@pytest.mark.parametrize("argv, option, words", [
+    (["eval", "ppl", *EVAL, "--lengths", "128", "--run-dir", "{file}"], "--run-dir", "is a file, not a folder"),
+    ([*SEARCH, "--run-dir", "{file}/sub"], "--run-dir", "which is a file"),
+    (["rope", "export", *EVAL, "--method", "yarn", "--target", "1024", "--out", "{file}/config.json"], "--out",
+     "which is a file"),
+    (["rope", "export", *EVAL, "--method", "yarn", "--target", "1024", "--out", "{folder}"], "--out", "is a folder"),
+    (["architectures", "llama", "--json", "{file}/x.json"], "--json", "which is a file"),
+    (["demo", "--out", "{file}"], "--out", "is a file, not a folder"),
+])
+def test_a_path_of_the_wrong_kind_names_the_option(argv, option, words, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    argv = [a.format(file=afile, folder=tmp_path) for a in argv]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.startswith(f"error: {option} ") and words in err and TRACEBACK not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_cache_path_that_is_a_file_names_the_variable(tmp_path, monkeypatch, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(afile))
+    code, _, err = run_cli(["eval", "ppl", *EVAL, "--lengths", "128"], capsys)
+    assert code == 2 and err.startswith("error: WORKBENCH_CACHE ") and "unset it" in err
+
+
+def test_a_model_folder_without_weights_points_to_the_config_only_commands(tmp_path, capsys):
+    from workbench.models import load_model_config
+
+    (tmp_path / "config.json").write_text(json.dumps(load_model_config("teaching-ci")))
+    code, _, err = run_cli(["eval", "ppl", "--model", str(tmp_path), "--lengths", "128"], capsys)
+    assert code == 2 and "holds a config but no weights" in err and f"workbench doctor {tmp_path}" in err
+    code, out, _ = run_cli(["doctor", str(tmp_path)], capsys)  # and that command does work on it
+    assert code == 0 and "head_dim" in out
