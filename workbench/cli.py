@@ -50,6 +50,16 @@ def _int_at_least(low: int, what: str = "") -> Any:
     return parse
 
 
+def _threads(text: str) -> int:
+    """An argparse type: torch threads, 1 to four per CPU of this machine (each thread is a real one)."""
+    most = 4 * (os.cpu_count() or 1)
+    value = _int_at_least(1)(text)
+    if value > most:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: at most {most} (4 per CPU; this machine has "
+                                         f"{os.cpu_count()})")
+    return value
+
+
 def _finite_float(low: float, strict: bool = True, what: str = "") -> Any:
     """An argparse type: a finite number > ``low`` (>= when not strict)."""
     allowed = f"a finite number {'>' if strict else '>='} {low:g}{what}"
@@ -947,7 +957,7 @@ def _add_search_parser(sub: Any) -> None:
     sp.add_argument("--no-n-hat", action="store_true", help="skip the n_hat stage")
     sp.add_argument("--no-report", action="store_true", help="skip the held-out report")
     sp.add_argument("--report-documents", type=POSITIVE, default=20)
-    sp.add_argument("--threads", type=POSITIVE, help="torch threads per process")
+    sp.add_argument("--threads", type=_threads, help="torch threads per process")
     _add_force(sp)
     sp.set_defaults(func=cmd_search)
 
@@ -973,7 +983,7 @@ def _add_finetune_parser(sub: Any) -> None:
     ft.add_argument("--seed", type=NON_NEGATIVE, default=0)
     ft.add_argument("--run-dir", required=True)
     ft.add_argument("--resume", action="store_true")
-    ft.add_argument("--threads", type=POSITIVE)
+    ft.add_argument("--threads", type=_threads)
     _add_force(ft)
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=cmd_finetune)
@@ -992,7 +1002,7 @@ def _add_progressive_parser(sub: Any) -> None:
     pg.add_argument("--corpus", default="shakespeare")
     pg.add_argument("--eval-documents", type=POSITIVE, default=8)
     pg.add_argument("--seed", type=NON_NEGATIVE, default=0)
-    pg.add_argument("--threads", type=POSITIVE)
+    pg.add_argument("--threads", type=_threads)
     _add_force(pg)
     pg.set_defaults(func=cmd_progressive)
 

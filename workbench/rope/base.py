@@ -77,8 +77,13 @@ class RopeSpec:
             fail("head_dim", self.head_dim, "an even integer >= 2")
         if self.head_dim % 2:
             fail("head_dim", self.head_dim, "an even integer: RoPE rotates pairs of dimensions")
+        if self.head_dim > MAX_HEAD_DIM:
+            fail("head_dim", self.head_dim, f"at most {MAX_HEAD_DIM} (real models rotate 32 to 512 dimensions)")
         if not _finite_positive(self.rope_theta) or self.rope_theta <= 1:
             fail("rope_theta", self.rope_theta, "a finite number > 1")
+        if float(default_inv_freq(self.head_dim, float(self.rope_theta)).min()) < FLOAT32_TINY:
+            fail("rope_theta", self.rope_theta, "a base whose slowest pair still turns in float32 (below about 1e37 "
+                 "for this head_dim; real models use 1e4 to 1e8)")
         L0 = self.original_max_position_embeddings
         if isinstance(L0, bool) or not isinstance(L0, int) or L0 < 2:
             fail("original_max_position_embeddings", L0, "an integer >= 2")
@@ -299,6 +304,10 @@ def _short(value: Any) -> str:
 
 def _finite_positive(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+MAX_HEAD_DIM = 65536
+FLOAT32_TINY = 1.1754944e-38  # the smallest normal float32: an inv_freq below it is 0 or denormal
 
 
 def default_inv_freq(head_dim: int, rope_theta: float) -> torch.Tensor:

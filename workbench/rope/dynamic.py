@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import RopeFrequencies, RopeSpec, register
+from .base import RopeFrequencies, RopeSpec, fail, register
 from .forms import GGUFForm, HFForm, NotExpressibleError
 
 
@@ -21,6 +21,11 @@ class DynamicSpec(RopeSpec):
 
     method: ClassVar[str] = "dynamic"
     words: ClassVar[str] = "dynamic NTK (base grows with the current length beyond the original context)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.head_dim < 4:  # the base's exponent d/(d-2) needs two pairs at least
+            fail("head_dim", self.head_dim, "an even integer >= 4 for an NTK base change (its exponent is d/(d-2))")
     hf_rope_types: ClassVar[tuple[str, ...]] = ("dynamic",)
     hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings"})
     hf_original_from_max_position: ClassVar[bool] = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import RopeFrequencies, RopeSpec, default_inv_freq, register
+from .base import RopeFrequencies, RopeSpec, default_inv_freq, fail, register
 from .forms import GGUFForm, HFForm
 
 
@@ -17,6 +17,11 @@ class NTKSpec(RopeSpec):
 
     method: ClassVar[str] = "ntk"
     words: ClassVar[str] = "NTK-aware base change"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.head_dim < 4:  # the base's exponent d/(d-2) needs two pairs at least
+            fail("head_dim", self.head_dim, "an even integer >= 4 for an NTK base change (its exponent is d/(d-2))")
 
     @property
     def scaled_base(self) -> float:
