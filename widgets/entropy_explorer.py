@@ -18,6 +18,7 @@ from workbench.data import samples
 from workbench.entropy import EntropyResult, attention_entropies, without_attention_factor
 from workbench.hf import model_geometry, spec_for_model
 
+from .estimate_line import EstimateLine, original_length
 from .figures import entropy_heatmap_figure, entropy_position_figure, method_specs
 from .jobs import BackgroundJob
 from .panel import FigureOutput, Panel, model_picker
@@ -49,17 +50,28 @@ class EntropyExplorer(Panel):
         self.curves = FigureOutput("Entropy by query position: press Compute", height=360)
         self.heatmap = FigureOutput("Entropy change by layer and head: press Compute", height=360)
         self.results: list[EntropyResult] = []
+        self.estimate = EstimateLine("Compute", self._plan, [self.model, self.multiple])
         self.button.on_click(lambda _: self.compute())
         self.stop_button.on_click(lambda _: self.stop())
 
     @property
     def widget(self) -> W.Widget:
         controls = W.VBox([W.HBox([self.model, self.multiple]), W.HBox([self.method, self.temperature]),
-                           W.HBox([self.sampled, self.button, self.stop_button, self.progress])])
+                           W.HBox([self.sampled, self.button, self.stop_button, self.progress]),
+                           self.estimate.widget])
         return W.VBox([controls, self.status, W.HBox([self.curves.widget, self.heatmap.widget])])
+
+    def _plan(self) -> tuple[str, str, str, list[tuple[int, int]]] | None:
+        """What Compute would run: one forward of length x L0 with and without the method."""
+        L0 = original_length(self.model.value)
+        return None if L0 is None else (self.model.value, "window", "fp32", [(self.multiple.value * L0, 2)])
 
     def compute(self, wait: bool = False) -> BackgroundJob | None:
         if self.running:
+            return None
+        refusal = self.estimate.refusal()
+        if refusal:
+            self.say(refusal, error=True)
             return None
         name, multiple, method = self.model.value, self.multiple.value, self.method.value
         t, sampled = float(self.temperature.value), (self.sampled.value or None)

@@ -25,6 +25,7 @@ from workbench.evaluate import (
 )
 from workbench.hf import model_geometry, spec_for_model
 
+from .estimate_line import EstimateLine, original_length
 from .figures import (
     method_specs,
     needle_heatmap_figure,
@@ -64,8 +65,25 @@ class EvalDashboard(Panel):
         self.passkey: list[PasskeyResult] = []
         self.needles: NeedleGridResult | None = None
         self._L0: int | None = None
+        self.estimate = EstimateLine("Run", self._plan, [self.model, self.methods, self.multiples, self.n_documents,
+                                                         self.passkey_trials, self.needle_method])
         self.button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
+
+    def _plan(self) -> tuple[str, str, str, list[tuple[int, int]]] | None:
+        """What Run would compute: every method on every document and passkey trial, and the needle grid (an answer
+        and its NLL per depth), at each length."""
+        L0 = original_length(self.model.value)
+        try:
+            multiples = sorted({int(x) for x in self.multiples.value.replace(",", " ").split()})
+        except ValueError:
+            return None
+        if L0 is None or not multiples:
+            return None
+        m = len(self.methods.value)
+        per_length = m * (self.n_documents.value + self.passkey_trials.value) + (
+            10 if self.needle_method.value != "none" else 0)
+        return self.model.value, "window", "fp32", [(k * L0, per_length) for k in multiples]
 
     @classmethod
     def from_results(cls, ppl: list[PerplexityResult], passkey: list[PasskeyResult] | None = None,
@@ -92,7 +110,8 @@ class EvalDashboard(Panel):
     @property
     def widget(self) -> W.Widget:
         controls = W.HBox([W.VBox([self.model, self.multiples, self.n_documents, self.passkey_trials]),
-                           W.VBox([self.methods, self.needle_method, W.HBox([self.button, self.stop_button])])])
+                           W.VBox([self.methods, self.needle_method,
+                                   W.HBox([self.button, self.stop_button, self.estimate.widget])])])
         return W.VBox([controls, self.status, W.HBox([self.ppl_fig.widget, self.loss_fig.widget]),
                        W.HBox([self.needle_fig.widget, self.passkey_html])])
 
@@ -113,6 +132,10 @@ class EvalDashboard(Panel):
             multiples = sorted({int(x) for x in self.multiples.value.replace(",", " ").split()})
         except ValueError:
             self.say("lengths × L0: whole numbers, e.g. 1 2 4 8", error=True)
+            return None
+        refusal = self.estimate.refusal()
+        if refusal:
+            self.say(refusal, error=True)
             return None
         name, methods = self.model.value, list(self.methods.value)
         n_docs, trials, needle_method = self.n_documents.value, self.passkey_trials.value, self.needle_method.value

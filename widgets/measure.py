@@ -20,6 +20,7 @@ from workbench.hf import model_geometry
 from workbench.rope import RopeSpec
 from workbench.rope import resample_factors as resample  # noqa: F401 - the explorer's name for it
 
+from .estimate_line import EstimateLine, original_length
 from .figures import position_loss_figure
 from .jobs import BackgroundJob
 from .panel import MODELS, FigureOutput, Panel, model_picker
@@ -63,6 +64,7 @@ class MeasurePanel(Panel):
         self._L0: dict[str, int] = {}
         self._lock = threading.Lock()
         self.model.observe(self._model_changed, names="value")
+        self.estimate = EstimateLine("Measure", self._plan, [self.model, self.n_documents])
         self.button.on_click(lambda _: self.measure())
         self.stop_button.on_click(lambda _: self.stop())
 
@@ -71,10 +73,18 @@ class MeasurePanel(Panel):
         return W.VBox([W.HTML("<b>Measure on a real model</b>: perplexity and loss by position at the target length "
                               "(s × L0) under the current settings, beside the unscaled model"),
                        W.HBox([self.model, self.n_documents, self.button, self.stop_button, self.progress]),
+                       self.estimate.widget,
                        self.status, self.figure.widget, self.table])
 
     def _model_changed(self, change: dict) -> None:
         self.n_documents.value = 4 if change["new"] == "teaching" else 1
+
+    def _plan(self) -> tuple[str, str, str, list[tuple[int, int]]] | None:
+        """What Measure would compute: the documents at s x L0, unscaled and under the settings."""
+        spec, L0 = self.get_spec(), original_length(self.model.value)
+        if spec is None or L0 is None:
+            return None
+        return self.model.value, "window", "fp32", [(round(spec.factor * L0), 2 * self.n_documents.value)]
 
     def measure(self, wait: bool = False) -> BackgroundJob | None:
         """Start a measurement of the current settings (``wait``: block until done, for scripts and tests)."""
@@ -84,6 +94,11 @@ class MeasurePanel(Panel):
         spec = self.get_spec()
         if spec is None:
             self.say("fix the settings first", error=True)
+            return None
+        self.estimate.refresh()  # the explorer's settings may have moved since
+        refusal = self.estimate.refusal()
+        if refusal:
+            self.say(refusal, error=True)
             return None
         name, n_docs = self.model.value, self.n_documents.value
         self.progress.value = 0

@@ -19,6 +19,7 @@ import ipywidgets as W
 from workbench.events import Event, read_events
 from workbench.search import SearchConfig, run_search
 
+from .estimate_line import EstimateLine
 from .figures import search_factors_figure, search_progress_figure
 from .jobs import BackgroundJob, Cancelled
 from .panel import FigureOutput, Panel, model_picker
@@ -50,6 +51,7 @@ class SearchMonitor(Panel):
         self._follow: threading.Thread | None = None
         self._following = threading.Event()
         self.reset()
+        self.estimate = EstimateLine("Start", self._plan, [self.model])
         self.start_button.on_click(lambda _: self.start())
         self.resume_button.on_click(lambda _: self.start(resume=True))
         self.stop_button.on_click(lambda _: self.stop())
@@ -150,13 +152,25 @@ class SearchMonitor(Panel):
     def widget(self) -> W.Widget:
         return W.VBox([W.HBox([self.model, self.run_dir]),
                        W.HBox([self.start_button, self.stop_button, self.resume_button, self.open_button, self.progress]),
-                       self.status, W.HBox([self.curve.widget, self.factors.widget]), self.table])
+                       self.estimate.widget, self.status, W.HBox([self.curve.widget, self.factors.widget]), self.table])
+
+    def _plan(self) -> tuple[str, str, str, list[tuple[int, int]]] | None:
+        """What Start would read: the budget's evaluations, each on every fitness window (racing may stop some)."""
+        c = self.config
+        if c is None:
+            return None
+        return (self.model.value, "stream", c.dtype,
+                [(c.target_length, c.evaluations_budget * c.n_documents * c.per_document)])
 
     def start(self, resume: bool = False, wait: bool = False) -> BackgroundJob | None:
         if self.running:
             return None
         if self.config is None:
             self.say("no search configuration given", error=True)
+            return None
+        refusal = self.estimate.refusal()
+        if refusal:
+            self.say(refusal, error=True)
             return None
         self._following.clear()
         self.reset()

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import heap
-
 GB = 1e9
 ENGINES = ("window", "stream", "train", "train-checkpointed")
 RUNTIME_BYTES = 450e6  # Python, torch and transformers loaded, before any weight
@@ -114,8 +112,6 @@ def forward_bytes(shape: Shape, length: int, *, dtype: str = "fp32", engine: str
     head = HEAD_CHUNK * shape.vocab * 4 * 2 * batch  # fp32 logits of one chunk and their log-softmax
     if engine == "window":
         act = batch * length * (per_token + 4 * shape.hidden)  # + the final hidden states kept for the head
-        if b == 2 and length < heap.TRIM_FROM:  # autocast's fp32/bf16 copies of every size: the heap creeps
-            act += batch * length * shape.layers * 2 * shape.hidden * 4  # (measured; trimmed from TRIM_FROM on)
         return RUNTIME_BYTES + weights + act + head
     if engine == "stream":
         c = min(chunk, length)
@@ -187,6 +183,7 @@ class Rates:
     matmul: float
     attention: float
     source: str  # "measured now" or "measured <date>"
+    busy: bool = False  # measured while other work held the CPUs (measured again next time; the faster kept)
 
     def seconds(self, shape: Shape, length: int, engine: str = "window", batch: int = 1) -> float:
         mm, att = forward_flops(shape, length)
@@ -214,7 +211,15 @@ def cached_rates(shape: Shape, dtype: str) -> Rates | None:
         return None
     if not entry:
         return None
-    return Rates(entry["matmul"], entry["attention"], f"measured {entry['date']}")
+    return Rates(entry["matmul"], entry["attention"], f"measured {entry['date']}", bool(entry.get("busy")))
+
+
+def machine_busy() -> bool:
+    """Whether other work holds most of this machine's CPUs now (1-minute load average over half the CPUs)."""
+    try:
+        return os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
+    except OSError:
+        return False
 
 
 def calibrate(model: Any, dtype: str = "fp32", *, length: int = 1024, attention_length: int = 4096) -> Rates:
@@ -225,8 +230,9 @@ def calibrate(model: Any, dtype: str = "fp32", *, length: int = 1024, attention_
 
     shape = Shape.from_config(model.config.to_dict())
     found = cached_rates(shape, dtype)
-    if found is not None:
+    if found is not None and not found.busy:
         return found
+    busy = machine_busy()  # rates measured beside other work are kept only until a quieter measurement
     device = next(model.parameters()).device
     cast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else _Null()
     vocab = min(shape.vocab, int(getattr(model.config, "vocab_size", shape.vocab)))
@@ -241,7 +247,9 @@ def calibrate(model: Any, dtype: str = "fp32", *, length: int = 1024, attention_
     attention = att_flops / att
     mm, att_in_forward = forward_flops(shape, length)
     matmul = mm / max(whole - att_in_forward / attention, 0.25 * whole)
-    rates = Rates(matmul, attention, "measured now")
+    if found is not None:  # an earlier measurement under load: keep the faster of the two
+        matmul, attention = max(matmul, found.matmul), max(attention, found.attention)
+    rates = Rates(matmul, attention, "measured now", busy)
     _store(shape, dtype, rates)
     return rates
 
@@ -272,7 +280,7 @@ def _store(shape: Shape, dtype: str, rates: Rates) -> None:
     except (OSError, ValueError):
         table = {}
     table[_rates_key(shape, dtype)] = {"matmul": rates.matmul, "attention": rates.attention,
-                                       "date": time.strftime("%Y-%m-%d")}
+                                       "date": time.strftime("%Y-%m-%d"), "busy": rates.busy}
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(table, indent=1))
     tmp.replace(path)
@@ -333,7 +341,10 @@ class Estimate:
             parts.append(f"{_about(self.seconds)} in all ({self.count} {what}{'s' if self.count != 1 else ''})")
         else:
             parts.append(f"{self.count} {what}s of up to {_k(self.longest)} tokens")
-        return ", ".join(parts) + "".join(f"; {n}" for n in self.notes)
+        notes = list(self.notes)
+        if self.rates is not None and self.rates.busy:
+            notes.append("rates measured beside other work: a quiet machine is faster")
+        return ", ".join(parts) + "".join(f"; {n}" for n in notes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "dtype": self.dtype, "engine": self.engine, "forwards": [list(f) for f in self.forwards],

@@ -226,6 +226,8 @@ class NLLStream:
                     self._parts.append(F.cross_entropy(logits[0], labels[a:b], reduction="none").float().cpu())
                 self.reached = end
                 self.forwarded += end - start
+                if heap.long_enough(self.n):  # chunks of many sizes against a growing cache: give pages back
+                    heap.trim_heap()
                 if after_chunk is not None and after_chunk(self):
                     break
         return self.nll

@@ -1,0 +1,40 @@
+"""The estimate beside each panel's button: memory (and time once rates are known), and a refusal in red."""
+
+from __future__ import annotations
+
+import pytest
+
+import widgets.estimate_line as line_module
+from widgets.entropy_explorer import EntropyExplorer
+from widgets.eval_dashboard import EvalDashboard
+
+
+def test_the_dashboard_shows_what_run_would_cost_and_follows_its_controls():
+    dash = EvalDashboard(model="teaching-ci", multiples=(1, 2))
+    first = dash.estimate.widget.value
+    assert "GB peak (fp32)" in first and "color:#555" in first
+    dash.multiples.value = "1 2 64"
+    assert dash.estimate.widget.value != first
+    assert dash.estimate.estimate().longest == 64 * line_module.original_length("teaching-ci")
+
+
+def test_a_job_that_cannot_fit_is_red_and_its_button_refuses_it(monkeypatch):
+    monkeypatch.setattr(line_module, "available_bytes", lambda: 1e6)  # a machine with 1 MB free
+    dash = EvalDashboard(model="teaching-ci", multiples=(1,))
+    assert "color:#b2182b" in dash.estimate.widget.value and "refused before loading anything" in \
+        dash.estimate.widget.value
+    assert dash.run() is None and "GB available" in dash.status.value and not dash.running
+    ex = EntropyExplorer(model="teaching-ci")
+    assert ex.compute() is None and "refused" in ex.status.value
+
+
+@pytest.mark.parametrize("model", ["teaching", "smollm2"])
+def test_time_appears_once_this_machines_rates_are_known(model, monkeypatch):
+    from workbench.estimate import Rates
+
+    monkeypatch.setattr(line_module, "cached_rates", lambda shape, dtype: None)
+    dash = EvalDashboard(model=model, multiples=(1,))
+    assert "measured here at the first run" in dash.estimate.widget.value
+    monkeypatch.setattr(line_module, "cached_rates", lambda shape, dtype: Rates(1e10, 1e10, "measured"))
+    dash.estimate.refresh()
+    assert "in all (" in dash.estimate.widget.value and "first run" not in dash.estimate.widget.value
