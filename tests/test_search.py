@@ -294,3 +294,18 @@ def test_rank_correlation():
 def test_reading_settings_are_checked(kwargs, message):
     with pytest.raises(SearchError, match=message):
         SearchConfig(target_length=512, **kwargs)
+
+
+def test_a_candidate_reports_how_far_it_has_read(teaching_ci, tmp_path, monkeypatch):
+    """Progress inside a candidate's documents (a 32k window takes minutes), as events and console lines."""
+    from workbench.events import ConsoleSink, ListSink
+    from workbench.search import run as search_run
+
+    monkeypatch.setattr(search_run, "READING_EVERY", 0.0)
+    sink = ListSink()
+    cfg = SearchConfig(**{**TINY, "generations": 1, "chunk_tokens": 128, "racing": "off"})
+    run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "r", report=False, sink=sink)
+    reading = sink.of_kind("search.reading")
+    assert reading and all(0 < e.data["read"] < e.data["goal"] for e in reading)
+    line = ConsoleSink().format(reading[0])
+    assert f"init: candidate 1/{reading[0].data['of']} at 128 of" in line and "left for it" in line

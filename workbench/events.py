@@ -213,6 +213,12 @@ class ConsoleSink:
         return (f"{self.indent}{self._clock()} {where}: candidate {d['done']}/{d['of']} read to {d['to']} tokens, "
                 f"{what} ({duration(d['seconds'])}){left}")
 
+    def _search_reading(self, d: dict[str, Any]) -> str:
+        where = "init" if d["stage"] == "init" else f"gen {d['generation']}" if d["stage"] == "generation" else d["stage"]
+        left = d["seconds"] * (d["goal"] - d["read"]) / max(d["read"], 1)
+        return (f"{self.indent}{self._clock()} {where}: candidate {d['done'] + 1}/{d['of']} at {d['read']:,} of "
+                f"{d['goal']:,} tokens ({duration(d['seconds'])}, about {duration(left)} left for it)")
+
     def _search_rung(self, d: dict[str, Any]) -> str:
         return (f"{self.indent}{self._clock()} rung {d['rung'] + 1} ({d['tokens']} tokens): {d['kept']} "
                 f"candidates go on")

@@ -91,10 +91,11 @@ class Evaluator:
         return out
 
     def evaluate(self, space: Space, genome: Genome, n_hat: int, threshold: Threshold | None, *,
-                 key: str | None = None, to: int | None = None, stop: Callable[[], bool] = lambda: False
-                 ) -> Outcome | None:
+                 key: str | None = None, to: int | None = None, stop: Callable[[], bool] = lambda: False,
+                 on_chunk: Callable[[int, int], None] | None = None) -> Outcome | None:
         """Read every document to ``to`` tokens (default: whole), stopping once racing says it cannot win.
 
+        ``on_chunk(read, goal)`` is told the tokens read so far (all documents) after every chunk.
         Returns None when ``stop()`` ended the reading (nothing to journal: the candidate is read again on resume).
         """
         length = self.cfg.target_length
@@ -104,6 +105,8 @@ class Evaluator:
         state = {"raced": False, "stopped": False}
 
         def judge(_: NLLStream) -> bool:
+            if on_chunk is not None:
+                on_chunk(sum(min(s.reached, goal) for s in streams), goal * len(streams))
             if hopeless(self._contributions(streams), threshold):
                 state["raced"] = True
             elif stop():

@@ -28,6 +28,8 @@ from .journal import Journal, Record, candidate_key
 from .racing import Threshold, threshold
 from .targets import SEED_LABELS, LongTarget, ShortTarget
 
+READING_EVERY = 5.0  # seconds between a candidate's progress events
+
 
 @dataclass(frozen=True)
 class WorkFailed:
@@ -277,7 +279,7 @@ class Search:
             t0 = time.time()
             stop = self.stop if self.comm.rank == 0 else (lambda: False)
             got = self.evaluator.evaluate(job["space"], genome, n_hat, job["threshold"], key=key, to=job["to"],
-                                          stop=stop)
+                                          stop=stop, on_chunk=self._reading(job, done, len(mine), t0))
             if got is None:  # stopped mid-candidate: nothing journaled, a resume reads it again
                 break
             spent = time.time() - t0 + (before.seconds if before is not None else 0.0)
@@ -293,6 +295,20 @@ class Search:
                 "complete": got.complete, "raced": got.raced, "seconds": time.time() - t0,
                 "left": (time.time() - t_round) / done * (len(mine) - done)}))
         return out
+
+    def _reading(self, job: dict[str, Any], done: int, of: int, t0: float) -> Any:
+        """A candidate's progress inside its documents, as ``search.reading`` events (at most one per
+        ``READING_EVERY`` seconds: a long window takes minutes, a tiny one milliseconds)."""
+        last = [t0]
+
+        def report(read: int, goal: int) -> None:
+            now = time.time()
+            if now - last[0] >= READING_EVERY and read < goal:
+                last[0] = now
+                self.sink(Event("search.reading", {"stage": job["stage"], "generation": job["generation"],
+                                                   "done": done - 1, "of": of, "read": read, "goal": goal,
+                                                   "seconds": now - t0}))
+        return report
 
     def serve(self) -> None:
         """Non-zero ranks: evaluate batches until rank 0 says the search is over. An evaluation that raises is
