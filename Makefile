@@ -76,7 +76,7 @@ lint: setup
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# ---- llama.cpp (issue 14: export gguf, --engine llama.cpp) ----
+# ---- llama.cpp (export gguf, --engine llama.cpp) ----
 # llama-cpp-python is a source-only package: pip builds llama.cpp with cmake and g++. Only the library is
 # built (no server, tools, tests, examples or multimodal library), and GGML_NATIVE=OFF compiles for the
 # AVX2/FMA/F16C baseline instead of -march=native, so one build runs on both CPU kinds this project lands on.
@@ -98,7 +98,7 @@ $(LLAMACPP_STAMP): | $(STAMP)
 test-llamacpp: setup-llamacpp
 	$(BIN)/python -m pytest -q -m llamacpp tests/test_llamacpp.py -p no:cacheprovider --timeout=2400
 
-# ---- GPU kit (issue 16: make gpu-pack here, make gpu-run on the device) ----
+# ---- GPU kit (make gpu-pack here, make gpu-run on the GPU host) ----
 # gpu-pack: what the device lacks into .gpukit/ (SmolLM2's GGUF in checksummed parts, the wheels), then the exact
 # device calls (carry lists, commands, timeouts). gpu-run: every step time-boxed into $(OUT)/gpu.json + gpu.log;
 # on the device `make gpu-run OUT=$OUT WORK=.gpukit/work` (no .venv there: python3); GPU_TINY=1 runs the same

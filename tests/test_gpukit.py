@@ -1,4 +1,4 @@
-"""The GPU kit (issue 16): the pack (split, checksums, reassembly, the carry plan within the device's limits),
+"""The GPU kit: the pack (split, checksums, reassembly, the carry plan within the device's limits),
 bad input refused in one line, and gpu-run end to end in tiny mode, interrupted and resumed from its journal."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`make demo` measured (issue 15): its wall time, and whether the bf16 it uses on a bf16-capable CPU keeps
+"""`make demo` measured: its wall time, and whether the bf16 it uses on a bf16-capable CPU keeps
 perplexity within 0.1 % of fp32 for the three settings it reads SmolLM2 with.
 
 The demo picks bf16 (``dtype="auto"``) only where this CPU multiplies bf16 natively and fast; on an AVX2-only

@@ -1,4 +1,4 @@
-"""Evaluation speed and memory on SmolLM2-135M, measured side by side (issue 3).
+"""Evaluation speed and memory on SmolLM2-135M, measured side by side.
 
 - speed: our chunked evaluation (fp32, and bf16 autocast) against a plain transformers forward with full
   logits and its own loss (fp32, SDPA) at 4k and 8k tokens, interleaved, medians;

@@ -1,4 +1,4 @@
-"""Engine parity at the real check's length (issue 14): SmolLM2-135M at 16k tokens, default / YaRN / LongRoPE
+"""Engine parity at the real check's length: SmolLM2-135M at 16k tokens, default / YaRN / LongRoPE
 (the searched 16k factors of results/search_smollm2_16k_cpu.json, su attention factor), each run by
 transformers (dequantised fp32, SDPA, chunked loss) and by llama.cpp (the exported Q4_1 GGUF, llama-cpp-python,
 f16 KV cache): perplexity and seconds -> results/llamacpp.json.

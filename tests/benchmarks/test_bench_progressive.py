@@ -1,4 +1,4 @@
-"""The progressive pipeline, measured (issue 5): the teaching model's default CPU pipeline
+"""The progressive pipeline, measured: the teaching model's default CPU pipeline
 (L0 256 -> stage 1 at 1024, fine-tuned -> stage 2 at 8192 without training -> recovery at 256).
 
 Records wall time per stage (from the run's events, so a resumed run still reports the stages' own times),

@@ -1,4 +1,4 @@
-"""The search, measured (issue 4).
+"""The search, measured.
 
 Teaching model at 8x with the full default budget (64 / 32 / 16 + 16 / 40 generations, n_hat stage):
 wall time, held-out comparison with PI, NTK and YaRN (paired per window and per play the windows come

@@ -1,4 +1,4 @@
-"""Bad input, tried as an adversarial user would (issue 13): every case gets one line naming the parameter, the
+"""Bad input, tried as an adversarial user would: every case gets one line naming the parameter, the
 value and what is allowed, a non-zero exit at the CLI, no traceback, and nothing written before the check.
 
 The CLI rows run in-process through ``workbench.cli.main`` (fast); a few run as real processes to prove that no

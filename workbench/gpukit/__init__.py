@@ -1,4 +1,4 @@
-"""The GPU kit (issue 16): everything the lent accelerator machine needs, and one time-boxed run there.
+"""The GPU kit: everything an offline GPU host needs, and one time-boxed run there.
 
     make gpu-pack                       # here: .gpukit/ (GGUF in parts, wheels, manifest) and the calls to make
     make gpu-run OUT=$OUT WORK=.gpukit/work   # on the device (or: python3 -m workbench.gpukit run ...)
