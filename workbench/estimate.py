@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,15 +163,9 @@ def device_name() -> str:
     """The processor the rates belong to: the GPU's name, or the CPU's model name."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .runs import cpu_name
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
 
 
 # ---- rates measured here ---------------------------------------------------------------------------------------
