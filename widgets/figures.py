@@ -14,10 +14,11 @@ import plotly.graph_objects as go
 
 from workbench.rope import (
     RopeSpec,
-    get_method,
-    make_spec,
     su_attention_factor,
     yarn_attention_factor,
+)
+from workbench.rope import (
+    method_specs as method_specs,  # re-exported: the notebooks and widgets draw the specs it makes
 )
 from workbench.rope.diagnostics import ood_angle_map, pair_diagnostics
 from workbench.search import SEED_LABELS
@@ -219,18 +220,6 @@ def position_loss_figure(results: Iterable, original_length: int | None = None, 
     fig.update_layout(title=f"Loss by position at {length} tokens{note}", xaxis_title="position",
                       yaxis_title="mean NLL (nats)")
     return fig
-
-
-def method_specs(like: RopeSpec, methods: Iterable[str], **overrides: dict) -> dict[str, RopeSpec]:
-    """Representative specs of several methods (each method's ``example_params``, then ``overrides``) sharing
-    ``like``'s geometry (head_dim, rope_theta, L0) and factor."""
-    out = {}
-    g = dict(head_dim=like.head_dim, rope_theta=like.rope_theta,
-             original_max_position_embeddings=like.original_max_position_embeddings, factor=like.factor)
-    for m in methods:
-        params = {**get_method(m).spec_cls.example_params(like), **overrides.get(m, {})}
-        out[m] = make_spec(m, **g, **params)
-    return out
 
 
 def entropy_heatmap_figure(result, baseline=None) -> go.Figure:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -476,6 +476,19 @@ def make_spec(
         factor=1.0 if factor is None else factor,
         **params,
     )
+
+
+
+def method_specs(like: RopeSpec, methods: Iterable[str], **overrides: dict) -> dict[str, RopeSpec]:
+    """Representative specs of several methods (each method's ``example_params``, then ``overrides``) sharing
+    ``like``'s geometry (head_dim, rope_theta, L0) and factor."""
+    out = {}
+    g = dict(head_dim=like.head_dim, rope_theta=like.rope_theta,
+             original_max_position_embeddings=like.original_max_position_embeddings, factor=like.factor)
+    for m in methods:
+        params = {**get_method(m).spec_cls.example_params(like), **overrides.get(m, {})}
+        out[m] = make_spec(m, **g, **params)
+    return out
 
 
 def spec_from_dict(data: dict[str, Any]) -> RopeSpec:
