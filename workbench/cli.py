@@ -529,9 +529,10 @@ def cmd_eval_needle(args: argparse.Namespace) -> int:
         by_length = {L: needle_samples(lm.tokenizer, args.corpus, args.split, L, args.n_documents, args.needles,
                                        args.seed) for L in sorted(args.lengths)}
         run = _run_folder(args, spec)
+        sink = _sinks(run, est)  # one console for every length: its time left counts all of them
         for L, docs in by_length.items():
             r = check_finite(needle_perplexity(lm.model, docs, spec=spec, label=label, dtype=args.dtype,
-                                               progress=False, sink=_sinks(run, est)))
+                                               progress=False, sink=sink))
             out.append(r)
             print(f"{label} needle-driven PPL @ {L}: {r.ppl:.3f} ({r.n_documents} documents, answer tokens only)")
         if run:
@@ -560,10 +561,11 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
     if args.without_factor and spec is not None:
         settings.append((f"{label} without attention factor", without_attention_factor(spec)))
     out = []
+    sink = _sinks(run, est)
     for lab, sp in settings:
         r = attention_entropy(lm.model, doc.tokens, spec=sp, label=lab, layers=args.layers,
                               bucket_size=args.bucket_size, queries_per_bucket=args.queries_per_bucket,
-                              sink=_sinks(run, est))
+                              sink=sink)
         out.append(r)
         pos = r.by_position()
         print(f"{lab} @ {r.length}: mean entropy {sum(pos) / len(pos):.3f} nats (first bucket {pos[0]:.3f}, "

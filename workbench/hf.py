@@ -326,11 +326,11 @@ class HFExport:
         where = "rope_parameters" if self.layout == "v5" else "rope_scaling"
         if kept and isinstance(out.get(where), dict):
             out[where] = {**kept, **out[where]}
+        elif kept and self.layout == "v4":  # rope_scaling null (default RoPE): the kept keys go to the top level
+            out.update({k: v for k, v in kept.items() if k not in out})
         per_type = layer_type_rope(config)
         if per_type is not None and self.layout == "v5":  # the same per-layer-type form, full attention rewritten
             out["rope_parameters"] = {**copy.deepcopy(per_type), RESCALED_TYPE: out["rope_parameters"]}
-        elif kept and self.layout == "v4":  # rope_scaling null (default RoPE): the kept keys go to the top level
-            out.update({k: v for k, v in kept.items() if k not in out})
         return out
 
 
