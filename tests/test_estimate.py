@@ -27,6 +27,17 @@ def test_the_shape_counts_the_weights_of_a_real_model():
     assert abs(smol.params - 134_515_008) < 1e5  # SmolLM2-135M, embeddings tied
 
 
+def test_experts_count_in_memory_and_only_the_routed_ones_in_time():
+    dense = Shape.from_config({"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+                               "intermediate_size": 128, "vocab_size": 100})
+    moe = Shape.from_config({"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+                             "intermediate_size": 128, "vocab_size": 100, "num_local_experts": 8,
+                             "num_experts_per_tok": 2})
+    mlp = 3 * 64 * 128 * 2  # one MLP in each of the two layers
+    assert moe.params - dense.params == 7 * mlp
+    assert moe.matmul_params - dense.matmul_params == mlp
+
+
 def test_a_config_without_sizes_is_named():
     with pytest.raises(ValueError, match="cannot estimate"):
         Shape.from_config({"model_type": "llama"})

@@ -52,6 +52,8 @@ class Shape:
     intermediate: int
     vocab: int
     tied: bool
+    experts: int = 1  # mixture of experts: MLPs per layer held in memory
+    active_experts: int = 1  # of them, those a token goes through
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Shape:
@@ -73,23 +75,28 @@ class Shape:
                    head_dim=int(first("head_dim", default=hidden // heads)),
                    intermediate=int(first("intermediate_size", "n_inner", default=4 * hidden)),
                    vocab=int(first("vocab_size", default=32000)),
-                   tied=bool(cfg.get("tie_word_embeddings", False)))
+                   tied=bool(cfg.get("tie_word_embeddings", False)),
+                   experts=int(first("num_local_experts", "num_experts", "n_routed_experts", default=1)),
+                   active_experts=int(first("num_experts_per_tok", "moe_topk", default=1)))
 
-    @property
-    def layer_params(self) -> int:
+    def layer_params(self, experts: int | None = None) -> int:
+        """One layer's weights, with ``experts`` MLPs (default: all it holds)."""
         attention = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
-        return attention + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        mlps = self.experts if experts is None else experts
+        return attention + 3 * self.hidden * self.intermediate * mlps + 2 * self.hidden
 
     @property
     def params(self) -> int:
-        """Every weight (embedding and LM head once each, or once when tied)."""
+        """Every weight (embedding and LM head once each, or once when tied; every expert)."""
         embed = self.vocab * self.hidden * (1 if self.tied else 2)
-        return embed + self.layers * self.layer_params + self.hidden
+        return embed + self.layers * self.layer_params() + self.hidden
 
     @property
     def matmul_params(self) -> int:
-        """Weights a token's forward multiplies by (all but the embedding lookup; the LM head counts)."""
-        return self.layers * self.layer_params + self.vocab * self.hidden
+        """Weights a token's forward multiplies by (all but the embedding lookup; the LM head counts; the experts a
+        token is routed to)."""
+        active = min(self.experts, self.active_experts)
+        return self.layers * self.layer_params(active) + self.vocab * self.hidden
 
     def kv_bytes_per_token(self, dtype: str) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * _bytes(dtype)
