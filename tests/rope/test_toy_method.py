@@ -72,8 +72,8 @@ def test_the_toy_is_a_method(toy):
 
 def test_the_explorer_lists_and_draws_it(toy):
     pytest.importorskip("ipywidgets")
-    from workbench.rope import method_specs
     from widgets.frequency_explorer import FrequencyExplorer
+    from workbench.rope import method_specs
 
     ex = FrequencyExplorer(head_dim=32, rope_theta=10000.0, original_max_position_embeddings=64, target_length=256,
                            method="yarn", measure_model=None)
