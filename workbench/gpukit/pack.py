@@ -367,7 +367,7 @@ def pack(out: Path, gguf: Path | None = None, *, wheels_from: Path | None = None
 
 
 def format_plan(manifest: dict[str, Any]) -> str:
-    """The calls to make, for a person or a session with the device tool: carry lists, commands, timeouts."""
+    """The calls to make, for the person running the GPU host: what to copy, the commands and their timeouts."""
     g = manifest["gguf"]
     lines = [f"GPU kit: {g['name']} ({mib(g['bytes'])}) in {len(manifest['parts'])} part(s), "
              f"{len(manifest['wheels'])} wheel(s) ({mib(sum(w['bytes'] for w in manifest['wheels']))}), "
