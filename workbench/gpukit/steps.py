@@ -591,7 +591,7 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
 
 # ---- 7. notebook ----------------------------------------------------------------------------------------
 def launch_command(params: dict[str, Any], output: Path) -> str:
-    """The ``workbench launch`` command line equivalent to what this step runs."""
+    """The ``workbench launch`` command line that does what this step does."""
     args = " ".join(f"-p {k} {shlex.quote(json.dumps(v))}" for k, v in params.items())
     return f"workbench launch notebooks/05_progressive_extension.ipynb {args} --processes 1 --out {output}"
 
