@@ -34,6 +34,19 @@ def test_rope_export_writes_a_loadable_config(tmp_path, capsys):
     assert hf_config_from_dict(cfg).rope_parameters["long_factor"][-1] == pytest.approx(2.9)
 
 
+def test_the_shipped_factor_sets_are_read_as_factor_files(capsys):
+    from workbench.factors import load_factor_set
+
+    shipped = load_factor_set("teaching-8x")
+    path = "workbench/assets/factors/teaching-8x.json"
+    spec = shipped.spec
+    assert main(["rope", "show", "--method", "longrope", "--head-dim", str(spec.head_dim), "--rope-theta",
+                 str(spec.rope_theta), "--original", str(spec.original_max_position_embeddings), "--factor",
+                 str(spec.factor), "--factors", path, "--json"]) == 0
+    pairs = json.loads(capsys.readouterr().out)["pairs"]
+    assert [p["effective_factor"] for p in pairs] == pytest.approx(list(spec.long_factor))
+
+
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
