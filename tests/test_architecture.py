@@ -179,7 +179,6 @@ STILL_TOO_LONG = {
     "workbench/hf.py": 556,
     "workbench/progressive.py:run_progressive": 61,
     "workbench/rope/base.py": 505,
-    "workbench/search/run.py": 520,
     "workbench/train.py": 511,
     "workbench/train.py:finetune": 61,
 }

@@ -299,9 +299,9 @@ def test_reading_settings_are_checked(kwargs, message):
 def test_a_candidate_reports_how_far_it_has_read(teaching_ci, tmp_path, monkeypatch):
     """Progress inside a candidate's documents (a 32k window takes minutes), as events and console lines."""
     from workbench.events import ConsoleSink, ListSink
-    from workbench.search import run as search_run
+    from workbench.search import processes as search_processes
 
-    monkeypatch.setattr(search_run, "READING_EVERY", 0.0)
+    monkeypatch.setattr(search_processes, "READING_EVERY", 0.0)
     sink = ListSink()
     cfg = SearchConfig(**{**TINY, "generations": 1, "chunk_tokens": 128, "racing": "off"})
     run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "r", report=False, sink=sink)

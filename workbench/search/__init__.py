@@ -22,11 +22,11 @@ from .journal import Journal, JournalContents, JournalError, Record, candidate_k
 from .racing import Threshold, hopeless
 from .report import heldout_report, rank_correlation, rung_fidelity
 from .run import Search, SearchResult, run_search
-from .targets import SEED_LABELS, LongTarget, ShortTarget
+from .targets import SEED_LABELS, LongRope2Target, LongTarget, ShortTarget
 
 __all__ = [
     "GRID", "MODES", "N_HAT_CHOICES", "PRESETS", "RACING", "SEED_LABELS", "Evaluator", "GeneticAlgorithm", "Genome",
-    "Journal", "JournalContents", "JournalError", "LongTarget", "Record", "Search", "SearchConfig", "SearchError",
+    "Journal", "JournalContents", "JournalError", "LongRope2Target", "LongTarget", "Record", "Search", "SearchConfig", "SearchError",
     "SearchResult", "ShortTarget", "Space", "Threshold", "candidate_key", "heldout_report", "hopeless", "rank_correlation", "run_search",
     "rung_fidelity",
 ]

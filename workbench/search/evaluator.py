@@ -46,7 +46,7 @@ class Evaluator:
     def __init__(self, model: Any, docs: list[Any], target: Any, config: SearchConfig,
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.model, self.docs, self.target, self.cfg = model, docs, target, config
-        self.needles = config.mode == "longrope2"  # needle-driven: only the answer's tokens count
+        self.needles = target.needles  # needle-driven: only the answer's tokens count
         self.cache_bytes = cache_bytes
         self.paused: dict[str, tuple[list[NLLStream], float]] = {}  # key -> streams, loss at the last rung
         self.forwarded = 0  # tokens this process forwarded, restarts after a resume or a dropped cache included

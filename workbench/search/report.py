@@ -10,6 +10,7 @@ from ..events import Sink, null_sink
 from ..hf import spec_for_model
 from ..rope import RopeSpec
 from .config import SearchConfig
+from .targets import TARGETS
 
 METHODS = ("linear", "ntk", "yarn")
 
@@ -34,19 +35,16 @@ def _per_document_wins(windows: list[Any], ours: list[float], theirs: list[float
 def _evaluate(model: Any, tokenizer: Any, specs: dict[str, RopeSpec], config: SearchConfig, n_documents: int,
               per_document: int, sink: Sink, progress: bool) -> tuple[list[Any], dict[str, Any], str]:
     """Every setting on the held-out windows: (windows, settings, the per-window key compared)."""
-    from ..data import needle_samples, samples
     from ..evaluate import needle_perplexity, perplexity
 
     settings: dict[str, Any] = {}
-    if config.mode == "longrope2":
-        docs = needle_samples(tokenizer, config.corpus, "heldout", config.target_length, n_documents, config.n_needles,
-                              seed=config.seed + 1)
+    target = TARGETS[config.mode]
+    docs = target.documents(tokenizer, config, "heldout", n_documents, per_document=per_document, seed=config.seed + 1)
+    if target.needles:
         for name, spec in specs.items():
             r = needle_perplexity(model, docs, spec=spec, label=name, progress=progress, sink=sink)
             settings[name] = {"ppl": r.ppl, "per_document_nll": r.per_document_nll}
         return docs, settings, "per_document_nll"
-    docs = samples(tokenizer, config.corpus, "heldout", config.target_length, n_documents,
-                   per_document=per_document, progress=False)
     for name, spec in specs.items():
         r = perplexity(model, docs, spec=spec, label=name, progress=progress, sink=sink)
         settings[name] = {"ppl": r.ppl, "tail_ppl": r.tail_ppl(), "per_document_ppl": r.per_document_ppl}

@@ -1,9 +1,8 @@
 """A search bound to a model, its fitness documents and a run folder: evaluation, resume, several processes.
 
 Fitness: perplexity on the *train* split at the target length (LongRoPE), or needle-driven perplexity
-(LongRoPE2), exp of the mean per-document loss. With ``torch.distributed`` initialised (``accelerate
-launch`` / ``torchrun``) every process holds a model replica and evaluates its share of each batch of
-candidates; process 0 runs the algorithm and every process journals what it evaluated.
+(LongRoPE2), exp of the mean per-document loss; the target says which (targets.py). Process 0 runs the algorithm;
+how each round's candidates are shared among processes is processes.py.
 """
 
 from __future__ import annotations
@@ -19,25 +18,14 @@ from typing import Any
 from .. import distributed
 from ..events import Event, Sink, fan_out, null_sink
 from ..hf import NotExpressibleError, model_geometry, to_hf
-from ..rope import critical_dimension
 from ..runs import RunFolder, RunFolderError, model_fingerprint
 from .config import GRID, SearchConfig, SearchError
 from .evaluator import Evaluator, rung_survivors
 from .ga import GeneticAlgorithm, Genome, Space
 from .journal import Journal, Record, candidate_key
+from .processes import Workers
 from .racing import Threshold, threshold
-from .targets import SEED_LABELS, LongTarget, ShortTarget
-
-READING_EVERY = 5.0  # seconds between a candidate's progress events
-
-
-@dataclass(frozen=True)
-class WorkFailed:
-    """What a process sends back instead of its evaluations when they raised; process 0 then ends the search
-    with an error naming it (every process stays in step with the others' collectives until then)."""
-
-    rank: int
-    error: str
+from .targets import SEED_LABELS, TARGETS, LongTarget, ShortTarget
 
 
 @dataclass
@@ -81,7 +69,7 @@ def _resolve_target(config: SearchConfig, geometry: Any, target: LongTarget | Sh
         if config.target_length <= L0:
             raise SearchError(f"target_length={config.target_length} is not allowed: it must be above the model's "
                               f"original context L0={L0}")
-        target = LongTarget(geom, config.target_length, config.attention_policy)
+        target = TARGETS[config.mode](geom, config.target_length, config.attention_policy)
     if isinstance(target, ShortTarget) and config.target_length > L0:
         raise SearchError(f"target_length={config.target_length} is not allowed for short factors: they apply up "
                           f"to L0={L0}")
@@ -90,8 +78,9 @@ def _resolve_target(config: SearchConfig, geometry: Any, target: LongTarget | Sh
     return target
 
 
-def _check_against_model(config: SearchConfig, s: float, n_pairs: int, head_dim: int) -> float:
+def _check_against_model(config: SearchConfig, target: Any, n_pairs: int, head_dim: int) -> float:
     """Everything the model decides, checked before the documents are read or the folder written; the max factor."""
+    s = target.s
     max_factor = config.max_factor_for(s)
     if max_factor < s:
         raise SearchError(f"max_factor={config.max_factor!r} is not allowed: the maximum factor must be at least "
@@ -100,12 +89,7 @@ def _check_against_model(config: SearchConfig, s: float, n_pairs: int, head_dim:
         if len(factors) != n_pairs:
             raise SearchError(f"user_seeds[{i}] has {len(factors)} factors (--factors); the model has "
                               f"{n_pairs} frequency pairs (head_dim {head_dim}): give {n_pairs}")
-    if config.mode == "longrope2" and config.critical_dim is not None and not (
-            1 <= config.critical_dim - config.critical_dim_span
-            and config.critical_dim + config.critical_dim_span <= n_pairs - 2):
-        raise SearchError(f"critical_dim={config.critical_dim} (span {config.critical_dim_span}) is not allowed: "
-                          f"the model has {n_pairs} frequency pairs, so critical_dim +- span must stay in "
-                          f"[1, {n_pairs - 2}]")
+    target.check(config, n_pairs)
     return max_factor
 
 
@@ -123,7 +107,7 @@ class Search:
         self.target = _resolve_target(config, geometry, target)
         self.s = self.target.s
         self.n_pairs = geometry.head_dim // 2
-        max_factor = _check_against_model(config, self.s, self.n_pairs, geometry.head_dim)
+        max_factor = _check_against_model(config, self.target, self.n_pairs, geometry.head_dim)
         self.model, self.tokenizer, self.cfg = model, tokenizer, config
         self.geometry = dict(head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
                              original_max_position_embeddings=geometry.original_max_position_embeddings)
@@ -142,17 +126,13 @@ class Search:
         self.journaled_generations: set[tuple[int | None, int]] = set()  # (critical_dim, generation) journaled
         self._open_folder(resume)
         self.journal = Journal(self.folder, self.comm.rank)
+        self.workers = Workers(self.comm, self.evaluator, self.journal, self.sink, stop)
         self.replayed = 0
 
     def _documents(self) -> list[Any]:
-        from ..data import needle_samples, samples
-
         cfg = self.cfg
-        if cfg.mode == "longrope2":
-            return needle_samples(self.tokenizer, cfg.corpus, "train", cfg.target_length, cfg.n_documents,
-                                  cfg.n_needles, seed=cfg.seed)
-        return samples(self.tokenizer, cfg.corpus, "train", cfg.target_length, cfg.n_documents,
-                       per_document=cfg.per_document, progress=False)
+        return self.target.documents(self.tokenizer, cfg, "train", cfg.n_documents, per_document=cfg.per_document,
+                                     seed=cfg.seed)
 
     @property
     def tokens(self) -> int:
@@ -246,85 +226,11 @@ class Search:
                 out[key] = rec
             else:
                 todo.append((index, genome, n_hat, key, rec))
-        stop_now = self.stop()
-        job = self.comm.broadcast({"space": space, "todo": todo, "threshold": threshold, "stage": stage,
-                                   "generation": generation, "to": to, "stop": stop_now})
-        failure: Exception | None = None
-        try:
-            mine: list[Record] | WorkFailed = self._work(job)
-        except Exception as e:  # noqa: BLE001 - gather first: the other processes are waiting in it
-            failure, mine = e, []
-        parts = self.comm.gather(mine) or []
-        if failure is not None:
-            raise failure
-        for part in parts:
-            if isinstance(part, WorkFailed):
-                raise SearchError(f"process {part.rank} failed while evaluating: {part.error}; the search stops "
-                                  f"(resume it with the same settings: every finished evaluation is journaled)")
-            for rec in part or []:
-                out[rec.key] = self.records[rec.key] = rec
+        job = {"space": space, "todo": todo, "threshold": threshold, "stage": stage, "generation": generation,
+               "to": to, "stop": self.stop()}
+        for rec in self.workers.round(job):
+            out[rec.key] = self.records[rec.key] = rec
         return out
-
-    def _work(self, job: dict[str, Any]) -> list[Record]:
-        """Evaluate this rank's share of a round (by the candidate's place in its batch, so a candidate stays
-        with the process holding its KV cache), journaling each as it finishes."""
-        if job["stop"]:
-            return []
-        out = []
-        mine = [t for t in job["todo"] if t[0] % self.comm.world == self.comm.rank]
-        t_round = time.time()
-        for done, (_, genome, n_hat, key, before) in enumerate(mine, 1):
-            if self.comm.rank == 0 and self.stop():
-                break
-            t0 = time.time()
-            stop = self.stop if self.comm.rank == 0 else (lambda: False)
-            got = self.evaluator.evaluate(job["space"], genome, n_hat, job["threshold"], key=key, to=job["to"],
-                                          stop=stop, on_chunk=self._reading(job, done, len(mine), t0))
-            if got is None:  # stopped mid-candidate: nothing journaled, a resume reads it again
-                break
-            spent = time.time() - t0 + (before.seconds if before is not None else 0.0)
-            rec = Record(key, job["space"].cd, list(genome), n_hat, got.nll, got.complete, sum(got.reached),
-                         job["stage"], job["generation"], spent, reached=got.reached, rung_loss=got.rung_loss,
-                         raced=got.raced)
-            self.journal.append(rec.journal_entry())
-            out.append(rec)
-            self.sink(Event("search.candidate", {
-                "stage": job["stage"], "generation": job["generation"], "to": job["to"], "done": done,
-                "of": len(mine), "loss": got.rung_loss[-1] if got.rung_loss and not got.complete else (
-                    sum(got.nll) / len(got.nll) if got.nll else math.nan),
-                "complete": got.complete, "raced": got.raced, "seconds": time.time() - t0,
-                "left": (time.time() - t_round) / done * (len(mine) - done)}))
-        return out
-
-    def _reading(self, job: dict[str, Any], done: int, of: int, t0: float) -> Any:
-        """A candidate's progress inside its documents, as ``search.reading`` events (at most one per
-        ``READING_EVERY`` seconds: a long window takes minutes, a tiny one milliseconds)."""
-        last = [t0]
-
-        def report(read: int, goal: int) -> None:
-            now = time.time()
-            if now - last[0] >= READING_EVERY and read < goal:
-                last[0] = now
-                self.sink(Event("search.reading", {"stage": job["stage"], "generation": job["generation"],
-                                                   "done": done - 1, "of": of, "read": read, "goal": goal,
-                                                   "seconds": now - t0}))
-        return report
-
-    def serve(self) -> None:
-        """Non-zero ranks: evaluate batches until rank 0 says the search is over. An evaluation that raises is
-        reported to process 0 (which ends the search) and raised here once process 0 has said so."""
-        failure: Exception | None = None
-        while True:
-            job = self.comm.broadcast(None)
-            if job is None or job == "done":
-                if failure is not None:
-                    raise failure
-                return
-            try:
-                mine: list[Record] | WorkFailed = self._work(job)
-            except Exception as e:  # noqa: BLE001 - process 0 is waiting in the gather
-                failure, mine = e, WorkFailed(self.comm.rank, f"{type(e).__name__}: {e}")
-            self.comm.gather(mine)
 
     # -- the algorithm -----------------------------------------------------------------------------
     def _threshold(self, target: Record) -> Threshold | None:
@@ -410,22 +316,13 @@ class Search:
         """
         with self.run_folder.hold("a search"):
             if self.comm.rank != 0:
-                self.serve()
+                self.workers.serve()
                 return None
             return self._run()
 
     def _spaces(self) -> list[Space]:
-        """One space (LongRoPE), or one per critical dimension searched (LongRoPE2)."""
-        cfg = self.cfg
-        if cfg.mode != "longrope2":
-            return [Space(self.n_pairs, self.s, self.max_grid)]
-        cd0 = cfg.critical_dim if cfg.critical_dim is not None else critical_dimension(
-            self.geometry["head_dim"], self.geometry["rope_theta"], self.geometry["original_max_position_embeddings"])
-        cds = [c for c in range(cd0 - cfg.critical_dim_span, cd0 + cfg.critical_dim_span + 1) if 1 <= c <= self.n_pairs - 2]
-        if any(math.ceil(round(self.s * GRID, 6)) + (self.n_pairs - cd - 1) > self.max_grid for cd in cds):
-            raise SearchError(f"max_factor too small for LongRoPE2: pairs >= critical_dim must increase strictly "
-                              f"from s={self.s:g} in steps of 0.01 and stay <= {self.max_grid / GRID:g}")
-        return [Space(self.n_pairs, self.s, self.max_grid, cd) for cd in cds]
+        """The genome spaces the target searches: one (LongRoPE), or one per critical dimension (LongRoPE2)."""
+        return self.target.spaces(self.cfg, self.n_pairs, self.max_grid)
 
     def _run(self) -> SearchResult:
         t0 = time.time()
@@ -449,8 +346,7 @@ class Search:
             if best is not None and cfg.n_hat_stage and not self.stop():
                 best = self._n_hat_stage(tops[: cfg.n_hat_top], best)
         finally:
-            if self.comm.active:
-                self.comm.broadcast("done")
+            self.workers.finish()
         return self._result(best, baselines, history, time.time() - t0)
 
     def _n_hat_stage(self, tops: list[tuple[Record, Space]], best: tuple[Record, Space]) -> tuple[Record, Space]:

@@ -1,5 +1,6 @@
-"""What a genome means: long factors for a target length (optionally on top of factors a fine-tuned model
-already carries), or short factors for the original context; and the seeds each starts from."""
+"""What a genome means and how it is judged: long factors for a target length (optionally on top of factors a
+fine-tuned model already carries), LongRoPE2's long factors per critical dimension judged on needles, or short
+factors for the original context; the seeds each starts from, the documents it reads, the spaces it searches."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..rope import LongRope2Spec, LongRopeSpec, RopeSpec, make_spec
-from .config import SearchError
+from ..rope import LongRope2Spec, LongRopeSpec, RopeSpec, critical_dimension, make_spec
+from .config import GRID, SearchConfig, SearchError
+from .ga import Space
 
 # The seeds' fitness is measured with the searched spec's attention factor, so it is the seed's frequency
 # factors in a LongRoPE spec, not the method itself (the held-out report compares the methods).
@@ -16,7 +18,30 @@ SEED_LABELS = {"linear": "PI seed", "ntk": "NTK seed", "yarn": "YaRN seed", "ori
                "long factors": "long factors", "geometric mean": "geometric mean"}
 
 
-class LongTarget:
+class PerplexityFitness:
+    """Fitness = perplexity of whole windows (every prediction counts)."""
+
+    needles = False  # needle-driven fitness counts only the answer's tokens, at the end of each document
+    s: float  # the extension ratio the genome's factors start from (set by each target)
+
+    @classmethod
+    def documents(cls, tokenizer: Any, cfg: SearchConfig, split: str, n_documents: int, *, per_document: int = 1,
+                  seed: int = 0) -> list[Any]:
+        """The ``split``'s windows of ``cfg.target_length`` tokens this fitness reads."""
+        from ..data import samples
+
+        return samples(tokenizer, cfg.corpus, split, cfg.target_length, n_documents, per_document=per_document,
+                       progress=False)
+
+    def check(self, cfg: SearchConfig, n_pairs: int) -> None:
+        """What the model decides about the config, checked before any document is read (nothing here)."""
+
+    def spaces(self, cfg: SearchConfig, n_pairs: int, max_grid: int) -> list[Space]:
+        """The genome spaces searched, in order: one."""
+        return [Space(n_pairs, self.s, max_grid)]
+
+
+class LongTarget(PerplexityFitness):
     """Genome = long factors for ``target_length`` (on top of ``base_factors`` a fine-tuned model already
     carries, for progressive stage 2: the composed factor is the product)."""
 
@@ -59,7 +84,41 @@ class LongTarget:
                 "base_length": self.base_length, "short_factor": list(self.short) if self.short else None}
 
 
-class ShortTarget:
+class LongRope2Target(LongTarget):
+    """LongRoPE2: long factors searched for each critical dimension near the computed one (pairs below it keep the
+    rescaling of the NTK-like part, pairs from it on increase strictly), judged by needle-driven perplexity."""
+
+    needles = True
+
+    @classmethod
+    def documents(cls, tokenizer: Any, cfg: SearchConfig, split: str, n_documents: int, *, per_document: int = 1,
+                  seed: int = 0) -> list[Any]:
+        from ..data import needle_samples
+
+        return needle_samples(tokenizer, cfg.corpus, split, cfg.target_length, n_documents, cfg.n_needles, seed=seed)
+
+    def check(self, cfg: SearchConfig, n_pairs: int) -> None:
+        cd = cfg.critical_dim
+        if cd is not None and not (1 <= cd - cfg.critical_dim_span and cd + cfg.critical_dim_span <= n_pairs - 2):
+            raise SearchError(f"critical_dim={cd} (span {cfg.critical_dim_span}) is not allowed: the model has "
+                              f"{n_pairs} frequency pairs, so critical_dim +- span must stay in [1, {n_pairs - 2}]")
+
+    def spaces(self, cfg: SearchConfig, n_pairs: int, max_grid: int) -> list[Space]:
+        """One space per critical dimension searched."""
+        g = self.geometry
+        cd0 = cfg.critical_dim if cfg.critical_dim is not None else critical_dimension(
+            g["head_dim"], g["rope_theta"], g["original_max_position_embeddings"])
+        cds = [c for c in range(cd0 - cfg.critical_dim_span, cd0 + cfg.critical_dim_span + 1) if 1 <= c <= n_pairs - 2]
+        if any(math.ceil(round(self.s * GRID, 6)) + (n_pairs - cd - 1) > max_grid for cd in cds):
+            raise SearchError(f"max_factor too small for LongRoPE2: pairs >= critical_dim must increase strictly "
+                              f"from s={self.s:g} in steps of 0.01 and stay <= {max_grid / GRID:g}")
+        return [Space(n_pairs, self.s, max_grid, cd) for cd in cds]
+
+
+TARGETS = {"longrope": LongTarget, "longrope2": LongRope2Target}  # a search mode's target of long factors
+
+
+class ShortTarget(PerplexityFitness):
     """Genome = short factors (short-context recovery): evaluated at L0, where they apply,
     with the model's long factors fixed."""
 
