@@ -176,9 +176,7 @@ STILL_TOO_LONG = {
     "workbench/gpukit/pack.py": 516,
     "workbench/gpukit/steps.py": 704,
     "workbench/gpukit/steps.py:step_probe": 62,
-    "workbench/hf.py": 556,
     "workbench/progressive.py:run_progressive": 61,
-    "workbench/rope/base.py": 505,
     "workbench/train.py": 511,
     "workbench/train.py:finetune": 61,
 }

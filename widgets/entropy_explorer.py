@@ -17,13 +17,12 @@ import ipywidgets as W
 from workbench.data import samples
 from workbench.entropy import EntropyResult, attention_entropies, without_attention_factor
 from workbench.hf import model_geometry, spec_for_model
+from workbench.rope import methods_with
 
 from .estimate_line import EstimateLine, original_length
 from .figures import entropy_heatmap_figure, entropy_position_figure, method_specs
 from .jobs import BackgroundJob
 from .panel import FigureOutput, Panel, model_picker
-
-METHODS = ("linear", "ntk", "yarn", "longrope")
 
 
 class EntropyExplorer(Panel):
@@ -35,7 +34,8 @@ class EntropyExplorer(Panel):
         self.model = model_picker(model)
         self.multiple = W.SelectionSlider(options=[1, 2, 4, 8, 16], value=length_multiple, description="length × L0",
                                           style=style, layout=W.Layout(width="320px"))
-        self.method = W.Dropdown(options=METHODS, value=method, description="method", style=style,
+        rescalings = [m for m in methods_with("evaluate") if m != "default"]  # compared with no scaling
+        self.method = W.Dropdown(options=rescalings, value=method, description="method", style=style,
                                  layout=W.Layout(width="260px"))
         self.temperature = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="extra logits ×",
                                          style=style, layout=W.Layout(width="320px"), continuous_update=False)

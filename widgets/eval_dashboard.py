@@ -24,6 +24,7 @@ from workbench.evaluate import (
     passkey_accuracy,
 )
 from workbench.hf import model_geometry, spec_for_model
+from workbench.rope import methods_with
 
 from .estimate_line import EstimateLine, original_length
 from .figures import (
@@ -36,22 +37,23 @@ from .figures import (
 from .jobs import BackgroundJob
 from .panel import FigureOutput, Panel, model_picker
 
-ALL_METHODS = ("default", "linear", "ntk", "yarn", "longrope")
-
 
 class EvalDashboard(Panel):
-    def __init__(self, model: str = "teaching", methods: tuple[str, ...] = ALL_METHODS, multiples: tuple[int, ...] = (1, 2, 4, 8),
+    def __init__(self, model: str = "teaching", methods: tuple[str, ...] | None = None,
+                 multiples: tuple[int, ...] = (1, 2, 4, 8),
                  corpus: str = "shakespeare", n_documents: int = 4, passkey_trials: int = 3) -> None:
         super().__init__()
         style = {"description_width": "100px"}
         self.model = model_picker(model)
-        self.methods = W.SelectMultiple(options=ALL_METHODS, value=tuple(methods), description="methods", rows=5,
-                                        style=style)
+        offered = tuple(methods_with("evaluate"))  # the methods that declare the role, simplest first
+        self.methods = W.SelectMultiple(options=offered, value=tuple(methods) if methods else offered,
+                                        description="methods", rows=len(offered), style=style)
         self.multiples = W.Text(value=" ".join(map(str, multiples)), description="lengths × L0", style=style)
         self.n_documents = W.IntSlider(value=n_documents, min=1, max=16, description="documents", style=style)
         self.passkey_trials = W.IntSlider(value=passkey_trials, min=0, max=10, description="passkey trials",
                                           style=style)
-        self.needle_method = W.Dropdown(options=("none", *ALL_METHODS), value="yarn", description="needle grid",
+        self.needle_method = W.Dropdown(options=("none", *offered), value="yarn" if "yarn" in offered else "none",
+                                        description="needle grid",
                                         style=style)
         self.corpus = corpus
         self.button = W.Button(description="Run", icon="play", button_style="primary")

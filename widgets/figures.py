@@ -13,7 +13,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.rope import (
+    Look,
     RopeSpec,
+    available_methods,
+    get_method,
     su_attention_factor,
     yarn_attention_factor,
 )
@@ -21,25 +24,17 @@ from workbench.rope import (
     method_specs as method_specs,  # re-exported: the notebooks and widgets draw the specs it makes
 )
 from workbench.rope.diagnostics import ood_angle_map, pair_diagnostics
-from workbench.search import SEED_LABELS
+from workbench.search import seed_label
 
-COLORS = {
-    "default": "#7f7f7f", "linear": "#1f77b4", "ntk": "#ff7f0e", "dynamic": "#bcbd22", "yarn": "#2ca02c",
-    "llama3": "#9467bd", "longrope": "#d62728", "longrope2": "#e377c2",
-}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
 BASE_LAYOUT = dict(template="plotly_white", height=340, margin=dict(l=60, r=20, t=50, b=50),
                    legend=dict(orientation="h", y=-0.25, x=0))
 
 
-# per method a dash pattern and a marker too, so methods whose curves coincide stay told apart (PI's constant
-# s under the s line, YaRN along LongRoPE): (dash, width, marker symbol or None)
-STYLES = {
-    "default": ("solid", 1.5, None), "linear": ("dot", 3.5, None), "ntk": ("dashdot", 2.0, None),
-    "dynamic": ("longdashdot", 2.0, None), "yarn": ("dash", 2.0, "circle"), "llama3": ("longdash", 2.0, "square"),
-    "longrope": ("solid", 2.5, None), "longrope2": ("solid", 2.5, "triangle-up"),
-}
+def look_of(method: str) -> Look | None:
+    """The look a registered method declares (rope/<method>.py), None for a label that names no method."""
+    return get_method(method).spec_cls.look if method in available_methods() else None
 
 
 def method_of(label: str) -> str:
@@ -49,17 +44,19 @@ def method_of(label: str) -> str:
     return label.split(" ")[0].split("(")[0].strip().lower()
 
 
-def color_of(label: str, i: int = 0) -> str:
-    return COLORS.get(method_of(label), PALETTE[i % len(PALETTE)])
+def color_of(label: str, i: int = 0, other: str | None = None) -> str:
+    """The colour of the method a label names, else ``other`` or the ``i``-th of the palette."""
+    look = look_of(method_of(label))
+    return look.color if look is not None else other or PALETTE[i % len(PALETTE)]
 
 
 def style_of(label: str, i: int = 0, bold: bool = False) -> dict:
     """Scatter keyword arguments (line, mode, marker) telling a method's curve apart from the others'."""
-    dash, width, marker = STYLES.get(method_of(label), ("solid", 2.0, None))
-    out = dict(line=dict(color=color_of(label, i), dash=dash, width=4.0 if bold else width),
-               mode="lines+markers" if marker else "lines")
-    if marker:
-        out["marker"] = dict(symbol=marker, size=6)
+    look = look_of(method_of(label)) or Look()
+    out = dict(line=dict(color=color_of(label, i), dash=look.dash, width=4.0 if bold else look.width),
+               mode="lines+markers" if look.marker else "lines")
+    if look.marker:
+        out["marker"] = dict(symbol=look.marker, size=6)
     return out
 
 
@@ -138,9 +135,9 @@ def attention_figure(spec: RopeSpec, max_s: float = 64.0) -> go.Figure:
     s = np.exp(np.linspace(0, math.log(max_s), 80))
     fig = go.Figure(layout=BASE_LAYOUT)
     fig.add_scatter(x=s, y=[su_attention_factor(x, L0) for x in s], name=f"su: √(1 + ln s / ln {L0})",
-                    line=dict(color=COLORS["longrope"]))
+                    line=dict(color=color_of("longrope")))
     fig.add_scatter(x=s, y=[yarn_attention_factor(x) for x in s], name="yarn: 0.1 ln s + 1",
-                    line=dict(color=COLORS["yarn"]))
+                    line=dict(color=color_of("yarn")))
     m = spec.frequencies().attention_factor
     fig.add_scatter(x=[spec.factor], y=[m], name=f"{spec.method}: {m:.3f}", mode="markers",
                     marker=dict(size=13, color=color_of(spec.method), symbol="diamond", line=dict(width=1)))
@@ -310,7 +307,9 @@ def passkey_table(results: Iterable) -> str:
     return (f"<table><tr><th>passkey accuracy</th>{head}<th>trials per length</th></tr>{''.join(rows)}</table>")
 
 
-SEARCH_NAMES = {"linear": "PI", "ntk": "NTK", "yarn": "YaRN"}  # the methods themselves (held-out report)
+def method_label(method: str) -> str:
+    """A method's short label ("PI", "YaRN"), or the name itself when it names no registered method."""
+    return get_method(method).spec_cls.display_name() if method in available_methods() else method
 
 
 def search_progress_figure(generations: list[dict], baselines: dict[str, float]) -> go.Figure:
@@ -321,13 +320,13 @@ def search_progress_figure(generations: list[dict], baselines: dict[str, float])
     if gens:
         x = list(range(len(gens)))
         fig.add_scatter(x=x, y=[g["best"] for g in gens], name="best", mode="lines+markers",
-                        line=dict(color=COLORS["longrope"], width=3))
+                        line=dict(color=color_of("longrope"), width=3))
         fig.add_scatter(x=x, y=[g["median"] for g in gens], name="median of parents", mode="lines",
                         line=dict(color="#999999", width=2))
         for name, fit in baselines.items():
             fig.add_scatter(x=[0, max(1, len(gens) - 1)], y=[fit, fit], mode="lines",
-                            name=f"{SEED_LABELS.get(name, name)} {fit:.2f}",
-                            line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
+                            name=f"{seed_label(name)} {fit:.2f}",
+                            line=dict(color=color_of(name, other="#444"), dash="dash", width=1.5))
     fig.update_layout(title="Fitness per generation", xaxis_title="generation",
                       yaxis_title="perplexity (search split)")
     return fig
@@ -337,13 +336,13 @@ def search_factors_figure(best: list[float], parents: list[list[float]], baselin
     """The parents' factor curves (grey), the best (bold) and the seeded baselines (dashed)."""
     fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
     for name, f in baselines.items():
-        fig.add_scatter(y=f, mode="lines", name=SEED_LABELS.get(name, name),
-                        line=dict(color=COLORS.get(name, "#444"), dash="dash", width=1.5))
+        fig.add_scatter(y=f, mode="lines", name=seed_label(name),
+                        line=dict(color=color_of(name, other="#444"), dash="dash", width=1.5))
     for k, f in enumerate(parents):
         fig.add_scatter(y=f, mode="lines", showlegend=k == 0, name="parents",
                         line=dict(color="rgba(120,120,120,0.35)", width=1))
     if best:
-        fig.add_scatter(y=best, mode="lines+markers", name="best", line=dict(color=COLORS["longrope"], width=4),
+        fig.add_scatter(y=best, mode="lines+markers", name="best", line=dict(color=color_of("longrope"), width=4),
                         marker=dict(size=4))
     fig.update_layout(title="Factor curves", xaxis_title="pair i", yaxis_title="λᵢ")
     return fig
@@ -359,7 +358,7 @@ def heldout_figure(report: dict, against: str = "yarn") -> go.Figure:
     diff = [s - b for s, b in zip(searched, base, strict=True)]
     names = report.get("documents") or [f"window {k + 1}" for k in range(len(diff))]
     order = sorted(range(len(diff)), key=lambda k: diff[k])
-    name = SEARCH_NAMES.get(against, against)
+    name = method_label(against)
     unit = "PPL" if key == "per_document_ppl" else "answer NLL"
     fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
     fig.add_bar(x=[str(names[k]) if k < len(names) else str(k) for k in order], y=[diff[k] for k in order],

@@ -17,7 +17,15 @@ import numpy as np
 
 from workbench.doctor import doctor
 from workbench.hf import NotExpressibleError, load_config_dict, spec_from_hf, to_hf
-from workbench.rope import RopeSpec, SpecError, available_methods, critical_dimension, get_method
+from workbench.rope import (
+    Control,
+    RopeSpec,
+    SpecError,
+    available_methods,
+    critical_dimension,
+    get_method,
+    methods_with,
+)
 
 from .figures import (
     attention_figure,
@@ -30,7 +38,6 @@ from .panel import FigureOutput, Panel
 
 LENGTHS = [2**k for k in range(6, 21)]  # 64 .. 1M tokens
 KNOTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # positions of the curve's control points, as a fraction of the pairs
-COMPARE = ("default", "linear", "ntk", "yarn", "llama3", "longrope")
 FIGURE_SIZE = dict(width=500, height=330)
 
 
@@ -42,21 +49,33 @@ def knot_curve(values: list[float], n_pairs: int) -> tuple[float, ...]:
     return tuple(round(float(v), 2) for v in curve)
 
 
-def yarn_note(spec: RopeSpec, beta_max: float = 256) -> str:
-    """Where YaRN's ramp runs, and which whole β_fast values give the same curve: the ramp's ends are rounded
-    to whole pairs (floor / ceil, as transformers does), so β_fast moves the curve only when it crosses a pair."""
-    low, high = spec.boundaries()
-    L0, d, b = spec.original_max_position_embeddings, spec.head_dim, spec.rope_theta
+def declared_controls() -> dict[str, Control]:
+    """Every registered method's explorer controls by parameter name (the first declaration of a name wins), in
+    teaching order: the explorer builds one widget for each and shows a method's own."""
+    out: dict[str, Control] = {}
+    for name in available_methods():
+        for c in get_method(name).spec_cls.explorer_controls:
+            out.setdefault(c.name, c)
+    return out
 
-    def beta_at(pair: float) -> float:  # the β whose correction dimension is exactly ``pair``
-        return L0 / (2 * math.pi * b ** (2 * pair / d))
 
-    first = math.floor(beta_at(low + 1)) + 1
-    last = math.floor(beta_at(low)) if low > 0 else int(beta_max)
-    first, last = max(1, first), min(int(beta_max), last)
-    same = f"β_fast {first}–{last} all give pair {int(low)}" if last > first else f"β_fast {first} gives pair {int(low)}"
-    return (f"ramp from pair {int(low)} to pair {int(high)}: its ends are whole pairs, so {same} "
-            f"(now {spec.beta_fast:g})")
+def control_widget(c: Control, n_pairs: int) -> W.Widget | None:
+    """The widget of one control (None for the factor curve: the knot sliders draw it)."""
+    label = c.label or c.name
+    # a slider sends its value when let go (or per key press), not on every pixel of a drag: each value redraws
+    # four figures; a fresh Layout each: a shared one would hide all at once
+    common = dict(description=label, continuous_update=False, style={"description_width": "100px"},
+                  layout=W.Layout(width="310px"))
+    if c.kind == "float":
+        return W.FloatSlider(value=c.default, min=c.low, max=c.high, step=c.step, **common)
+    if c.kind == "int":
+        return W.IntSlider(value=c.default, min=int(c.low), max=int(c.high), step=int(c.step), **common)
+    if c.kind == "pair":
+        return W.IntSlider(value=c.default, min=int(c.low), max=max(n_pairs - 1, int(c.low)), **common)
+    if c.kind == "choice":
+        return W.ToggleButtons(options=list(c.options), value=c.default, description=label,
+                               style={"description_width": "90px", "button_width": "72px"})
+    return None
 
 
 def _nearest(options: list[int], value: int) -> int:
@@ -72,12 +91,10 @@ class FrequencyExplorer(Panel):
         self._make_sliders(head_dim, rope_theta, original_max_position_embeddings, target_length, method)
         self._make_buttons()
         super().__init__()  # the status line
-        self.yarn_note = W.HTML(layout=W.Layout(width="310px"))
+        self.note = W.HTML(layout=W.Layout(width="310px"))  # the method's explorer_note
         self.export = W.HTML(layout=W.Layout(width="100%"))
         self.export_json = W.Textarea(layout=W.Layout(width="100%", height="90px"), disabled=False,
                                       description="copy:", style={"description_width": "50px"})
-        self._defaults = {w: w.value for w in (self.beta_fast, self.beta_slow, self.low_freq, self.high_freq,
-                                                self.n_hat, self.attention, self.attention_value)}
         self.loaded_factors: tuple[float, ...] | None = None
         self._knot_s = target_length / max(1, original_max_position_embeddings)
         self._start: dict[str, Any] = dict(head_dim=head_dim, rope_theta=float(rope_theta),
@@ -124,16 +141,9 @@ class FrequencyExplorer(Panel):
                                         description="target L", **slider_args())
         self.method = W.Dropdown(options=available_methods(), value=method, description="method",
                                  style={"description_width": "90px"}, layout=W.Layout(width="250px"))
-        self.beta_fast = W.FloatSlider(value=32, min=1, max=256, step=1, description="β_fast", **slider_args())
-        self.beta_slow = W.FloatSlider(value=1, min=0.25, max=16, step=0.25, description="β_slow", **slider_args())
-        self.low_freq = W.FloatSlider(value=1, min=0.25, max=8, step=0.25, description="low_freq_factor", **slider_args())
-        self.high_freq = W.FloatSlider(value=4, min=0.5, max=32, step=0.5, description="high_freq_factor", **slider_args())
-        self.n_hat = W.IntSlider(value=0, min=0, max=512, step=4, description="n̂ (start window)", **slider_args())
-        self.attention = W.ToggleButtons(options=["su", "yarn", "constant"], value="su", description="attention",
-                                         style={"description_width": "90px", "button_width": "72px"})
-        self.attention_value = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.01, description="m (constant)",
-                                             **slider_args())
-        self.critical = W.IntSlider(value=1, min=1, max=head_dim // 2 - 1, description="critical pair", **slider_args())
+        self.declared = declared_controls()
+        made = {name: control_widget(c, head_dim // 2) for name, c in self.declared.items()}
+        self.controls: dict[str, W.Widget] = {name: w for name, w in made.items() if w is not None}
         self.knots = [W.FloatSlider(value=1.0, min=1.0, max=8.0, step=0.01, description=f"{int(f * 100)}%",
                                     continuous_update=False, orientation="vertical",
                                     layout=W.Layout(width="56px", height="150px")) for f in KNOTS]
@@ -147,8 +157,7 @@ class FrequencyExplorer(Panel):
 
     def _wire(self) -> None:
         """Every control observed: a change redraws from one new spec."""
-        for w in (self.head_dim, self.original, self.target, self.method, self.beta_fast, self.beta_slow,
-                  self.low_freq, self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical):
+        for w in (self.head_dim, self.original, self.target, self.method, *self.controls.values()):
             w.observe(self._on_change, names="value")
         self.base.observe(self._on_base_slider, names="value")
         self.base_text.observe(self._on_base_text, names="value")
@@ -175,9 +184,7 @@ class FrequencyExplorer(Panel):
         geometry = W.VBox([W.HTML("<b>Geometry</b>"), self.base, self.base_text, self.head_dim, self.original,
                            self.target, W.HTML("<b>Load from a model</b>"), self.config_path,
                            W.HBox([self.load_button, self.reset_button])], **column)
-        method = W.VBox([W.HTML("<b>Method</b>"), self.method, self.beta_fast, self.beta_slow, self.yarn_note,
-                         self.low_freq,
-                         self.high_freq, self.n_hat, self.attention, self.attention_value, self.critical], **column)
+        method = W.VBox([W.HTML("<b>Method</b>"), self.method, *self.controls.values(), self.note], **column)
         self._curve_box = W.VBox([W.HTML("<b>LongRoPE factor curve</b><br>λ at 0/25/50/75/100 % of the pairs"),
                                   W.HBox(self.knots)], layout=W.Layout(width="320px"))
         f = self.figures
@@ -200,20 +207,14 @@ class FrequencyExplorer(Panel):
             return self.loaded_factors
         return knot_curve([k.value for k in self.knots], D)
 
-    def _controls(self) -> dict[str, W.Widget]:
-        """The method controls by the parameter they set (a method lists the ones it uses)."""
-        return {"beta_fast": self.beta_fast, "beta_slow": self.beta_slow, "low_freq_factor": self.low_freq,
-                "high_freq_factor": self.high_freq, "n_hat": self.n_hat, "attention_policy": self.attention,
-                "attention_factor": self.attention_value, "critical_dim": self.critical}
-
     def _build_spec(self) -> RopeSpec:
-        values = {name: w.value for name, w in self._controls().items()}
-        values.update(n_hat=int(self.n_hat.value), critical_dim=int(self.critical.value), long_factor=self._curve(),
-                      enforce_monotone=self.loaded_factors is None)
+        values = {name: int(w.value) if self.declared[name].kind in ("int", "pair") else w.value
+                  for name, w in self.controls.items()}
+        values.update(long_factor=self._curve(), enforce_monotone=self.loaded_factors is None)
         return get_method(self.method.value).spec_cls.from_explorer(self._geometry(), values)
 
     def _compare_specs(self, spec: RopeSpec) -> dict[str, RopeSpec]:
-        others = method_specs(spec, [m for m in COMPARE if m != spec.method])
+        others = method_specs(spec, [m for m in methods_with("compare") if m != spec.method])
         return {**others, spec.method: spec}
 
     # ---- events -------------------------------------------------------------------------------
@@ -281,9 +282,9 @@ class FrequencyExplorer(Panel):
         self.updates += 1
 
     def _draw(self, spec: RopeSpec) -> None:
-        """Every plot (and the YaRN note) from the one spec built for this update."""
-        note = yarn_note(spec, self.beta_fast.max) if self.method.value == "yarn" else ""
-        self.yarn_note.value = f"<small>{html.escape(note)}</small>" if note else ""
+        """Every plot (and the method's note) from the one spec built for this update."""
+        note = spec.explorer_note()
+        self.note.value = f"<small>{html.escape(note)}</small>" if note else ""
         factors = factor_figure(self._compare_specs(spec), spec.method)
         if note:
             factors.add_annotation(x=0, y=1, xref="paper", yref="paper", xanchor="left", yanchor="top",
@@ -315,18 +316,22 @@ class FrequencyExplorer(Panel):
             self.export_json.value = ""
 
     def _visibility(self) -> None:
-        used = get_method(self.method.value).spec_cls.explorer_controls
-        for name, w in self._controls().items():
-            visible = name in used and (name != "attention_factor" or self.attention.value == "constant")
+        used = {c.name: c for c in get_method(self.method.value).spec_cls.explorer_controls}
+        for name, w in self.controls.items():
+            when = used[name].shown_when if name in used else None
+            visible = name in used and (when is None or self.controls[when[0]].value == when[1])
             w.layout.display = None if visible else "none"
         box = getattr(self, "_curve_box", None)
         if box is not None:
-            box.layout.display = None if "long_factor" in used else "none"
+            box.layout.display = None if any(c.kind == "curve" for c in used.values()) else "none"
 
     def _sync_critical(self) -> None:
+        """Pair-index controls follow the geometry: up to the last pair but one, at the critical dimension."""
         D = int(self.head_dim.value) // 2
-        self.critical.max = max(D - 1, 1)
-        self.critical.value = critical_dimension(int(self.head_dim.value), self._theta, int(self.original.value))
+        for name, w in self.controls.items():
+            if self.declared[name].kind == "pair":
+                w.max = max(D - 1, int(self.declared[name].low))
+                w.value = critical_dimension(int(self.head_dim.value), self._theta, int(self.original.value))
 
     def _knot_top(self) -> float:
         return max(2.0, 2 * self.target.value / self.original.value + 1)
@@ -393,7 +398,7 @@ class FrequencyExplorer(Panel):
                 self.method.value = spec.method
                 self.loaded_factors = values.pop("long_factor", None)
                 for name, value in values.items():
-                    self._controls()[name].value = value
+                    self.controls[name].value = value
             self._set_default_knots()
         self._start = dict(config=cfg, method=self.method.value)
         self._on_change()
@@ -418,9 +423,9 @@ class FrequencyExplorer(Panel):
             self.original.value = _nearest(LENGTHS, st["original_max_position_embeddings"])
             self.target.value = _nearest(LENGTHS, st["target_length"])
             self.method.value = st["method"]
-            for w in (self.beta_fast, self.beta_slow, self.low_freq, self.high_freq, self.n_hat, self.attention,
-                      self.attention_value):
-                w.value = self._defaults[w]
+            for name, w in self.controls.items():
+                if self.declared[name].kind != "pair":  # pair indices follow the geometry
+                    w.value = self.declared[name].default
             self.loaded_factors = None
             self._set_default_knots()
         self._on_change()

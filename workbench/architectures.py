@@ -24,13 +24,13 @@ import torch
 from .hf import (
     ConfigError,
     NotExpressibleError,
+    example_spec_for_model,
     export_config,
     hf_config_from_dict,
-    spec_for_model,
     spec_from_hf,
 )
 from .patch import NoRotaryError, patch
-from .rope import SpecError, ramp_factors
+from .rope import SpecError
 
 METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope")
 TOLERANCE = 1e-5
@@ -142,14 +142,6 @@ def _built(config: Any) -> Any:
         return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
 
 
-def _params(method: str, n_pairs: int) -> dict[str, Any]:
-    if method == "longrope":
-        return {"long_factor": ramp_factors(n_pairs, n_pairs / 4, n_pairs - 1, 1.0, 5.0)}
-    if method == "llama3":
-        return {"low_freq_factor": 1.0, "high_freq_factor": 4.0}
-    return {}
-
-
 def _stock(model: Any, full: dict[str, Any]) -> Any:
     """A stock model from the exported config with ``model``'s weights (rotary buffers left as it computes them)."""
     from transformers import AutoModelForCausalLM
@@ -165,10 +157,7 @@ def check_case(model: Any, model_type: str, method: str) -> Case:
     """Patch ``model`` with ``method`` at 4x its L0, export, build a stock model from the export, compare."""
     ids = torch.randint(3, 100, (1, 4 * L0), generator=torch.Generator().manual_seed(1))
     try:
-        from .hf import model_geometry
-
-        n_pairs = model_geometry(model).head_dim // 2
-        spec = spec_for_model(model, method, target_length=4 * L0, **_params(method, n_pairs))
+        spec = example_spec_for_model(model, method, target_length=4 * L0)
         own_default = spec_from_hf(model).method == "default"  # then patching "default" must change nothing
         delta = 0.0
         for n in (L0 // 2 + 8, 3 * L0):  # below and above L0

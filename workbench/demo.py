@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .launch import PAPERMILL_CHATTER
+from .rope import methods_with
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -27,6 +28,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # is ~1.6x the loss before it at 12k on the demo's play; measured, see README): 3 forwards of 12k tokens
 # fit in five minutes on the slower (AVX2-only, fp32) CPU kind this project runs on.
 DEMO_LENGTH = 12288
+EVERY_METHOD = methods_with("evaluate")  # the methods that declare the role (rope/<method>.py), simplest first
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class DemoStep:
 
 
 TEACHING = DemoStep("02_teaching_model", "02_interpolation_methods", {
-    "model": "teaching", "lengths": [256, 2048], "methods": ["default", "linear", "ntk", "yarn", "longrope"],
+    "model": "teaching", "lengths": [256, 2048], "methods": EVERY_METHOD,
     "longrope_factors": "teaching-8x", "corpus": "shakespeare", "n_documents": 8, "dtype": "fp32",
     "entropy_methods": [], "measure": True}, "the teaching model (L0 = 256) read at 8x with every method")
 
@@ -57,7 +59,7 @@ FULL: list[DemoStep] = [
     DemoStep("01_rope_frequencies", "01_rope_frequencies", {"model": "smollm2", "target_length": 16384},
              "what RoPE rotates (SmolLM2's config only)"),
     DemoStep("02_interpolation_methods", "02_interpolation_methods", {
-        "model": "smollm2", "lengths": [8192, 16384], "methods": ["default", "linear", "ntk", "yarn", "longrope"],
+        "model": "smollm2", "lengths": [8192, 16384], "methods": EVERY_METHOD,
         "corpus": "shakespeare", "n_documents": 1, "dtype": "fp32", "entropy_methods": ["default", "yarn"],
         "entropy_rows": 8, "measure": True}, "SmolLM2-135M, every method at 8k and 16k with attention entropy (six long forwards)"),
     TEACHING,

@@ -1,5 +1,6 @@
 """The proof that a method's knowledge lives in one place: a method defined here, in this file alone,
-reaches every part of the workbench once it is registered: the method list, the frequency explorer,
+reaches every part of the workbench once it is registered: the method list, the frequency explorer (a slider for
+its own parameter, its colour in the plots), the evaluation dashboard, the search's seeds,
 ``workbench rope show`` and ``rope export``, the transformers export and import, and the doctor.
 
 The registration is scoped to the ``toy`` fixture, so no other test sees the method.
@@ -15,8 +16,11 @@ import pytest
 import torch
 
 from workbench.rope import (
+    Control,
+    Look,
     RopeFrequencies,
     RopeSpec,
+    YarnSpec,
     available_methods,
     make_spec,
     register,
@@ -33,7 +37,11 @@ class ToySpec(RopeSpec):
     words: ClassVar[str] = "toy scaling (the slowest pairs divided by a constant)"
     hf_rope_types: ClassVar[tuple[str, ...]] = ("toy",)
     hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings", "scale", "pairs"})
-    explorer_controls: ClassVar[tuple[str, ...]] = ()
+    label: ClassVar[str] = "Toy"
+    look: ClassVar[Look] = Look("#17becf", "dot", 2.5, "x")
+    teaching_rank: ClassVar[int] = 50  # after the known methods
+    roles: ClassVar[frozenset[str]] = frozenset({"compare", "evaluate", "seed"})
+    explorer_controls: ClassVar[tuple[Control, ...]] = (Control("scale", "toy scale", 2.0, 1.0, 8.0, 0.5),)
     scale: float = 2.0
     pairs: int = 2
 
@@ -64,7 +72,10 @@ def toy():
 
 
 def test_the_toy_is_a_method(toy):
+    from workbench.rope import methods_with
+
     assert "toy" in available_methods() and available_methods()[-1] == "toy"  # after the known ones
+    assert methods_with("seed")[-1] == methods_with("evaluate")[-1] == methods_with("compare")[-1] == "toy"
     f = toy.frequencies()
     theta = toy.original_inv_freq()
     assert torch.equal(f.inv_freq[:5], theta[:5]) and torch.allclose(f.inv_freq[5:], theta[5:] / 3)
@@ -78,11 +89,39 @@ def test_the_explorer_lists_and_draws_it(toy):
     ex = FrequencyExplorer(head_dim=32, rope_theta=10000.0, original_max_position_embeddings=64, target_length=256,
                            method="yarn", measure_model=None)
     assert "toy" in ex.method.options
+    assert isinstance(ex.spec, YarnSpec) and ex.controls["scale"].layout.display == "none"  # only the toy's
     ex.method.value = "toy"
-    assert isinstance(ex.spec, ToySpec) and ex.spec.factor == 4.0
-    assert all(w.layout.display == "none" for w in (ex.beta_fast, ex.n_hat, ex.critical))  # it has no controls
-    assert '"rope_type": "toy"' in ex.export_json.value
+    assert isinstance(ex.spec, ToySpec) and ex.spec.factor == 4.0 and ex.spec.scale == 2.0
+    slider = ex.controls["scale"]
+    assert slider.layout.display is None and slider.description == "toy scale" and (slider.min, slider.max) == (1, 8)
+    assert all(ex.controls[name].layout.display == "none" for name in ("beta_fast", "n_hat", "critical_dim"))
+    slider.value = 5.0  # the slider works: a new spec, new plots, a new export
+    assert ex.spec.scale == 5.0 and '"scale": 5.0' in ex.export_json.value
+    toy_curve = [t for t in ex.figures["factors"].traces if t["name"] == "toy"]
+    assert toy_curve and toy_curve[0]["line"]["color"] == "#17becf" and toy_curve[0]["y"][-1] == pytest.approx(5.0)
+    ex.method.value = "yarn"  # drawn beside the others too (its role "compare"), in its own colour
+    assert [t["line"]["color"] for t in ex.figures["factors"].traces if t["name"] == "toy"] == ["#17becf"]
     assert isinstance(method_specs(toy, ["yarn", "toy"])["toy"], ToySpec)
+
+
+def test_the_evaluation_dashboard_offers_it(toy):
+    pytest.importorskip("ipywidgets")
+    from widgets.eval_dashboard import EvalDashboard
+    from widgets.figures import color_of, method_label
+
+    dash = EvalDashboard(model="teaching-ci", multiples=(1,))
+    assert dash.methods.options[-1] == "toy" and "toy" in dash.methods.value and "toy" in dash.needle_method.options
+    assert color_of("toy s=4 (PPL 3.1)") == "#17becf" and method_label("toy") == "Toy"
+
+
+def test_it_seeds_the_search(toy):
+    from workbench.search import LongTarget, SearchConfig, seed_label
+
+    cfg = SearchConfig(target_length=256)
+    assert cfg.seed_methods == ("linear", "ntk", "yarn", "toy")
+    seeds = dict(LongTarget(GEOMETRY, 256).seeds(cfg.seed_methods))
+    assert seeds["toy"] == pytest.approx([1.0] * 6 + [2.0] * 2)  # its own defaults: the 2 slowest pairs / 2
+    assert seed_label("toy") == "Toy seed" and seed_label("yarn") == "YaRN seed"
 
 
 def test_rope_show_and_export_on_the_command_line(toy, tmp_path, capsys):
@@ -133,4 +172,6 @@ def test_the_doctor_explains_it(toy):
 
 
 def test_registration_is_scoped():
-    assert "toy" not in available_methods()
+    from workbench.search import SearchConfig
+
+    assert "toy" not in available_methods() and "toy" not in SearchConfig(target_length=256).seed_methods

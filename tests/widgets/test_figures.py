@@ -75,12 +75,15 @@ def test_result_figures_render(tmp_path):
 
 
 def test_overlapping_methods_are_told_apart():
-    from widgets.figures import STYLES, style_of
+    from widgets.figures import style_of
+    from workbench.rope import available_methods, get_method
 
     specs = method_specs(GEOMETRY, ["default", "linear", "ntk", "yarn", "llama3", "longrope"])
     fig = factor_figure(specs, "longrope")
     looks = {(t.line.dash, t.line.width, t.mode, t.marker.symbol if t.marker else None) for t in fig.data}
-    assert len(looks) == len(specs) and len(set(STYLES.values())) == len(STYLES)
+    declared = [get_method(m).spec_cls.look for m in available_methods()]
+    assert len(looks) == len(specs) and len(set(declared)) == len(declared)  # every method looks its own
+    assert len({look.color for look in declared}) == len(declared)
     assert fig.data[-1].name == "longrope" and fig.data[-1].line.width == 4  # the chosen method on top
     assert fig.layout.shapes[0].layer == "below"  # the s line under PI's λ = s
     assert style_of("no scaling (PPL 3)")["line"]["color"] != style_of("linear s=4")["line"]["color"]

@@ -30,12 +30,12 @@ def test_moving_sliders_redraws_every_plot():
 def test_method_choice_shows_its_parameters():
     ex = FrequencyExplorer(method="yarn")
     assert ex.widget is not None  # builds the layout
-    assert ex.beta_fast.layout.display is None and ex.n_hat.layout.display == "none"
+    assert ex.controls["beta_fast"].layout.display is None and ex.controls["n_hat"].layout.display == "none"
     ex.method.value = "longrope"
-    assert ex.beta_fast.layout.display == "none" and ex.n_hat.layout.display is None
+    assert ex.controls["beta_fast"].layout.display == "none" and ex.controls["n_hat"].layout.display is None
     assert ex.spec.method == "longrope"
     ex.method.value = "longrope2"
-    assert ex.critical.layout.display is None and ex.spec.critical_dim == ex.critical.value
+    assert ex.controls["critical_dim"].layout.display is None and ex.spec.critical_dim == ex.controls["critical_dim"].value
 
 
 def test_shaping_the_curve_changes_the_longrope_factors():
@@ -98,7 +98,7 @@ def test_the_loaded_line_states_the_rotary_layout():
 
 def test_n_hat_export_explains_limit():
     ex = FrequencyExplorer(method="longrope")
-    ex.n_hat.value = 16
+    ex.controls["n_hat"].value = 16
     assert "cannot keep the original rotation" in ex.export.value
 
 
@@ -107,7 +107,7 @@ def test_a_loaded_base_is_exact_and_survives_other_sliders():
     ex.load_config({"model_type": "llama", "hidden_size": 576, "num_attention_heads": 9, "head_dim": 64,
                     "max_position_embeddings": 8192, "rope_theta": 100000.0})
     assert ex.spec.rope_theta == 100000.0 and ex.base_text.value == 100000.0
-    ex.beta_fast.value = 40  # an unrelated slider: the base is not re-read from the log slider's grid
+    ex.controls["beta_fast"].value = 40  # an unrelated slider: the base is not re-read from the log slider's grid
     assert ex.spec.rope_theta == 100000.0 and '"rope_theta": 100000.0' in ex.export_json.value
     ex.base_text.value = 500.0  # typed: exactly 500, not the slider's 501.187
     assert ex.spec.rope_theta == 500.0
@@ -180,20 +180,20 @@ def test_the_yarn_note_names_the_beta_fast_values_that_give_the_same_curve():
     import re
 
     ex = FrequencyExplorer(method="yarn", measure_model=None)
-    ex.beta_fast.value = 32
-    first, last, pair = (int(v) for v in re.search(r"β_fast (\d+)–(\d+) all give pair (\d+)", ex.yarn_note.value).groups())
+    ex.controls["beta_fast"].value = 32
+    first, last, pair = (int(v) for v in re.search(r"β_fast (\d+)–(\d+) all give pair (\d+)", ex.note.value).groups())
     assert first <= 32 <= last
     curves = set()
     for beta in range(first, last + 1):
-        ex.beta_fast.value = beta
+        ex.controls["beta_fast"].value = beta
         assert ex.spec.boundaries()[0] == pair
         curves.add(tuple(ex.figures["factors"].traces[-1]["y"]))
     assert len(curves) == 1  # the whole range draws one curve
-    ex.beta_fast.value = last + 1
-    assert ex.spec.boundaries()[0] == pair - 1 and f"pair {pair - 1}" in ex.yarn_note.value
+    ex.controls["beta_fast"].value = last + 1
+    assert ex.spec.boundaries()[0] == pair - 1 and f"pair {pair - 1}" in ex.note.value
     assert any("ramp from pair" in a for a in annotations(ex, "factors"))  # said on the plot too
     ex.method.value = "linear"
-    assert ex.yarn_note.value == ""
+    assert ex.note.value == ""
 
 
 def test_exported_rope_theta_is_the_loaded_one_after_an_unrelated_slider():
@@ -202,6 +202,6 @@ def test_exported_rope_theta_is_the_loaded_one_after_an_unrelated_slider():
     ex = FrequencyExplorer(method="yarn", measure_model=None)
     ex.load_config("smollm2")
     theta = ex.spec.rope_theta
-    ex.beta_slow.value = 2.0
+    ex.controls["beta_slow"].value = 2.0
     ex.target.value = ex.target.options[-1]
     assert json.loads(ex.export_json.value)["rope_parameters"]["rope_theta"] == theta == 100000.0

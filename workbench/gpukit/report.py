@@ -63,10 +63,10 @@ def _search(r: dict[str, Any]) -> list[str]:
              f"n_hat stage {z['n_hat_stage']}"]
     if s:
         from ..search import (
-            SEED_LABELS,  # the seeds, not the methods: evaluated with LongRoPE's attention factor
+            seed_label,  # the seeds, not the methods: evaluated with LongRoPE's attention factor
         )
 
-        base = ", ".join(f"{SEED_LABELS.get(k, k)} {v:.3f}" for k, v in s.get("baselines", {}).items())
+        base = ", ".join(f"{seed_label(k)} {v:.3f}" for k, v in s.get("baselines", {}).items())
         lines.append(f"{s['evaluations']} evaluations in {s['seconds']:.0f} s{' (stopped by its box)' if s['stopped'] else ''}; "
                      f"best train-split PPL {s['best_fitness']:.3f} (n_hat {s['best_n_hat']}) vs {base}")
     h = r.get("heldout") or {}

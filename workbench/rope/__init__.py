@@ -22,6 +22,7 @@ from .base import (
     make_spec,
     method_for_rope_type,
     method_specs,
+    methods_with,
     register,
     spec_from_dict,
     unregister,
@@ -34,15 +35,19 @@ from .llama3 import Llama3Spec
 from .longrope import LongRopeSpec, ramp_factors, resample_factors, su_attention_factor
 from .longrope2 import LongRope2Spec, longrope2_factors
 from .ntk import NTKSpec
+from .presence import ROLES, Control, Look
 from .yarn import YarnSpec, yarn_attention_factor, yarn_boundaries
 
 __all__ = [
+    "ROLES",
+    "Control",
     "DefaultSpec",
     "DynamicSpec",
     "GGUFForm",
     "HFForm",
     "LinearSpec",
     "Llama3Spec",
+    "Look",
     "LongRope2Spec",
     "LongRopeSpec",
     "NTKSpec",
@@ -62,6 +67,7 @@ __all__ = [
     "make_spec",
     "method_specs",
     "method_for_rope_type",
+    "methods_with",
     "ramp_factors",
     "register",
     "resample_factors",

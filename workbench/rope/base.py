@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 
 from .forms import GGUFForm, HFForm, NotExpressibleError
+from .presence import ROLES, Control, Look
 
 MAX_TARGET_LENGTH = 2**24  # float32 positions (the rotary embedding's dtype) are exact up to 2**24
 
@@ -66,7 +67,13 @@ class RopeSpec:
     hf_rope_types: ClassVar[tuple[str, ...]] = ()  # transformers rope_types read as this method; [0] is written
     hf_keys: ClassVar[frozenset[str]] = frozenset()  # keys of the rope dict that rope_type accepts
     hf_original_from_max_position: ClassVar[bool] = False  # transformers reads L0 from max_position_embeddings
-    explorer_controls: ClassVar[tuple[str, ...]] = ()  # parameters the frequency explorer shows for it
+    # how it presents itself (presence.py): the explorer's controls, a short label, its curves' look, its place in
+    # the teaching order (simplest first) and its roles ("compare", "seed": presence.ROLES)
+    explorer_controls: ClassVar[tuple[Control, ...]] = ()
+    label: ClassVar[str] = ""  # a short name for legends and tables ("PI", "YaRN"); "" for the method's name
+    look: ClassVar[Look] = Look()
+    teaching_rank: ClassVar[int] = 1000
+    roles: ClassVar[frozenset[str]] = frozenset()
     head_dim: int
     rope_theta: float
     original_max_position_embeddings: int
@@ -238,15 +245,6 @@ class RopeSpec:
         """The critical pair: the formula of :func:`critical_dimension`."""
         return critical_dimension(self.head_dim, self.rope_theta, self.original_max_position_embeddings)
 
-    def ramp_betas(self) -> tuple[float, float]:
-        """(beta_fast, beta_slow) of the YaRN ramp drawn for reference: YaRN's defaults."""
-        return 32.0, 1.0
-
-    def wavelength_thresholds(self) -> tuple[float, float]:
-        """Llama-3's (kept, divided) wavelength thresholds in tokens, with its default factors 4 and 1."""
-        L0 = self.original_max_position_embeddings
-        return L0 / 4.0, L0 / 1.0
-
     @classmethod
     def example_params(cls, like: RopeSpec) -> dict[str, Any]:
         """Parameters of a representative spec with ``like``'s geometry and factor (for figures that compare
@@ -260,7 +258,16 @@ class RopeSpec:
         ``geometry`` holds head_dim, rope_theta, L0 and target_length; ``values`` every control by
         parameter name (and ``long_factor``, the drawn curve; ``enforce_monotone``).
         """
-        return make_spec(cls.method, **geometry, **{k: values[k] for k in cls.explorer_controls})
+        return make_spec(cls.method, **geometry, **{c.name: values[c.name] for c in cls.explorer_controls})
+
+    def explorer_note(self) -> str:
+        """A line the explorer shows under the controls for this spec ("" for none)."""
+        return ""
+
+    @classmethod
+    def display_name(cls) -> str:
+        """The label, or the method's name."""
+        return cls.label or cls.method
 
     def explorer_values(self) -> dict[str, Any] | None:
         """What loading this spec sets in the explorer; None keeps the explorer's own method."""
@@ -314,49 +321,6 @@ def default_inv_freq(head_dim: int, rope_theta: float) -> torch.Tensor:
     """theta_i = b^(-2i/d) in float32, computed exactly as transformers does."""
     exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim  # (D,)
     return 1.0 / (rope_theta**exponent)
-
-
-def check_factor_list(
-    name: str, values: Sequence[float], n_pairs: int, *, monotone: bool, minimum: float = 0.0
-) -> tuple[float, ...]:
-    """Validate a per-pair factor list and return it as a tuple of floats.
-
-    Raises:
-        SpecError: wrong length, non-numeric, NaN/inf, <= ``minimum``, or (if ``monotone``) decreasing.
-    """
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | torch.Tensor):
-        try:
-            values = list(values)  # numpy arrays and other iterables
-        except TypeError:
-            fail(name, values, f"a list of {n_pairs} numbers (one per frequency pair)")
-    if isinstance(values, torch.Tensor):
-        values = values.tolist()
-    values = list(values)
-    if len(values) != n_pairs:
-        raise SpecError(
-            f"{name} has {len(values)} values; it needs exactly {n_pairs} "
-            f"(one per frequency pair, head_dim/2)"
-        )
-    out = []
-    for i, v in enumerate(values):
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            fail(f"{name}[{i}]", v, "a number")
-        if not math.isfinite(x):
-            fail(f"{name}[{i}]", x, "a finite number (no NaN or inf)")
-        if x <= minimum:
-            fail(f"{name}[{i}]", x, f"a number > {minimum:g}")
-        out.append(x)
-    if monotone:
-        for i in range(1, len(out)):
-            if out[i] < out[i - 1]:
-                raise SpecError(
-                    f"{name} must be non-decreasing (lambda_i <= lambda_i+1) but {name}[{i - 1}]="
-                    f"{out[i - 1]:g} > {name}[{i}]={out[i]:g}; pass enforce_monotone=False to "
-                    "accept a shipped non-monotone list"
-                )
-    return tuple(out)
 
 
 # ---- registry ---------------------------------------------------------------------------------
@@ -419,13 +383,16 @@ def get_method(name: str) -> Method:
         ) from None
 
 
-_TEACHING_ORDER = ("default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope", "longrope2")
-
-
 def available_methods() -> list[str]:
-    """Names of the registered methods, simplest first."""
-    rank = {name: i for i, name in enumerate(_TEACHING_ORDER)}
-    return sorted(_REGISTRY, key=lambda name: (rank.get(name, len(rank)), name))
+    """Names of the registered methods, simplest first (each method's ``teaching_rank``, then its name)."""
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].spec_cls.teaching_rank, name))
+
+
+def methods_with(role: str) -> list[str]:
+    """The registered methods that take ``role`` (see ``presence.ROLES``), simplest first."""
+    if role not in ROLES:
+        raise SpecError(f"role={role!r} is not allowed: one of {sorted(ROLES)}")
+    return [name for name in available_methods() if role in _REGISTRY[name].spec_cls.roles]
 
 
 def make_spec(

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from .base import RopeFrequencies, RopeSpec, register
 from .forms import LLAMA_CPP_VERIFIED, GGUFForm, HFForm
+from .presence import Look
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,6 +16,9 @@ class DefaultSpec(RopeSpec):
 
     method: ClassVar[str] = "default"
     words: ClassVar[str] = "plain RoPE without rescaling"
+    look: ClassVar[Look] = Look("#7f7f7f", "solid", 1.5)
+    teaching_rank: ClassVar[int] = 0
+    roles: ClassVar[frozenset[str]] = frozenset({"compare", "evaluate"})
     hf_rope_types: ClassVar[tuple[str, ...]] = ("default",)
 
     @classmethod

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import RopeSpec
-from .yarn import yarn_boundaries
+from .llama3 import Llama3Spec
+from .yarn import YarnSpec, yarn_boundaries
 
 TWO_PI = 2 * math.pi
 
@@ -67,8 +68,11 @@ def pair_diagnostics(spec: RopeSpec, seq_len: int | None = None) -> PairDiagnost
         max_target = np.maximum(max_target, (window - 1) * theta)
     trained = (L0 - 1) * theta
     wavelength = TWO_PI / theta
-    # landmarks: the spec's own where its method has them, else the reference values (RopeSpec's hooks)
-    low, high = yarn_boundaries(spec.head_dim, spec.rope_theta, L0, *spec.ramp_betas())
+    # landmarks: the spec's own where it is that method, else the method's defaults drawn for reference
+    betas = spec.ramp_betas() if isinstance(spec, YarnSpec) else (YarnSpec.beta_fast, YarnSpec.beta_slow)
+    low, high = yarn_boundaries(spec.head_dim, spec.rope_theta, L0, *betas)
+    llama3 = spec if isinstance(spec, Llama3Spec) else Llama3Spec(
+        head_dim=spec.head_dim, rope_theta=spec.rope_theta, original_max_position_embeddings=L0)
     return PairDiagnostics(
         pair=np.arange(len(theta)),
         theta=theta,
@@ -86,7 +90,7 @@ def pair_diagnostics(spec: RopeSpec, seq_len: int | None = None) -> PairDiagnost
         critical_dim=spec.critical_pair(),
         yarn_low=float(low),
         yarn_high=float(high),
-        llama3_wavelength_thresholds=spec.wavelength_thresholds(),
+        llama3_wavelength_thresholds=llama3.wavelength_thresholds(),
     )
 
 

@@ -9,6 +9,7 @@ import torch
 
 from .base import RopeFrequencies, RopeSpec, fail, register
 from .forms import GGUFForm, HFForm, NotExpressibleError
+from .presence import Look
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +22,9 @@ class DynamicSpec(RopeSpec):
 
     method: ClassVar[str] = "dynamic"
     words: ClassVar[str] = "dynamic NTK (base grows with the current length beyond the original context)"
+    label: ClassVar[str] = "dynamic NTK"
+    look: ClassVar[Look] = Look("#bcbd22", "longdashdot", 2.0)
+    teaching_rank: ClassVar[int] = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()

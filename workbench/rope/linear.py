@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from .base import RopeFrequencies, RopeSpec, register
 from .forms import GGUFForm
+from .presence import Look
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,6 +16,10 @@ class LinearSpec(RopeSpec):
 
     method: ClassVar[str] = "linear"
     words: ClassVar[str] = "position interpolation (every frequency divided by the factor)"
+    label: ClassVar[str] = "PI"
+    look: ClassVar[Look] = Look("#1f77b4", "dot", 3.5)
+    teaching_rank: ClassVar[int] = 1
+    roles: ClassVar[frozenset[str]] = frozenset({"compare", "evaluate", "seed"})
     hf_rope_types: ClassVar[tuple[str, ...]] = ("linear",)
     hf_keys: ClassVar[frozenset[str]] = frozenset({"factor"})
 

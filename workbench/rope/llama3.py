@@ -10,6 +10,7 @@ import torch
 
 from .base import RopeFrequencies, RopeSpec, fail, register
 from .forms import GGUFForm, gguf_export_command
+from .presence import Control, Look
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,10 +22,16 @@ class Llama3Spec(RopeSpec):
 
     method: ClassVar[str] = "llama3"
     words: ClassVar[str] = "Llama-3 scaling (short wavelengths kept, long ones divided by the factor)"
+    label: ClassVar[str] = "Llama 3"
+    look: ClassVar[Look] = Look("#9467bd", "longdash", 2.0, "square")
+    teaching_rank: ClassVar[int] = 5
+    roles: ClassVar[frozenset[str]] = frozenset({"compare"})
+    explorer_controls: ClassVar[tuple[Control, ...]] = (
+        Control("low_freq_factor", "low_freq_factor", 1.0, 0.25, 8.0, 0.25),
+        Control("high_freq_factor", "high_freq_factor", 4.0, 0.5, 32.0, 0.5))
     hf_rope_types: ClassVar[tuple[str, ...]] = ("llama3",)
     hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings", "low_freq_factor",
                                                    "high_freq_factor"})
-    explorer_controls: ClassVar[tuple[str, ...]] = ("low_freq_factor", "high_freq_factor")
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
 

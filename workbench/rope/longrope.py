@@ -24,13 +24,13 @@ from .base import (
     RopeFrequencies,
     RopeSpec,
     SpecError,
-    check_factor_list,
     critical_dimension,
     fail,
     make_spec,
     register,
 )
 from .forms import LLAMA_CPP_VERIFIED, GGUFForm, HFForm, NotExpressibleError, gguf_export_command
+from .presence import Control, Look
 
 ATTENTION_POLICIES = ("su", "yarn", "constant")
 
@@ -38,6 +38,49 @@ ATTENTION_POLICIES = ("su", "yarn", "constant")
 def su_attention_factor(s: float, L0: int) -> float:
     """sqrt(1 + ln s / ln L0), 1 for s <= 1 (LongRoPE / Phi-3)."""
     return 1.0 if s <= 1 else math.sqrt(1 + math.log(s) / math.log(L0))
+
+
+def check_factor_list(
+    name: str, values: Sequence[float], n_pairs: int, *, monotone: bool, minimum: float = 0.0
+) -> tuple[float, ...]:
+    """Validate a per-pair factor list and return it as a tuple of floats.
+
+    Raises:
+        SpecError: wrong length, non-numeric, NaN/inf, <= ``minimum``, or (if ``monotone``) decreasing.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | torch.Tensor):
+        try:
+            values = list(values)  # numpy arrays and other iterables
+        except TypeError:
+            fail(name, values, f"a list of {n_pairs} numbers (one per frequency pair)")
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    values = list(values)
+    if len(values) != n_pairs:
+        raise SpecError(
+            f"{name} has {len(values)} values; it needs exactly {n_pairs} "
+            f"(one per frequency pair, head_dim/2)"
+        )
+    out = []
+    for i, v in enumerate(values):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            fail(f"{name}[{i}]", v, "a number")
+        if not math.isfinite(x):
+            fail(f"{name}[{i}]", x, "a finite number (no NaN or inf)")
+        if x <= minimum:
+            fail(f"{name}[{i}]", x, f"a number > {minimum:g}")
+        out.append(x)
+    if monotone:
+        for i in range(1, len(out)):
+            if out[i] < out[i - 1]:
+                raise SpecError(
+                    f"{name} must be non-decreasing (lambda_i <= lambda_i+1) but {name}[{i - 1}]="
+                    f"{out[i - 1]:g} > {name}[{i}]={out[i]:g}; pass enforce_monotone=False to "
+                    "accept a shipped non-monotone list"
+                )
+    return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +97,18 @@ class LongRopeSpec(RopeSpec):
 
     method: ClassVar[str] = "longrope"
     words: ClassVar[str] = "LongRoPE (per-pair factors; short_factor up to L0, long_factor beyond)"
+    label: ClassVar[str] = "LongRoPE"
+    look: ClassVar[Look] = Look("#d62728", "solid", 2.5)
+    teaching_rank: ClassVar[int] = 6
+    roles: ClassVar[frozenset[str]] = frozenset({"compare", "evaluate"})
+    explorer_controls: ClassVar[tuple[Control, ...]] = (
+        Control("n_hat", "n̂ (start window)", 0, 0, 512, 4, kind="int"),
+        Control("attention_policy", "attention", "su", kind="choice", options=("su", "yarn", "constant")),
+        Control("attention_factor", "m (constant)", 1.0, 0.5, 2.0, 0.01, shown_when=("attention_policy", "constant")),
+        Control("long_factor", "LongRoPE factor curve", kind="curve"))
     hf_rope_types: ClassVar[tuple[str, ...]] = ("longrope", "su")  # "su": Phi-3's first name for it
     hf_keys: ClassVar[frozenset[str]] = frozenset({"factor", "original_max_position_embeddings", "attention_factor",
                                                    "short_factor", "long_factor"})
-    explorer_controls: ClassVar[tuple[str, ...]] = ("n_hat", "attention_policy", "attention_factor", "long_factor")
     long_factor: tuple[float, ...]
     short_factor: tuple[float, ...] | None = None
     n_hat: int = 0

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from .base import RopeFrequencies, RopeSpec, SpecError, critical_dimension, fail, register
 from .forms import HFForm
 from .longrope import LongRopeSpec, compute_longrope
+from .presence import Control, Look
 
 __all__ = ["LongRope2Spec", "compute_longrope2", "critical_dimension", "longrope2_factors"]
 
@@ -42,8 +43,13 @@ class LongRope2Spec(LongRopeSpec):
 
     method: ClassVar[str] = "longrope2"
     words: ClassVar[str] = "LongRoPE2 (per-pair factors searched from the critical pair up, NTK shape below it)"
+    label: ClassVar[str] = "LongRoPE2"
+    look: ClassVar[Look] = Look("#e377c2", "solid", 2.5, "triangle-up")
+    teaching_rank: ClassVar[int] = 7
+    roles: ClassVar[frozenset[str]] = frozenset()  # not LongRoPE's: its factors need a critical dimension
+    explorer_controls: ClassVar[tuple[Control, ...]] = (
+        *LongRopeSpec.explorer_controls, Control("critical_dim", "critical pair", 1, 1, 2, kind="pair"))
     hf_rope_types: ClassVar[tuple[str, ...]] = ()  # written as rope_type "longrope", which reads back as LongRoPE
-    explorer_controls: ClassVar[tuple[str, ...]] = (*LongRopeSpec.explorer_controls, "critical_dim")
     critical_dim: int | None = None
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from .base import RopeFrequencies, RopeSpec, default_inv_freq, fail, register
 from .forms import GGUFForm, HFForm
+from .presence import Look
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,6 +18,10 @@ class NTKSpec(RopeSpec):
 
     method: ClassVar[str] = "ntk"
     words: ClassVar[str] = "NTK-aware base change"
+    label: ClassVar[str] = "NTK"
+    look: ClassVar[Look] = Look("#ff7f0e", "dashdot", 2.0)
+    teaching_rank: ClassVar[int] = 2
+    roles: ClassVar[frozenset[str]] = frozenset({"compare", "evaluate", "seed"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

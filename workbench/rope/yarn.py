@@ -11,6 +11,7 @@ import torch
 
 from .base import RopeFrequencies, RopeSpec, fail, register
 from .forms import LLAMA_CPP_VERIFIED, GGUFForm, HFForm, NotExpressibleError, gguf_export_command
+from .presence import Control, Look
 
 LLAMA_CPP_BETAS = (32.0, 1.0)  # what llama.cpp's llama loader uses (it reads no yarn beta keys)
 
@@ -58,11 +59,17 @@ class YarnSpec(RopeSpec):
 
     method: ClassVar[str] = "yarn"
     words: ClassVar[str] = "YaRN (high frequencies kept, low ones interpolated, attention temperature)"
+    label: ClassVar[str] = "YaRN"
+    look: ClassVar[Look] = Look("#2ca02c", "dash", 2.0, "circle")
+    teaching_rank: ClassVar[int] = 4
+    roles: ClassVar[frozenset[str]] = frozenset({"compare", "evaluate", "seed"})
+    explorer_controls: ClassVar[tuple[Control, ...]] = (
+        Control("beta_fast", "β_fast", 32.0, 1.0, 256.0, 1.0),
+        Control("beta_slow", "β_slow", 1.0, 0.25, 16.0, 0.25))
     hf_rope_types: ClassVar[tuple[str, ...]] = ("yarn",)
     hf_keys: ClassVar[frozenset[str]] = frozenset({
         "factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
         "mscale_all_dim", "truncate"})
-    explorer_controls: ClassVar[tuple[str, ...]] = ("beta_fast", "beta_slow")
     beta_fast: float = 32.0
     beta_slow: float = 1.0
     attention_factor: float | None = None
@@ -95,6 +102,23 @@ class YarnSpec(RopeSpec):
 
     def ramp_betas(self) -> tuple[float, float]:
         return self.beta_fast, self.beta_slow
+
+    def explorer_note(self) -> str:
+        """Where the ramp runs, and which whole β_fast values give the same curve: the ramp's ends are rounded to
+        whole pairs (floor / ceil, as transformers does), so β_fast moves the curve only when it crosses a pair."""
+        low, high = self.boundaries()
+        L0, d, b = self.original_max_position_embeddings, self.head_dim, self.rope_theta
+        beta_max = int(self.explorer_controls[0].high)
+
+        def beta_at(pair: float) -> float:  # the β whose correction dimension is exactly ``pair``
+            return L0 / (2 * math.pi * b ** (2 * pair / d))
+
+        first = max(1, math.floor(beta_at(low + 1)) + 1)
+        last = min(beta_max, math.floor(beta_at(low)) if low > 0 else beta_max)
+        same = (f"β_fast {first}–{last} all give pair {int(low)}" if last > first
+                else f"β_fast {first} gives pair {int(low)}")
+        return (f"ramp from pair {int(low)} to pair {int(high)}: its ends are whole pairs, so {same} "
+                f"(now {self.beta_fast:g})")
 
     def without_attention_factor(self) -> YarnSpec:
         return replace(self, attention_factor=1.0)

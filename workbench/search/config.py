@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..rope import methods_with
 
 N_HAT_CHOICES = (0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 64, 128, 256)
 GRID = 100  # factors are integers in hundredths: the 0.01 grid
@@ -45,8 +47,10 @@ class SearchConfig:
         max_factor: upper bound of the factors: "1+s" (the authors' code; LongRoPE's default), "1.25s" (the
             paper's table), "2s" (LongRoPE2's default: its authors search up to about 2s for the pairs from the
             critical dimension up) or a number >= s; None: the mode's default.
-        seed_methods: PI / NTK / YaRN frequency factors seeded into the first population (and any
-            ``user_seeds``); their fitness is reported as "seeds", evaluated with this search's attention factor.
+        seed_methods: the methods whose frequency factors seed the first population (with any ``user_seeds``;
+            default: every method with the role "seed", PI / NTK / YaRN); their fitness is reported as "seeds",
+            evaluated with this search's attention factor, and the held-out report compares the searched factors
+            with the methods themselves.
         n_hat_stage: after the factor search, try ``n_hat_choices`` for the ``n_hat_top`` best.
         critical_dim / critical_dim_span: LongRoPE2's critical pair (None: theoretical) and an optional
             outer search over ``cd - span .. cd + span`` (each with the full inner budget).
@@ -79,7 +83,7 @@ class SearchConfig:
     mutation_p: float = 0.3
     crossover_p: float = 0.15
     max_factor: str | float | None = None
-    seed_methods: tuple[str, ...] = ("linear", "ntk", "yarn")
+    seed_methods: tuple[str, ...] = field(default_factory=lambda: tuple(methods_with("seed")))
     user_seeds: tuple[tuple[float, ...], ...] = ()
     n_hat_stage: bool = True
     n_hat_top: int = 4
@@ -189,8 +193,9 @@ class SearchConfig:
                 ok = False
             if not ok:
                 raise SearchError(f"user_seeds[{i}]={seed_factors!r} is not allowed: a list of finite factors > 0")
-        if set(self.seed_methods) - {"linear", "ntk", "yarn"}:
-            self._bad("seed_methods", "a subset of ('linear', 'ntk', 'yarn')")
+        seeding = methods_with("seed")
+        if set(self.seed_methods) - set(seeding):
+            self._bad("seed_methods", f"a subset of {tuple(seeding)} (the methods with the role 'seed')")
 
     def max_factor_for(self, s: float) -> float:
         """The factors' upper bound for extension ratio ``s`` (the mode's default when ``max_factor`` is None)."""

@@ -12,8 +12,6 @@ from ..rope import RopeSpec
 from .config import SearchConfig
 from .targets import TARGETS
 
-METHODS = ("linear", "ntk", "yarn")
-
 
 def _document_of(window: Any) -> str:
     """The document (a play, for Shakespeare) a window was cut from: its label without the "#k" that
@@ -62,14 +60,14 @@ def heldout_report(model: Any, tokenizer: Any, result: Any, config: SearchConfig
     from ..rope import spec_from_dict
 
     specs: dict[str, RopeSpec] = {"searched": spec_from_dict(result.spec)}
-    for m in METHODS:
+    for m in config.seed_methods:
         specs[m] = spec_for_model(model, m, target_length=config.target_length)
     docs, settings, key = _evaluate(model, tokenizer, specs, config, n_documents, per_document, sink, progress)
     per = {n: v[key] for n, v in settings.items()}
     out: dict[str, Any] = {"target_length": config.target_length, "mode": config.mode, "settings": settings,
                            "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in docs],
                            "source_documents": sorted({_document_of(d) for d in docs})}
-    for m in METHODS:
+    for m in config.seed_methods:
         out[f"wins_vs_{m}"] = sum(a < b for a, b in zip(per["searched"], per[m], strict=True)) / len(docs)
         wins, n = _per_document_wins(docs, per["searched"], per[m]) if key == "per_document_ppl" else (0, 0)
         if n:

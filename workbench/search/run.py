@@ -25,7 +25,7 @@ from .ga import GeneticAlgorithm, Genome, Space
 from .journal import Journal, Record, candidate_key
 from .processes import Workers
 from .racing import Threshold, threshold
-from .targets import SEED_LABELS, TARGETS, LongTarget, ShortTarget
+from .targets import TARGETS, LongTarget, ShortTarget, seed_label
 
 
 @dataclass
@@ -273,10 +273,10 @@ class Search:
         seeds = self._seeds(space)
         records = self._evaluate_batch(space, [(g, 0) for g in self._population(ga, seeds)], None, "init", 0)
         by_genome = {tuple(r.genome): r for r in records}
-        named = ("linear", "ntk", "yarn", "original", "long factors")
+        named = (*cfg.seed_methods, "original", "long factors")  # the methods' seeds, and recovery's reference ones
         baselines = {name: by_genome[g].fitness for name, g in seeds if g in by_genome and name in named}
         self.sink(Event("search.baselines", {"critical_dim": space.cd, "fitness": baselines,
-                                             "labels": {name: SEED_LABELS[name] for name in baselines},
+                                             "labels": {name: seed_label(name) for name in baselines},
                                              "factors": {name: list(space.factors(g)) for name, g in seeds
                                                          if name in baselines}}))
         parents = sorted((r for r in records if r.complete), key=lambda r: r.fitness)[: cfg.parents]
@@ -362,7 +362,7 @@ class Search:
 
     def _result(self, best: tuple[Record, Space] | None, baselines: dict[str, float], history: list[dict],
                 seconds: float) -> SearchResult:
-        common = dict(baselines=baselines, baseline_labels={k: SEED_LABELS[k] for k in baselines},
+        common = dict(baselines=baselines, baseline_labels={k: seed_label(k) for k in baselines},
                       evaluations=len(self.reached), evaluations_replayed=self.replayed, tokens_forwarded=self.tokens,
                       tokens_saved_by_racing=self.tokens_saved, seconds=seconds, stopped=self.stop(), notes=self.notes,
                       racing=self.cfg.racing,

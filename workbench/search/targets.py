@@ -8,14 +8,30 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..rope import LongRope2Spec, LongRopeSpec, RopeSpec, critical_dimension, make_spec
+from ..rope import (
+    LongRope2Spec,
+    LongRopeSpec,
+    RopeSpec,
+    available_methods,
+    critical_dimension,
+    get_method,
+    make_spec,
+)
 from .config import GRID, SearchConfig, SearchError
 from .ga import Space
 
 # The seeds' fitness is measured with the searched spec's attention factor, so it is the seed's frequency
 # factors in a LongRoPE spec, not the method itself (the held-out report compares the methods).
-SEED_LABELS = {"linear": "PI seed", "ntk": "NTK seed", "yarn": "YaRN seed", "original": "original (all 1)",
-               "long factors": "long factors", "geometric mean": "geometric mean"}
+SHORT_SEEDS = {"original": "original (all 1)", "long factors": "long factors", "geometric mean": "geometric mean"}
+
+
+def seed_label(name: str) -> str:
+    """A seed's name in reports: "PI seed" for a method's factors (its label), a short-factor seed's own name."""
+    if name in SHORT_SEEDS:
+        return SHORT_SEEDS[name]
+    if name in available_methods():
+        return f"{get_method(name).spec_cls.display_name()} seed"
+    return name
 
 
 class PerplexityFitness:
