@@ -204,3 +204,32 @@ def test_no_file_or_function_is_longer_than_a_reader_holds():
     assert not grown, f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function: {grown}"
     stale = {k: v for k, v in STILL_TOO_LONG.items() if found.get(k, 0) < v}
     assert not stale, f"shrunk or gone, lower or remove these entries of STILL_TOO_LONG: {stale} (now {found})"
+
+
+# A result's JSON keys, spelled only by the class that writes and reads them (the CLI, widgets and notebooks ask
+# the class). The GPU kit's gpu.json keeps a held-out table of its own (counts, not shares), in workbench/gpukit/.
+RESULT_KEYS = {
+    "workbench/search/results.py": ("wins_vs_", "gain_vs_"),
+}
+OWN_FORMAT = ("workbench/gpukit/",)
+
+
+def _code_text(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        import json
+
+        return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    return path.read_text()
+
+
+def test_no_result_key_is_spelled_outside_its_class():
+    files = [*MODULES.values(), *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    found = []
+    for owner, keys in RESULT_KEYS.items():
+        for path in files:
+            name = str(path.relative_to(ROOT))
+            if name == owner or name.startswith(OWN_FORMAT):
+                continue
+            text = _code_text(path)
+            found += [f"{name} spells {key!r} (a key of {owner})" for key in keys if key in text]
+    assert not found, "\n".join(found)

@@ -13,6 +13,7 @@ from workbench.models import load_model
 from workbench.search import (
     GRID,
     GeneticAlgorithm,
+    HeldoutReport,
     Journal,
     Search,
     SearchConfig,
@@ -116,6 +117,32 @@ def test_target_and_max_factor_errors(teaching_ci, tmp_path):
         Search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(target_length=512, max_factor=1.5), tmp_path / "b")
 
 
+def test_a_search_folder_presents_itself(teaching_ci, tmp_path):
+    """result.json and report.json read back as typed results that print, tabulate and draw themselves."""
+    from workbench.search import SearchOutcome, SearchResult
+
+    cfg = SearchConfig(**{**TINY, "generations": 1, "n_hat_stage": False})
+    result = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "r", report_documents=2)
+    outcome = SearchOutcome.read(tmp_path / "r", model="teaching-ci")
+    assert outcome.result == SearchResult.from_dict(result.to_dict()) and outcome.report is not None
+    assert set(outcome.result.baseline_factors) == {"linear", "ntk", "yarn"}  # the seeds' curves, for the figure
+    lines = outcome.summary().splitlines()
+    assert lines[0].startswith(f"best PPL {result.best_fitness:.4f} (seeds") and "PI seed" in lines[0]
+    assert lines[1].startswith("held-out: searched ") and "than YaRN on" in lines[1]
+    table = outcome.markdown()
+    assert "| PI seed |" in table and "| YaRN |" in table and table.count("\n|---") == 2
+    figures = outcome.figures()
+    assert [f.layout.title.text.split("<br>")[0] for f in figures] == [
+        "Fitness per generation", "Factor curves", "Held-out: searched − YaRN PPL per window"]
+    assert len(figures[1].data) == 4  # three seeds' curves and the best
+    saved = outcome.to_dict()
+    assert saved["model"] == "teaching-ci" and saved["best_fitness"] == result.best_fitness
+    assert saved["report"] == outcome.report.to_dict()
+    old = {k: v for k, v in result.to_dict().items() if k != "baseline_factors"}  # a result.json from before
+    assert SearchResult.from_dict({**old, "future_key": 1}).baseline_factors == {}
+    assert SearchOutcome.read(tmp_path / "nothing") is None
+
+
 def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching_ci, tmp_path):
     cfg = SearchConfig(**TINY)
     a = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "a", report_documents=3)
@@ -129,10 +156,11 @@ def test_small_search_is_reproducible_never_repeats_and_beats_its_seeds(teaching
     assert set(a.baselines) == {"linear", "ntk", "yarn"}
     assert a.baseline_labels == {"linear": "PI seed", "ntk": "NTK seed", "yarn": "YaRN seed"}
     assert a.rope_parameters is not None or a.best_n_hat > 0
-    report = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert set(report["settings"]) == {"searched", "linear", "ntk", "yarn"} and 0 <= report["wins_vs_yarn"] <= 1
-    assert 0 <= report["document_wins_vs_yarn"] <= 1 and len(report["source_documents"]) <= len(report["documents"])
-    assert all("#" not in d for d in report["source_documents"])  # a document's later windows count as that document
+    report = HeldoutReport.read(tmp_path / "a")
+    assert set(report.settings) == {"searched", "linear", "ntk", "yarn"} and 0 <= report.wins["yarn"] <= 1
+    assert 0 <= report.document_wins["yarn"] <= 1 and len(report.source_documents) <= len(report.documents)
+    assert all("#" not in d for d in report.source_documents)  # a document's later windows count as that document
+    assert HeldoutReport.from_dict(json.loads((tmp_path / "a" / "report.json").read_text())) == report
     other = run_search(teaching_ci.model, teaching_ci.tokenizer, SearchConfig(**{**TINY, "seed": 1}), tmp_path / "c",
                        report=False)
     assert other.evaluations == a.evaluations

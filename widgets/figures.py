@@ -12,65 +12,33 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.rope import (
-    Look,
-    RopeSpec,
-    available_methods,
-    get_method,
-    su_attention_factor,
-    yarn_attention_factor,
+from workbench.figure_style import (
+    BASE_LAYOUT,
+    PALETTE,
+    color_of,
+    hline,
+    look_of,
+    method_label,
+    method_of,
+    style_of,
+    vline,
 )
+from workbench.rope import RopeSpec, su_attention_factor, yarn_attention_factor
 from workbench.rope import (
     method_specs as method_specs,  # re-exported: the notebooks and widgets draw the specs it makes
 )
 from workbench.rope.diagnostics import ood_angle_map, pair_diagnostics
-from workbench.search import seed_label
+from workbench.search.results import heldout_figure, search_factors_figure, search_progress_figure
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf"]
-BASE_LAYOUT = dict(template="plotly_white", height=340, margin=dict(l=60, r=20, t=50, b=50),
-                   legend=dict(orientation="h", y=-0.25, x=0))
+__all__ = [  # the figure builders, and what the widgets and notebooks style their own figures with
+    "BASE_LAYOUT", "PALETTE", "attention_figure", "color_of", "entropy_heatmap_figure", "entropy_position_figure",
+    "factor_figure", "heldout_figure", "look_of", "method_label", "method_of", "method_specs",
+    "moving_average", "needle_heatmap_figure", "ood_figure", "passkey_table", "position_loss_figure",
+    "ppl_by_length_figure", "rotation_figure", "search_factors_figure", "search_progress_figure", "style_of",
+    "training_curve_figure", "wavelength_figure",
+]
 
-
-def look_of(method: str) -> Look | None:
-    """The look a registered method declares (rope/<method>.py), None for a label that names no method."""
-    return get_method(method).spec_cls.look if method in available_methods() else None
-
-
-def method_of(label: str) -> str:
-    """The method a curve's label names ("yarn s=4 (PPL 3.1)" -> "yarn"); "no scaling" is the default RoPE."""
-    if label.lower().startswith(("no scaling", "original")):
-        return "default"
-    return label.split(" ")[0].split("(")[0].strip().lower()
-
-
-def color_of(label: str, i: int = 0, other: str | None = None) -> str:
-    """The colour of the method a label names, else ``other`` or the ``i``-th of the palette."""
-    look = look_of(method_of(label))
-    return look.color if look is not None else other or PALETTE[i % len(PALETTE)]
-
-
-def style_of(label: str, i: int = 0, bold: bool = False) -> dict:
-    """Scatter keyword arguments (line, mode, marker) telling a method's curve apart from the others'."""
-    look = look_of(method_of(label)) or Look()
-    out = dict(line=dict(color=color_of(label, i), dash=look.dash, width=4.0 if bold else look.width),
-               mode="lines+markers" if look.marker else "lines")
-    if look.marker:
-        out["marker"] = dict(symbol=look.marker, size=6)
-    return out
-
-
-def _vline(fig: go.Figure, x: float, text: str, color: str = "#444", log_axis: bool = False) -> None:
-    fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color=color, dash="dot", width=1))
-    fig.add_annotation(x=math.log10(x) if log_axis else x, y=1, yref="paper", text=text, showarrow=False,
-                       yanchor="bottom", font=dict(size=10))
-
-
-def _hline(fig: go.Figure, y: float, text: str, color: str = "#444", log_axis: bool = False) -> None:
-    fig.add_shape(type="line", x0=0, x1=1, xref="paper", y0=y, y1=y, line=dict(color=color, dash="dash", width=1))
-    # plotly places annotations on a log axis at log10 of the value (shapes take the value itself)
-    fig.add_annotation(x=0, xref="paper", y=math.log10(y) if log_axis else y, text=text, showarrow=False,
-                       xanchor="left", yanchor="bottom", font=dict(size=10))
+_vline, _hline = vline, hline
 
 
 def wavelength_figure(spec: RopeSpec) -> go.Figure:
@@ -305,68 +273,3 @@ def passkey_table(results: Iterable) -> str:
         cells = "".join(f"<td>{by[L]:.0%}</td>" if L in by else "<td></td>" for L in lengths)
         rows.append(f"<tr><td>{_html.escape(r.label)}</td>{cells}<td>{n}</td></tr>")
     return (f"<table><tr><th>passkey accuracy</th>{head}<th>trials per length</th></tr>{''.join(rows)}</table>")
-
-
-def method_label(method: str) -> str:
-    """A method's short label ("PI", "YaRN"), or the name itself when it names no registered method."""
-    return get_method(method).spec_cls.display_name() if method in available_methods() else method
-
-
-def search_progress_figure(generations: list[dict], baselines: dict[str, float]) -> go.Figure:
-    """Best and median parent fitness per generation, with the seeds' fitness as reference lines (a seed is a
-    method's factors evaluated with LongRoPE's attention factor, not the method itself)."""
-    gens = [g for g in generations if math.isfinite(g["best"])]
-    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
-    if gens:
-        x = list(range(len(gens)))
-        fig.add_scatter(x=x, y=[g["best"] for g in gens], name="best", mode="lines+markers",
-                        line=dict(color=color_of("longrope"), width=3))
-        fig.add_scatter(x=x, y=[g["median"] for g in gens], name="median of parents", mode="lines",
-                        line=dict(color="#999999", width=2))
-        for name, fit in baselines.items():
-            fig.add_scatter(x=[0, max(1, len(gens) - 1)], y=[fit, fit], mode="lines",
-                            name=f"{seed_label(name)} {fit:.2f}",
-                            line=dict(color=color_of(name, other="#444"), dash="dash", width=1.5))
-    fig.update_layout(title="Fitness per generation", xaxis_title="generation",
-                      yaxis_title="perplexity (search split)")
-    return fig
-
-
-def search_factors_figure(best: list[float], parents: list[list[float]], baselines: dict[str, list[float]]) -> go.Figure:
-    """The parents' factor curves (grey), the best (bold) and the seeded baselines (dashed)."""
-    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
-    for name, f in baselines.items():
-        fig.add_scatter(y=f, mode="lines", name=seed_label(name),
-                        line=dict(color=color_of(name, other="#444"), dash="dash", width=1.5))
-    for k, f in enumerate(parents):
-        fig.add_scatter(y=f, mode="lines", showlegend=k == 0, name="parents",
-                        line=dict(color="rgba(120,120,120,0.35)", width=1))
-    if best:
-        fig.add_scatter(y=best, mode="lines+markers", name="best", line=dict(color=color_of("longrope"), width=4),
-                        marker=dict(size=4))
-    fig.update_layout(title="Factor curves", xaxis_title="pair i", yaxis_title="λᵢ")
-    return fig
-
-
-def heldout_figure(report: dict, against: str = "yarn") -> go.Figure:
-    """Per held-out window: the searched factors' perplexity minus a baseline's, paired (below 0: searched better).
-
-    Absolute perplexities on a diagonal hide the difference (every point sits on it); the paired difference shows
-    how large it is and on which windows."""
-    key = "per_document_ppl" if "per_document_ppl" in report["settings"]["searched"] else "per_document_nll"
-    base, searched = report["settings"][against][key], report["settings"]["searched"][key]
-    diff = [s - b for s, b in zip(searched, base, strict=True)]
-    names = report.get("documents") or [f"window {k + 1}" for k in range(len(diff))]
-    order = sorted(range(len(diff)), key=lambda k: diff[k])
-    name = method_label(against)
-    unit = "PPL" if key == "per_document_ppl" else "answer NLL"
-    fig = go.Figure(layout={**BASE_LAYOUT, "width": 520})
-    fig.add_bar(x=[str(names[k]) if k < len(names) else str(k) for k in order], y=[diff[k] for k in order],
-                name=f"searched − {name}", marker=dict(color=["#1a9850" if diff[k] < 0 else "#d73027" for k in order]))
-    _hline(fig, 0.0, "")
-    wins = report.get(f"wins_vs_{against}", sum(d < 0 for d in diff) / max(1, len(diff)))
-    fig.update_layout(title=f"Held-out: searched − {name} {unit} per window<br>(below 0 on {wins:.0%} of windows: "
-                            "searched better)",
-                      xaxis_title="held-out window (sorted)", yaxis_title=f"Δ {unit}", xaxis_showticklabels=False,
-                      showlegend=False)
-    return fig

@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets as W
 
 from workbench.events import Event, read_events
-from workbench.search import SearchConfig, run_search
+from workbench.search import HeldoutReport, SearchConfig, run_search
 
 from .estimate_line import EstimateLine
 from .figures import search_factors_figure, search_progress_figure
@@ -67,7 +67,7 @@ class SearchMonitor(Panel):
         self.t0 = time.time()
         self.tokens = 0
         self.done: dict | None = None
-        self.report: dict | None = None
+        self.report: HeldoutReport | None = None
         self._last_draw = 0.0
 
     def handle(self, event: Event, force: bool = False) -> None:
@@ -89,7 +89,7 @@ class SearchMonitor(Panel):
         elif event.kind == "search.done":
             self.done = d
         elif event.kind == "search.report":
-            self.report = d
+            self.report = HeldoutReport.from_dict(d)
         if force or event.kind in ("search.generation", "search.done", "search.report") or \
                 time.time() - self._last_draw > self.redraw_every:
             self.draw()
@@ -137,9 +137,7 @@ class SearchMonitor(Panel):
             state = "running:" if self.running else ""
         extra = ""
         if self.report:
-            extra = (f"<br>held-out: searched {self.report['settings']['searched']['ppl']:.3f} vs YaRN "
-                     f"{self.report['settings']['yarn']['ppl']:.3f} (better on {self.report['wins_vs_yarn']:.0%} of "
-                     f"{len(self.report['documents'])} windows)")
+            extra = f"<br>{html.escape(self.report.summary())}"
         racing = (self.done or {}).get("racing", "")
         extra_n_hat = f" + {n_hat} in the n̂ stage" if n_hat else ""
         self.status.value = (f"{state} {best}{n} of {self.budget} evaluations{extra_n_hat} ({stopped} stopped early by "

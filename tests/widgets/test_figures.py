@@ -91,10 +91,14 @@ def test_overlapping_methods_are_told_apart():
 
 def test_heldout_figure_plots_the_paired_difference():
     from widgets.figures import heldout_figure
+    from workbench.search import HeldoutReport
 
-    report = {"settings": {"searched": {"per_document_ppl": [10.0, 20.0, 30.0]},
-                           "yarn": {"per_document_ppl": [11.0, 19.0, 33.0]}},
-              "documents": ["a", "b", "c"], "wins_vs_yarn": 2 / 3}
+    report = HeldoutReport(2048, "longrope", {"searched": {"ppl": 20.0, "per_document_ppl": [10.0, 20.0, 30.0]},
+                                              "yarn": {"ppl": 21.0, "per_document_ppl": [11.0, 19.0, 33.0]}},
+                           documents=["a", "b", "c"], source_documents=["a"], wins={"yarn": 2 / 3},
+                           gain={"yarn": 1 / 21})
+    assert HeldoutReport.from_dict(report.to_dict()) == report  # its JSON round trip
+    assert report.figures()[0].to_dict() == heldout_figure(report.to_dict()).to_dict()  # from the object or its JSON
     fig = heldout_figure(report)
     bars = [t for t in fig.data if t.type == "bar"][0]
     assert list(bars.y) == [-3.0, -1.0, 1.0] and list(bars.x) == ["c", "a", "b"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from ..events import ConsoleSink
@@ -43,21 +42,13 @@ def search_config(args: argparse.Namespace) -> Any:
 
 def print_result(result: Any, run_dir: str) -> None:
     """The search's best against its seeds, its factors, and the held-out report when one was written."""
-    print(f"best PPL {result.best_fitness:.4f} (seeds, with the search's attention factor: "
-          + ", ".join(f"{result.baseline_labels.get(k, k)} {v:.4f}" for k, v in result.baselines.items())
-          + f"); n_hat {result.best_n_hat}; {result.evaluations} evaluations ({result.evaluations_replayed} from the "
-          f"journal), {result.tokens_forwarded:,} token-forwards, {result.tokens_saved_by_racing:,} saved by "
-          f"{result.racing} racing, {result.seconds:.0f} s" + (" — STOPPED" if result.stopped else ""))
+    from ..search import HeldoutReport
+
+    print(result.summary())
     print("best factors: " + json.dumps([round(x, 2) for x in result.best_factors]))
-    report = Path(run_dir) / "report.json"
-    if report.exists():
-        rep = json.loads(report.read_text())
-        s = rep["settings"]
-        n_docs = len(rep.get("source_documents", []))
-        per_doc = (f" and on {rep['document_wins_vs_yarn'] * n_docs:.0f} of the {n_docs} held-out documents they "
-                   "come from" if "document_wins_vs_yarn" in rep else "")
-        print("held-out: " + ", ".join(f"{k} {v['ppl']:.3f}" for k, v in s.items()) + "; searched better than YaRN "
-              f"on {rep['wins_vs_yarn'] * len(rep['documents']):.0f} of {len(rep['documents'])} windows{per_doc}")
+    report = HeldoutReport.read(run_dir)
+    if report is not None:
+        print(report.summary())
 
 
 def cmd_search(args: argparse.Namespace) -> int:

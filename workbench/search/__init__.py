@@ -21,12 +21,13 @@ from .ga import GeneticAlgorithm, Genome, Space
 from .journal import Journal, JournalContents, JournalError, Record, candidate_key
 from .racing import Threshold, hopeless
 from .report import heldout_report, rank_correlation, rung_fidelity
-from .run import Search, SearchResult, run_search
+from .results import HeldoutReport, SearchOutcome, SearchResult
+from .run import Search, run_search
 from .targets import SHORT_SEEDS, LongRope2Target, LongTarget, ShortTarget, seed_label
 
 __all__ = [
     "GRID", "MODES", "N_HAT_CHOICES", "PRESETS", "RACING", "SHORT_SEEDS", "Evaluator", "GeneticAlgorithm", "Genome",
     "Journal", "JournalContents", "JournalError", "LongRope2Target", "LongTarget", "Record", "Search", "SearchConfig", "SearchError",
-    "SearchResult", "ShortTarget", "Space", "Threshold", "candidate_key", "heldout_report", "hopeless", "rank_correlation", "run_search", "seed_label",
+    "HeldoutReport", "SearchOutcome", "SearchResult", "ShortTarget", "Space", "Threshold", "candidate_key", "heldout_report", "hopeless", "rank_correlation", "run_search", "seed_label",
     "rung_fidelity",
 ]

@@ -10,6 +10,7 @@ from ..events import Sink, null_sink
 from ..hf import spec_for_model
 from ..rope import RopeSpec
 from .config import SearchConfig
+from .results import HeldoutReport
 from .targets import TARGETS
 
 
@@ -50,12 +51,11 @@ def _evaluate(model: Any, tokenizer: Any, specs: dict[str, RopeSpec], config: Se
 
 
 def heldout_report(model: Any, tokenizer: Any, result: Any, config: SearchConfig, *, n_documents: int = 20,
-                   per_document: int = 4, sink: Sink = null_sink, progress: bool = False) -> dict[str, Any]:
+                   per_document: int = 4, sink: Sink = null_sink, progress: bool = False) -> HeldoutReport:
     """Re-evaluate the winner and PI / NTK / YaRN on up to ``n_documents`` held-out windows (up to
     ``per_document`` from each held-out document), paired per window and per document.
 
-    Returns ``wins_vs_<m>`` (share of windows), ``document_wins_vs_<m>`` (share of documents, each compared by
-    its windows' geometric mean), ``gain_vs_<m>`` and, for LongRoPE, ``tail_gain_vs_<m>``.
+    The methods compared are the search's ``seed_methods``.
     """
     from ..rope import spec_from_dict
 
@@ -64,17 +64,17 @@ def heldout_report(model: Any, tokenizer: Any, result: Any, config: SearchConfig
         specs[m] = spec_for_model(model, m, target_length=config.target_length)
     docs, settings, key = _evaluate(model, tokenizer, specs, config, n_documents, per_document, sink, progress)
     per = {n: v[key] for n, v in settings.items()}
-    out: dict[str, Any] = {"target_length": config.target_length, "mode": config.mode, "settings": settings,
-                           "documents": [getattr(d, "label", None) or getattr(d, "key", "") for d in docs],
-                           "source_documents": sorted({_document_of(d) for d in docs})}
+    out = HeldoutReport(config.target_length, config.mode, settings,
+                        documents=[getattr(d, "label", None) or getattr(d, "key", "") for d in docs],
+                        source_documents=sorted({_document_of(d) for d in docs}), wins={}, gain={})
     for m in config.seed_methods:
-        out[f"wins_vs_{m}"] = sum(a < b for a, b in zip(per["searched"], per[m], strict=True)) / len(docs)
+        out.wins[m] = sum(a < b for a, b in zip(per["searched"], per[m], strict=True)) / len(docs)
         wins, n = _per_document_wins(docs, per["searched"], per[m]) if key == "per_document_ppl" else (0, 0)
         if n:
-            out[f"document_wins_vs_{m}"] = wins / n
-        out[f"gain_vs_{m}"] = 1 - settings["searched"]["ppl"] / settings[m]["ppl"]
+            out.document_wins[m] = wins / n
+        out.gain[m] = 1 - settings["searched"]["ppl"] / settings[m]["ppl"]
         if "tail_ppl" in settings["searched"]:
-            out[f"tail_gain_vs_{m}"] = 1 - settings["searched"]["tail_ppl"] / settings[m]["tail_ppl"]
+            out.tail_gain[m] = 1 - settings["searched"]["tail_ppl"] / settings[m]["tail_ppl"]
     return out
 
 

@@ -11,7 +11,6 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +24,8 @@ from .ga import GeneticAlgorithm, Genome, Space
 from .journal import Journal, Record, candidate_key
 from .processes import Workers
 from .racing import Threshold, threshold
+from .results import SearchResult
 from .targets import TARGETS, LongTarget, ShortTarget, seed_label
-
-
-@dataclass
-class SearchResult:
-    """The winner and how the search got there.
-
-    ``baselines`` is the search-split fitness of the seeds (keys: the seed's method, ``baseline_labels``
-    names them "PI seed", ...): their frequency factors in this search's spec, with its attention factor,
-    not the methods themselves; the held-out report (``report.json``) compares the methods.
-    """
-
-    best_factors: list[float]
-    best_n_hat: int
-    best_fitness: float
-    critical_dim: int | None
-    spec: dict[str, Any]
-    rope_parameters: dict[str, Any] | None
-    export_notes: list[str]
-    baselines: dict[str, float]
-    generations: list[dict[str, Any]]
-    evaluations: int
-    evaluations_replayed: int
-    tokens_forwarded: int
-    tokens_saved_by_racing: int
-    seconds: float
-    stopped: bool
-    notes: list[str] = field(default_factory=list)
-    baseline_labels: dict[str, str] = field(default_factory=dict)
-    racing: str = "exact"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _resolve_target(config: SearchConfig, geometry: Any, target: LongTarget | ShortTarget | None
@@ -128,6 +96,7 @@ class Search:
         self.journal = Journal(self.folder, self.comm.rank)
         self.workers = Workers(self.comm, self.evaluator, self.journal, self.sink, stop)
         self.replayed = 0
+        self.baseline_factors: dict[str, list[float]] = {}
 
     def _documents(self) -> list[Any]:
         cfg = self.cfg
@@ -275,10 +244,11 @@ class Search:
         by_genome = {tuple(r.genome): r for r in records}
         named = (*cfg.seed_methods, "original", "long factors")  # the methods' seeds, and recovery's reference ones
         baselines = {name: by_genome[g].fitness for name, g in seeds if g in by_genome and name in named}
+        factors = {name: list(space.factors(g)) for name, g in seeds if name in baselines}
+        self.baseline_factors = self.baseline_factors or factors  # the first space's (LongRoPE2: per cd)
         self.sink(Event("search.baselines", {"critical_dim": space.cd, "fitness": baselines,
                                              "labels": {name: seed_label(name) for name in baselines},
-                                             "factors": {name: list(space.factors(g)) for name, g in seeds
-                                                         if name in baselines}}))
+                                             "factors": factors}))
         parents = sorted((r for r in records if r.complete), key=lambda r: r.fitness)[: cfg.parents]
         history = [self._generation_event(0, parents, records, space)]
         for gen in range(1, cfg.generations + 1):
@@ -365,7 +335,7 @@ class Search:
         common = dict(baselines=baselines, baseline_labels={k: seed_label(k) for k in baselines},
                       evaluations=len(self.reached), evaluations_replayed=self.replayed, tokens_forwarded=self.tokens,
                       tokens_saved_by_racing=self.tokens_saved, seconds=seconds, stopped=self.stop(), notes=self.notes,
-                      racing=self.cfg.racing,
+                      racing=self.cfg.racing, baseline_factors=self.baseline_factors,
                       generations=[{k: v for k, v in h.items() if k != "population_factors"} for h in history])
         if best is None:
             result = SearchResult(best_factors=[], best_n_hat=0, best_fitness=math.inf, critical_dim=None, spec={},
@@ -412,5 +382,5 @@ def run_search(model: Any, tokenizer: Any, config: SearchConfig, run_dir: str | 
     if result is not None and report and not result.stopped and result.best_factors and target is None:
         rep = heldout_report(model, tokenizer, result, config, n_documents=report_documents, sink=both)
         search.run_folder.write("report", rep)
-        both(Event("search.report", rep))
+        both(Event("search.report", rep.to_dict()))
     return result
