@@ -210,6 +210,7 @@ def test_no_file_or_function_is_longer_than_a_reader_holds():
 # the class). The GPU kit's gpu.json keeps a held-out table of its own (counts, not shares), in workbench/gpukit/.
 RESULT_KEYS = {
     "workbench/search/results.py": ("wins_vs_", "gain_vs_"),
+    "workbench/progressive_results.py": ("stage2_at_L2_over_stage1_at_L1", "recovery_vs_original_at_L0"),
 }
 OWN_FORMAT = ("workbench/gpukit/",)
 

@@ -13,6 +13,7 @@ from workbench.progressive import (
     run_progressive,
     stage_search_config,
 )
+from workbench.progressive_results import ProgressiveReport
 from workbench.runs import RunFolder
 
 TINY = ProgressiveConfig(
@@ -30,9 +31,16 @@ def test_pipeline_runs_end_to_end_and_resumes(tmp_path):
     result = run_progressive("teaching-ci", TINY, tmp_path / "p", progress=False)
     assert set(result.stages) == {"search1", "finetune", "search2", "recovery", "final", "report"}
     r = result.report
-    assert set(r["ppl"]) == {"no fine-tuning", "after stage 1", "after stage 2"}
-    assert set(r["ppl"]["after stage 2"]) == {"256", "512", "1024"}
-    assert set(r["ppl_at_L0"]) == {"original", "before recovery", "after recovery"}
+    assert set(r.ppl) == {"no fine-tuning", "after stage 1", "after stage 2"}
+    assert set(r.ppl["after stage 2"]) == {"256", "512", "1024"}
+    assert set(r.short.ppl_at_L0) == {"original", "before recovery", "after recovery"}
+    assert r.stage2_over_stage1 == r.ppl["after stage 2"]["1024"] / r.ppl["after stage 1"]["512"]
+    assert r.summary().startswith(f"stage 2 at L2 / stage 1 at L1 = {r.stage2_over_stage1:.3f} (target <= 1.2); "
+                                  "after recovery vs original at L0: ")
+    assert r.markdown().count("| after stage 2 |") == 1 and "| before recovery |" in r.markdown()
+    assert [f.layout.title.text for f in r.figures()] == ["Held-out perplexity by length", "Perplexity at L0 = 256"]
+    saved = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert ProgressiveReport.from_dict(saved) == r and saved["met"] == r.met
     s1 = result.stages["search1"]["long_factor"]
     s2 = result.stages["search2"]["long_factor"]
     assert all(b >= a - 1e-9 for a, b in zip(s1, s2, strict=True))  # composed = stage 1 x stage 2 (>= 1)
@@ -42,7 +50,7 @@ def test_pipeline_runs_end_to_end_and_resumes(tmp_path):
     assert rp["short_factor"] == pytest.approx(result.stages["recovery"]["short_factor"])
     # resuming a finished pipeline redoes nothing and reports the same
     again = run_progressive("teaching-ci", TINY, tmp_path / "p", progress=False)
-    assert again.report["ppl"] == r["ppl"]
+    assert again.report == r
     # a pipeline interrupted after stage 1: remove everything after the search, rerun, same end result
     import shutil
 
@@ -50,7 +58,7 @@ def test_pipeline_runs_end_to_end_and_resumes(tmp_path):
         shutil.rmtree(tmp_path / "p" / d)
     (tmp_path / "p" / "report.json").unlink()
     third = run_progressive("teaching-ci", TINY, tmp_path / "p", progress=False)
-    assert third.stages["search1"]["long_factor"] == s1 and third.report["ppl"] == r["ppl"]
+    assert third.stages["search1"]["long_factor"] == s1 and third.report.ppl == r.ppl
 
 
 def test_pipeline_refuses_other_settings_and_bad_lengths(tmp_path):

@@ -32,7 +32,7 @@ from workbench.search.results import heldout_figure, search_factors_figure, sear
 
 __all__ = [  # the figure builders, and what the widgets and notebooks style their own figures with
     "BASE_LAYOUT", "PALETTE", "attention_figure", "color_of", "entropy_heatmap_figure", "entropy_position_figure",
-    "factor_figure", "heldout_figure", "look_of", "method_label", "method_of", "method_specs",
+    "factor_curves_figure", "factor_figure", "heldout_figure", "look_of", "method_label", "method_of", "method_specs",
     "moving_average", "needle_heatmap_figure", "ood_figure", "passkey_table", "position_loss_figure",
     "ppl_by_length_figure", "rotation_figure", "search_factors_figure", "search_progress_figure", "style_of",
     "training_curve_figure", "wavelength_figure",
@@ -72,6 +72,14 @@ def factor_figure(specs: dict[str, RopeSpec], highlight: str | None = None) -> g
     fig.layout.shapes[-1].layer = "below"  # under the curves, so PI's λ = s line shows on it
     fig.update_layout(title="Rescale factor per pair  λᵢ = θᵢ / θ'ᵢ", xaxis_title="pair i (fast → slow)",
                       yaxis_title="λᵢ")
+    return fig
+
+
+def factor_curves_figure(curves: dict[str, Sequence[float]], title: str = "Factors per pair") -> go.Figure:
+    """Per-pair factor lists overlaid (a pipeline's stages, long against recovered short factors)."""
+    fig = go.Figure(layout={**BASE_LAYOUT, "title": title, "xaxis_title": "pair i", "yaxis_title": "factor λ"})
+    for label, factors in curves.items():
+        fig.add_scatter(y=list(factors), name=label)
     return fig
 
 

@@ -30,6 +30,7 @@ import torch
 from . import distributed
 from .events import Event, Sink, fan_out, null_sink, read_events
 from .hf import model_geometry
+from .progressive_results import ProgressiveReport, ShortContextReport
 from .rope import LongRopeSpec, spec_from_dict
 from .runs import RunFolder, RunFolderError
 from .search import LongTarget, SearchConfig, ShortTarget, run_search
@@ -133,7 +134,7 @@ def _device() -> torch.device:
 class ProgressiveResult:
     folder: str
     stages: dict[str, Any]
-    report: dict[str, Any]
+    report: ProgressiveReport
     final_dir: str
     seconds: float
 
@@ -211,22 +212,22 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
     return ProgressiveResult(str(folder), stage.done, report, str(final_dir), time.time() - stage.t0)
 
 
-def _final_report(stage: Any, path: Path, make: Any) -> dict[str, Any] | None:
+def _final_report(stage: Any, path: Path, make: Any) -> ProgressiveReport | None:
     """Process 0 writes (or reads back) the report and records its stage; every process waits for it."""
     report = None
     if distributed.rank() == 0:
         report = _report_stage(path, make)
-        stage("report", {k: v for k, v in report.items() if k != "per_document"})
+        stage("report", {k: v for k, v in report.to_dict().items() if k != "per_document"})
     distributed.barrier()
     return report
 
 
-def _report_stage(path: Path, make: Any) -> dict[str, Any]:
+def _report_stage(path: Path, make: Any) -> ProgressiveReport:
     """The report at ``path``, made (by ``make()``) and written when it is not there yet."""
     if path.exists():
-        return json.loads(path.read_text())
+        return ProgressiveReport.from_dict(json.loads(path.read_text()))
     report = make()
-    path.write_text(json.dumps(report, indent=1))
+    path.write_text(json.dumps(report.to_dict(), indent=1))
     return report
 
 
@@ -301,7 +302,7 @@ def _search_stage(model: Any, tokenizer: Any, cfg: SearchConfig, folder: Path, m
 
 def progressive_report(original: Any, tuned: Any, tokenizer: Any, spec1: Any, spec2: Any, spec_r: Any,
                        config: ProgressiveConfig, L0: int, L1: int, L2: int, sink: Sink = null_sink,
-                       progress: bool = False) -> dict[str, Any]:
+                       progress: bool = False) -> ProgressiveReport:
     """Held-out perplexity at L0, L1, L2: no fine-tuning (original model + stage-1 factors), after stage 1
     (fine-tuned + stage-1 factors), after stage 2 (fine-tuned + composed factors); and at L0 the original
     model, the final model before recovery (short factors all 1) and after recovery."""
@@ -321,19 +322,7 @@ def progressive_report(original: Any, tuned: Any, tokenizer: Any, spec1: Any, sp
         per_doc[label] = {str(r.length): r.per_document_ppl for r in results}
     short = short_context_report(original.model, tuned, tokenizer, replace(spec_r, short_factor=None), spec_r,
                                  corpus=config.corpus, documents=config.eval_documents * 2, progress=progress)
-    at_L0 = short["ppl_at_L0"]
-    stage2_vs_stage1 = rows["after stage 2"][str(L2)] / rows["after stage 1"][str(L1)]
-    return {
-        "lengths": lengths, "ppl": rows, "ppl_at_L0": at_L0,
-        "stage2_at_L2_over_stage1_at_L1": stage2_vs_stage1,
-        "recovery_vs_original_at_L0": at_L0["after recovery"] / at_L0["original"] - 1,
-        "documents": [d.label for d in docs], "short_documents": short["documents"],
-        "targets": {"stage2_at_L2_over_stage1_at_L1": "<= 1.2", "recovery_vs_original_at_L0": "<= +2%"},
-        "met": {"stage2": stage2_vs_stage1 <= 1.2,
-                "recovery": at_L0["after recovery"] / at_L0["original"] - 1 <= 0.02},  # at most 2% worse
-        "per_document": per_doc,
-        "not_finite": [k for k, v in rows.items() if any(not math.isfinite(x) for x in v.values())],
-    }
+    return ProgressiveReport(lengths, rows, short, [d.label for d in docs], per_doc)
 
 
 def recover_short_context(model: Any, tokenizer: Any, long_spec: LongRopeSpec, run_dir: str | Path, *,
@@ -360,9 +349,9 @@ def recover_short_context(model: Any, tokenizer: Any, long_spec: LongRopeSpec, r
 
 def short_context_report(original: Any, extended: Any, tokenizer: Any, long_spec: LongRopeSpec,
                          recovered: LongRopeSpec, *, corpus: str = "shakespeare", documents: int = 16,
-                         progress: bool = False) -> dict[str, Any]:
+                         progress: bool = False) -> ShortContextReport:
     """Held-out perplexity at L0 of the original model, the extended one before recovery (short factors all 1)
-    and after it, and the change after recovery against the original (LongRoPE's target: at most +2 %)."""
+    and after it (the change after recovery against the original: ``.change``; LongRoPE's target: at most +2 %)."""
     from dataclasses import replace
 
     from .data import samples
@@ -377,5 +366,4 @@ def short_context_report(original: Any, extended: Any, tokenizer: Any, long_spec
         "after recovery": perplexity(extended, docs, spec=recovered, length=L0, label="after recovery",
                                      progress=progress).ppl,
     }
-    return {"ppl_at_L0": at_L0, "recovery_vs_original_at_L0": at_L0["after recovery"] / at_L0["original"] - 1,
-            "documents": len(docs)}
+    return ShortContextReport(at_L0, len(docs))

@@ -32,10 +32,7 @@ def test_teaching_default_pipeline(record):
         "config": ProgressiveConfig(stage1_length=1024, stage2_length=8192).to_dict(),
         "wall_seconds_this_call": time.time() - t, "stage_seconds": stage_seconds,
         "pipeline_seconds": sum(stage_seconds.values()),
-        "lengths": r["lengths"], "ppl": r["ppl"], "ppl_at_L0": r["ppl_at_L0"],
-        "stage2_at_L2_over_stage1_at_L1": r["stage2_at_L2_over_stage1_at_L1"],
-        "recovery_vs_original_at_L0": r["recovery_vs_original_at_L0"], "met": r["met"], "targets": r["targets"],
-        "heldout_documents": r["documents"], "finetune": result.stages["finetune"],
+        **r.results(heldout_documents=r.documents), "finetune": result.stages["finetune"],
         "factors": {"stage1": result.stages["search1"]["long_factor"], "composed": result.stages["search2"]["long_factor"],
                     "short": result.stages["recovery"]["short_factor"]}})
-    assert not r["not_finite"]
+    assert not r.not_finite

@@ -101,14 +101,8 @@ def cmd_progressive(args: argparse.Namespace) -> int:
     distributed.shutdown()
     if result is None:
         return 0
-    r = result.report
-    print("perplexity (held-out):")
-    for label, row in r["ppl"].items():
-        print(f"  {label:>15}: " + "  ".join(f"{L}: {v:8.2f}" for L, v in row.items()))
-    print("at L0: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ppl_at_L0"].items()))
-    print(f"stage 2 at L2 / stage 1 at L1 = {r['stage2_at_L2_over_stage1_at_L1']:.3f} (target <= 1.2); recovery vs "
-          f"original at L0 {r['recovery_vs_original_at_L0']:+.2%} (target: at most +2%); {result.seconds:.0f} s; final "
-          f"model: {result.final_dir}")
+    print(result.report.markdown())
+    print(f"{result.report.summary()}; {result.seconds:.0f} s; final model: {result.final_dir}")
     return 0
 
 

@@ -107,10 +107,12 @@ def _notebook(r: dict[str, Any]) -> list[str]:
     lines = [f"{r.get('hardware', {}).get('words', '?')}: exit {r.get('returncode')} in {_f(r.get('seconds'), '.0f')} s"]
     res = r.get("results")
     if res:
-        lines.append(f"stage 2 at L2 / stage 1 at L1 = {res['stage2_at_L2_over_stage1_at_L1']:.3f}; after recovery vs "
-                     f"original at L0 {res['recovery_vs_original_at_L0']:+.2%}; PPL by length: "
+        from ..progressive_results import ProgressiveReport
+
+        report = ProgressiveReport.from_dict(res)  # the notebook's results.json
+        lines.append(f"{report.summary()}; PPL by length: "
                      + "; ".join(f"{k}: " + ", ".join(f"{L} {v:.2f}" for L, v in row.items())
-                                 for k, row in res["ppl"].items()))
+                                 for k, row in report.ppl.items()))
     return lines
 
 
