@@ -19,8 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.events import ConsoleSink
-
-from .static import png_bytes, stitch, wrap_title
+from workbench.static import png_bytes, stitch, wrap_title
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 MAX_POINTS = 400  # a line trace longer than this is thinned (min and max per bucket keep its envelope)

@@ -1,7 +1,9 @@
 """Figure builders: plotly figures from library results, one source for notebooks, panels and static files.
 
 :func:`widgets.display.show` displays them as data (plotly JSON + PNG), panels redraw them whole in an output
-area (:class:`widgets.panel.FigureOutput`), and :func:`widgets.static.save_png` renders them with matplotlib.
+area (:class:`widgets.panel.FigureOutput`), and :func:`workbench.static.save_png` renders the same figure objects
+as PNGs with matplotlib. Figures the library draws itself (a result's ``.figures()``, the training curve) are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from workbench.figure_style import (
     style_of,
     vline,
 )
+from workbench.plots import training_curve_figure
 from workbench.rope import RopeSpec, su_attention_factor, yarn_attention_factor
 from workbench.rope import (
     method_specs as method_specs,  # re-exported: the notebooks and widgets draw the specs it makes
@@ -251,19 +254,6 @@ def needle_heatmap_figure(result) -> go.Figure:
                     texttemplate="%{text}", colorbar=dict(title="accuracy"), name="needle")
     fig.update_layout(title=f"Needle retrieval: {result.label}", xaxis_title="context length (tokens)",
                       yaxis_title="needle depth")
-    return fig
-
-
-def training_curve_figure(history: list[dict], title: str = "Teaching model training") -> go.Figure:
-    """Training loss per step and held-out loss (ln PPL) where it was measured."""
-    fig = go.Figure(layout=BASE_LAYOUT)
-    fig.add_scatter(x=[h["step"] for h in history], y=[h["loss"] for h in history], name="train loss",
-                    mode="lines", line=dict(color="#1f77b4", width=1.2))
-    held = [h for h in history if "heldout_ppl" in h]
-    if held:
-        fig.add_scatter(x=[h["step"] for h in held], y=[math.log(h["heldout_ppl"]) for h in held],
-                        name="held-out loss at L0", mode="lines+markers", line=dict(color="#d62728", width=2.5))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (nats)")
     return fig
 
 

@@ -16,8 +16,8 @@ from widgets.figures import (  # noqa: E402
     rotation_figure,
     wavelength_figure,
 )
-from widgets.static import save_png  # noqa: E402
 from workbench.rope import available_methods, make_spec  # noqa: E402
+from workbench.static import save_png  # noqa: E402
 
 GEOMETRY = make_spec("default", head_dim=64, rope_theta=1e5, original_max_position_embeddings=8192, target_length=32768)
 

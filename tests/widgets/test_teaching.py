@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from widgets.figures import method_specs
 from widgets.session import front_end_attached, resolve_live, runner_command
-from widgets.static import save_png
 from widgets.teaching import (
     attention_sink_figure,
     entropy_growth_figure,
@@ -15,6 +14,7 @@ from widgets.teaching import (
     teaching_pairs,
 )
 from workbench.rope import make_spec
+from workbench.static import save_png
 
 SPEC = make_spec("default", head_dim=64, rope_theta=500.0, original_max_position_embeddings=256, factor=8.0)
 

@@ -13,7 +13,8 @@ from .jobs import run_folder
 def cmd_teaching(args: argparse.Namespace) -> int:
     """Train (or load) a teaching model; report its training and how it reads beyond L0 without scaling."""
     from ..models import load_teaching
-    from ..plots import save_training_curve
+    from ..plots import training_curve_figure
+    from ..static import save_png
     from ..teaching import read_beyond_L0, training_info
 
     lm = load_teaching(args.preset)
@@ -30,8 +31,8 @@ def cmd_teaching(args: argparse.Namespace) -> int:
               f"{row['ppl_per_L0_window']}")
     if run:
         run.write("teaching", {"training": {k: v for k, v in info.items() if k != "history"}, "beyond_L0": rows})
-        path = save_training_curve(info["history"], run.path / "training_curve.png",
-                                   f"Teaching model ({args.preset}) training")
+        path = save_png(training_curve_figure(info["history"], f"Teaching model ({args.preset}) training"),
+                        run.path / "training_curve.png")
         print(f"wrote {run.path / 'teaching.json'} and {path}")
     return 0
 

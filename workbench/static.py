@@ -1,7 +1,10 @@
-"""Render the workbench's plotly figures as static PNGs with matplotlib (no browser, no kaleido).
+"""Render the workbench's plotly figures as static PNGs with matplotlib (no browser, no kaleido): the PNG of a
+figure is drawn from the same figure object the notebook shows, never from a second drawing of it.
 
-Covers what :mod:`widgets.figures` draws: scatter lines/markers, heatmaps, bars, log axes, line and
-rectangle shapes, text annotations and titles.
+Covers what the workbench draws: scatter lines/markers, heatmaps, bars, log axes, line and rectangle shapes, text
+annotations and titles. A trace of another type is refused (:class:`StaticRenderError`), never left out silently.
+matplotlib is used through its object API (``Figure`` + the Agg canvas) and imported inside the functions, as
+plotly is: importing this module costs nothing and selects no backend for the caller's process.
 """
 
 from __future__ import annotations
@@ -10,15 +13,9 @@ import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+import numpy as np
 
 _DASH = {None: "-", "solid": "-", "dash": "--", "dot": ":", "dashdot": "-.", "longdash": (0, (8, 3)),
          "longdashdot": (0, (8, 3, 2, 3))}
@@ -50,10 +47,18 @@ def _axis_values(values, n: int) -> tuple[np.ndarray, list[str] | None]:
         return np.arange(len(values)), [str(v) for v in values]
 
 
-def _draw(ax: plt.Axes, fig: go.Figure) -> None:
+class StaticRenderError(ValueError):
+    """A figure holds something the static renderer cannot draw (it would vanish from the PNG)."""
+
+
+def _draw(ax: Any, fig: Any) -> None:
     lay = fig.layout
+    drawers = {"scatter": _draw_scatter, "heatmap": _draw_heatmap, "bar": _draw_bar}
     for tr in fig.data:
-        {"scatter": _draw_scatter, "heatmap": _draw_heatmap, "bar": _draw_bar}.get(tr.type, lambda *_: None)(ax, tr)
+        if tr.type not in drawers:
+            raise StaticRenderError(f"a {tr.type!r} trace ({tr.name or 'unnamed'}) in {lay.title.text!r} cannot be "
+                                    f"drawn as a static PNG: the renderer draws {sorted(drawers)} traces")
+        drawers[tr.type](ax, tr)
     for sh in lay.shapes or ():
         _draw_shape(ax, sh)
     for an in lay.annotations or ():
@@ -71,7 +76,7 @@ def _draw(ax: plt.Axes, fig: go.Figure) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
-def _draw_scatter(ax: plt.Axes, tr) -> None:
+def _draw_scatter(ax: Any, tr) -> None:
     mode = tr.mode or "lines"
     line = tr.line or {}
     style = _DASH.get(line.dash, "-") if "lines" in mode else "none"
@@ -87,7 +92,7 @@ def _draw_scatter(ax: plt.Axes, tr) -> None:
             label=tr.name if tr.showlegend is not False else None)
 
 
-def _draw_heatmap(ax: plt.Axes, tr) -> None:
+def _draw_heatmap(ax: Any, tr) -> None:
     z = np.asarray(tr.z, dtype=float)
     x, x_labels = _axis_values(tr.x, z.shape[1])
     y, y_labels = _axis_values(tr.y, z.shape[0])
@@ -95,10 +100,12 @@ def _draw_heatmap(ax: plt.Axes, tr) -> None:
         ax.set_xticks(x, x_labels)
     if y_labels:
         ax.set_yticks(y, y_labels)
+    from matplotlib.colors import LinearSegmentedColormap
+
     scale = tr.colorscale or ((0, "#440154"), (1, "#fde725"))
     cmap = LinearSegmentedColormap.from_list("c", [(float(p), c) for p, c in scale]).with_extremes(bad="#ffffff")
     mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), cmap=cmap, vmin=tr.zmin, vmax=tr.zmax, shading="nearest")
-    cb = plt.colorbar(mesh, ax=ax, fraction=0.04)
+    cb = ax.figure.colorbar(mesh, ax=ax, fraction=0.04)
     if tr.colorbar is not None and tr.colorbar.title is not None and tr.colorbar.title.text:
         cb.set_label(tr.colorbar.title.text)
     for i, row in enumerate(tr.text if tr.text is not None else ()):
@@ -107,11 +114,11 @@ def _draw_heatmap(ax: plt.Axes, tr) -> None:
                 ax.text(x[j], y[i], txt, ha="center", va="center", fontsize=7)
 
 
-def _draw_bar(ax: plt.Axes, tr) -> None:
+def _draw_bar(ax: Any, tr) -> None:
     ax.bar([str(v) for v in tr.x], tr.y, color=(tr.marker.color if tr.marker else None), label=tr.name)
 
 
-def _draw_shape(ax: plt.Axes, sh) -> None:
+def _draw_shape(ax: Any, sh) -> None:
     color = _rgba(sh.line.color if sh.line else None) or "#444"
     if sh.type == "line":
         style = _DASH.get(sh.line.dash if sh.line else None, "-")
@@ -126,7 +133,7 @@ def _draw_shape(ax: plt.Axes, sh) -> None:
         ax.axvspan(sh.x0, sh.x1, color=_rgba(sh.fillcolor) or (0.8, 0.2, 0.2, 0.1), linewidth=0)
 
 
-def _draw_annotation(ax: plt.Axes, an, lay) -> None:
+def _draw_annotation(ax: Any, an, lay) -> None:
     x = an.x if an.xref != "paper" else None
     y = an.y if an.yref != "paper" else None
     if y is not None and lay.yaxis.type == "log":
@@ -139,7 +146,9 @@ def _draw_annotation(ax: plt.Axes, an, lay) -> None:
             color="#333", ha="left" if an.xanchor == "left" else "center", va="bottom")
 
 
-def _style_axes(ax: plt.Axes, lay) -> None:
+def _style_axes(ax: Any, lay) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     plain = FuncFormatter(lambda v, _: _short_number(v))
     for axis, spec, setter, limits in ((ax.xaxis, lay.xaxis, ax.set_xscale, ax.get_xlim),
                                        (ax.yaxis, lay.yaxis, ax.set_yscale, ax.get_ylim)):
@@ -163,11 +172,16 @@ def wrap_title(text: str, width: int = 70) -> str:
     return "\n".join(part for line in lines for part in (textwrap.wrap(line, width) or [""]))
 
 
-def render(figs: Sequence[go.Figure], columns: int = 2, width: float = 6.4, height: float = 3.8) -> plt.Figure:
+def render(figs: Sequence[Any], columns: int = 2, width: float = 6.4, height: float = 3.8) -> Any:
     """A matplotlib figure with the plotly figures in a grid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     rows = (len(figs) + columns - 1) // columns
     cols = min(columns, len(figs))
-    mfig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    mfig = Figure(figsize=(width * cols, height * rows))
+    FigureCanvasAgg(mfig)
+    axes = mfig.subplots(rows, cols, squeeze=False)
     for ax, fig in zip(axes.flat, figs, strict=False):
         _draw(ax, fig)
     for ax in list(axes.flat)[len(figs):]:
@@ -176,24 +190,22 @@ def render(figs: Sequence[go.Figure], columns: int = 2, width: float = 6.4, heig
     return mfig
 
 
-def save_png(figs: go.Figure | Sequence[go.Figure], path: str | Path, columns: int = 2, dpi: int = 110) -> Path:
+def save_png(figs: Any, path: str | Path, columns: int = 2, dpi: int = 110) -> Path:
     """Render one or several plotly figures to a PNG file."""
+    import plotly.graph_objects as go
+
     figs = [figs] if isinstance(figs, go.Figure) else list(figs)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    mfig = render(figs, columns)
-    mfig.savefig(p, dpi=dpi)
-    plt.close(mfig)
+    render(figs, columns).savefig(p, dpi=dpi)
     return p
 
 
-def png_bytes(fig: go.Figure, dpi: int = 80, colors: int | None = 256) -> bytes:
+def png_bytes(fig: Any, dpi: int = 80, colors: int | None = 256) -> bytes:
     """One plotly figure as PNG bytes: matplotlib at a modest ``dpi``, reduced to a ``colors`` palette (about
     three times smaller than full colour, and the figures use a few dozen colours anyway)."""
-    mfig = render([fig], columns=1)
     buf = io.BytesIO()
-    mfig.savefig(buf, dpi=dpi, format="png")
-    plt.close(mfig)
+    render([fig], columns=1).savefig(buf, dpi=dpi, format="png")
     return _palette(buf.getvalue(), colors) if colors else buf.getvalue()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import plotly.graph_objects as go
+import pytest
 
-from widgets.static import render
+from workbench.static import render
 
 
 def _one_axes(fig: go.Figure):
@@ -32,3 +33,25 @@ def test_every_kind_of_trace_and_shape_is_drawn():
     assert len(ax.lines) >= 2 and len(ax.patches) >= 2 and any(t.get_text() == "L0" for t in ax.texts)
     heat = _one_axes(go.Figure(go.Heatmap(z=[[0, 1], [2, 3]], x=["p", "q"], y=[0, 1], text=[["", "x"], ["", ""]])))
     assert heat.collections and [t.get_text() for t in heat.get_xticklabels()] == ["p", "q"]
+
+
+def test_a_trace_the_renderer_cannot_draw_is_refused_not_dropped(tmp_path):
+    from workbench.static import StaticRenderError, save_png
+
+    fig = go.Figure(layout=dict(title="shares"))
+    fig.add_scatter(y=[1, 2], name="line")
+    fig.add_pie(values=[1, 2], name="a pie")
+    with pytest.raises(StaticRenderError, match="a 'pie' trace \\(a pie\\) in 'shares' cannot be drawn"):
+        save_png(fig, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_training_curve_png_is_the_figure_the_notebook_shows(tmp_path):
+    from workbench.plots import training_curve_figure
+    from workbench.static import render
+
+    history = [{"step": s, "loss": 5.0 - s / 10} for s in range(1, 11)] + [{"step": 10, "loss": 4.0, "heldout_ppl": 60.0}]
+    fig = training_curve_figure(history, "t")
+    ax = render([fig]).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["train loss", "held-out loss at L0"]
+    assert list(ax.get_lines()[0].get_ydata()) == [h["loss"] for h in history]
