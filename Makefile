@@ -98,15 +98,16 @@ $(LLAMACPP_STAMP): | $(STAMP)
 test-llamacpp: setup-llamacpp
 	$(BIN)/python -m pytest -q -m llamacpp tests/test_llamacpp.py -p no:cacheprovider --timeout=2400
 
-# ---- GPU kit (make gpu-pack here, make gpu-run on the GPU host) ----
-# gpu-pack: what the device lacks into .gpukit/ (SmolLM2's GGUF in checksummed parts, the wheels), then the exact
-# device calls (carry lists, commands, timeouts). gpu-run: every step time-boxed into $(OUT)/gpu.json + gpu.log;
-# on the device `make gpu-run OUT=$OUT WORK=.gpukit/work` (no .venv there: python3); GPU_TINY=1 runs the same
-# steps here on the CPU with the teaching model. Running it again with the same OUT (or WORK) resumes.
+# ---- GPU kit (make gpu-pack where pip reaches an index, make gpu-run on the offline GPU host) ----
+# gpu-pack: the bundle .gpukit/ (SmolLM2's GGUF in parts of at most 60 MiB, the wheels the host needs, a SHA-256
+# manifest, PLAN.md); GPU_PACK_ARGS passes options (--part-mib, --python-version, --platform, --have FREEZE_FILE).
+# gpu-run: every step time-boxed into $(OUT)/gpu.json + gpu.log; on the host `make gpu-run OUT=out
+# WORK=.gpukit/work` (no .venv there: python3); GPU_TINY=1 runs the same steps on this CPU with the teaching
+# model. Running it again with the same OUT (or WORK) resumes.
 GPU_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
 gpu-pack: setup
-	$(BIN)/python -m workbench.gpukit pack
+	$(BIN)/python tools/gpu_pack.py $(GPU_PACK_ARGS)
 
 gpu-run: $(if $(GPU_TINY),setup)
 	$(GPU_PY) -m workbench.gpukit run --out "$(or $(OUT),runs/gpu$(if $(GPU_TINY),-tiny))" \

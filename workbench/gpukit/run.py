@@ -7,13 +7,13 @@ what they measured), then, if it does not, the worker and everything it started 
 recorded as ``overran`` with its partial results and the next step starts in a fresh worker. A failed
 step likewise gets a fresh worker for the next one (a broken CUDA context must not spoil the rest).
 
-The work folder holds ``journal.jsonl`` (one line per call, step start and step end), ``steps/`` (each
-step's record), the run folders of the search, the training and the notebook, ``gpu.json`` and ``gpu.log``.
-A second call with the same work folder skips finished steps and starts at the first unfinished one;
-those that resume internally (search journal, training checkpoints, the notebook's stages) continue
-where they stopped. The output folder gets copies of gpu.json, gpu.log, the journal and the executed
-notebook after every step (on the device ``$OUT``, which is emptied before each call: the work folder
-then lives in ``.gpukit/work``).
+Each invocation of ``run`` (a "call" in the journal) has a time budget (``--budget-s``). The work folder holds
+``journal.jsonl`` (one line per call, step start and step end), ``steps/`` (each step's record), the run folders
+of the search, the training and the notebook, ``gpu.json`` and ``gpu.log``. A second call with the same work
+folder skips finished steps and starts at the first unfinished one; those that resume internally (search journal,
+training checkpoints, the notebook's stages) continue where they stopped. The output folder gets copies of
+gpu.json, gpu.log, the journal and the executed notebook after every step (keep ``--work`` apart from ``--out``,
+e.g. ``.gpukit/work``, where the output folder is emptied between runs).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .pack import PACK_DIR, REPO, KitError, models_dir, site_dir
+from .bundle import PACK_DIR, REPO, KitError, models_dir, site_dir
 from .presets import STEPS, KitPreset
 from .report import summarize
 from .steps import NOTEBOOK, SENTINEL

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import jsonable
-from .pack import REPO, KitError, assemble, load_manifest, receive
+from .bundle import REPO, KitError, assemble, load_manifest, receive
 from .presets import KitPreset
 
 SENTINEL = "@@gpukit-step-end@@"
