@@ -189,7 +189,7 @@ def test_presets_and_search_sizing():
     slow = size_search(5.0, 3, 30.0)  # too slow for a real budget: the smallest search that still runs
     assert (slow["population"], slow["generations"], slow["n_hat_stage"]) == (4, 1, False)
     assert size_search(0.01, 1, 1000.0, max_population=64)["population"] == 64
-    ppl, source = recorded_reference(8192)  # the CPU fp32 number the device's bf16 run is held to
+    ppl, source = recorded_reference(8192)  # the CPU fp32 number the GPU's bf16 run is held to
     assert 25.0 < ppl < 26.5 and "evaluation.json" in source
 
 
@@ -282,7 +282,7 @@ def test_a_step_that_overruns_its_box_is_recorded_and_the_next_still_runs(tmp_pa
     data = json.loads((tmp_path / "out" / "gpu.json").read_text())
     parity, scale = data["steps"]["parity"], data["steps"]["scale"]
     assert parity["status"] == "overran" and parity["box_s"] == 0.5
-    assert not (parity.get("result") or {}).get("rows")  # stopped before its first forward on the device
+    assert not (parity.get("result") or {}).get("rows")  # stopped before its first forward on the GPU
     assert scale["status"] == "done" and len(scale["result"]["rows"]) == 3 * len(TINY.scale_lengths)
     assert data["steps"]["probe"]["status"] == "pending"
     assert "### parity: overran" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""What ``gpu-run`` does on the device and in tiny mode: the same steps, two sets of sizes.
+"""What ``gpu-run`` does on the GPU and in tiny mode: the same steps, two sets of sizes.
 
 Plain data, no torch: the orchestrator reads it before anything heavy is imported.
 """

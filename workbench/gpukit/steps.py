@@ -3,7 +3,7 @@
 Each step gets a :class:`StepContext` with its deadline (its time box): long loops check ``ctx.stop()``,
 end early with what they have (``ctx.cut_short``: the step is recorded as having overrun its box) and save
 partial results as they go, so a step the orchestrator has to kill still leaves its numbers behind. The
-same code runs on the device (SmolLM2, CUDA, bf16) and in tiny mode (the teaching model on this CPU); only
+same code runs on the GPU (SmolLM2, CUDA, bf16) and in tiny mode (the teaching model on this CPU); only
 the sizes in :mod:`workbench.gpukit.presets` differ.
 """
 
@@ -307,7 +307,7 @@ def recorded_reference(length: int) -> tuple[float, str]:
 
 
 def step_parity(ctx: StepContext) -> dict[str, Any]:
-    """Perplexity at L0 on the device in fp32, bf16 autocast and bf16 weights, against the CPU fp32 number."""
+    """Perplexity at L0 on the GPU in fp32, bf16 autocast and bf16 weights, against the CPU fp32 number."""
     from workbench.data import samples
     from workbench.evaluate import perplexity
 
@@ -597,7 +597,7 @@ def launch_command(params: dict[str, Any], output: Path) -> str:
 
 
 def step_notebook(ctx: StepContext) -> dict[str, Any]:
-    """Notebook 05 (the progressive pipeline) under papermill through the launcher, one process on the device."""
+    """Notebook 05 (the progressive pipeline) under papermill through the launcher, one process on the GPU."""
     from workbench.launch import Launch
 
     out = ctx.work / "notebook" / NOTEBOOK.name
