@@ -110,9 +110,10 @@ def test_eval_subcommands_print_their_rows_and_write_a_run_folder(tmp_path, caps
     assert json.loads((run / "params.json").read_text())  # the run folder says what ran
     spec = ["--model", "teaching-ci", "--method", "yarn", "--target", "1024"]
     assert main(["eval", "passkey", *spec, "--lengths", "96", "--trials", "1"]) == 0
-    assert "yarn passkey @ 96: " in capsys.readouterr().out
+    assert "yarn passkey: " in (out := capsys.readouterr().out) and "% @ 96 (1 trials per length)" in out
     assert main(["eval", "needle", *spec, "--lengths", "160", "--depths", "0.5"]) == 0
-    assert "yarn needle accuracy (rows: depth, columns: [160])" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "yarn needle accuracy " in out and "over 1 depths x 1 lengths" in out and "| depth | 160 |" in out
     assert main(["eval", "needle", *spec, "--lengths", "160", "--ppl", "--n-documents", "1", "--needles", "1"]) == 0
     assert "yarn needle-driven PPL @ 160" in capsys.readouterr().out
     assert main(["eval", "entropy", *spec, "--length", "64", "--layers", "0"]) == 0

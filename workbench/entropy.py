@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -51,6 +51,22 @@ class EntropyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EntropyResult:
+        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def summary(self) -> str:
+        pos = self.by_position()
+        return (f"{self.label} @ {self.length}: mean entropy {sum(pos) / len(pos):.3f} nats (first bucket {pos[0]:.3f}, "
+                f"last {pos[-1]:.3f}; uniform would be {self.uniform_reference()[-1]:.3f}), {self.seconds:.1f} s")
+
+    def figures(self) -> list[Any]:
+        """Entropy by layer and head, and by query position."""
+        from .evaluate.figures import entropy_heatmap_figure, entropy_position_figure
+
+        return [entropy_heatmap_figure(self), entropy_position_figure([self])]
 
     def by_position(self) -> list[float]:
         """Mean entropy per bucket over all layers and heads."""

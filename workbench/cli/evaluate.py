@@ -52,8 +52,7 @@ def ppl_rows(evaluate: Any, lengths: list[int], label: str, run: Any, engine: st
     for L in sorted(lengths):
         r = check_finite(evaluate(L))
         results.append(r)
-        print(f"{label} @ {L}{engine}: PPL {r.ppl:.3f} (last quarter {r.tail_ppl():.3f}; {r.n_documents} documents, "
-              f"{r.seconds:.1f} s)")
+        print(r.summary(engine))
     if run:
         print(f"wrote {run.write('ppl', results)}")
     return 0
@@ -92,8 +91,7 @@ def cmd_eval_passkey(args: argparse.Namespace) -> int:
     run = run_folder(args, spec)
     r = passkey_accuracy(lm.model, lm.tokenizer, sorted(args.lengths), n_trials=args.trials, spec=spec, label=label,
                          seed=args.seed, progress=False, sink=sinks(run, est))
-    for L, acc in zip(r.lengths, r.accuracy, strict=True):
-        print(f"{label} passkey @ {L}: {acc:.0%} of {args.trials}")
+    print(r.summary())
     if run:
         print(f"wrote {run.write('passkey', r)}")
     return 0
@@ -109,11 +107,11 @@ def needle_ppl(args: argparse.Namespace, lm: Any, spec: Any, label: str, est: An
                                    args.seed) for L in sorted(args.lengths)}
     run = run_folder(args, spec)
     sink = sinks(run, est)  # one console for every length: its time left counts all of them
-    for L, docs in by_length.items():
+    for docs in by_length.values():
         r = check_finite(needle_perplexity(lm.model, docs, spec=spec, label=label, dtype=args.dtype,
                                            progress=False, sink=sink))
         out.append(r)
-        print(f"{label} needle-driven PPL @ {L}: {r.ppl:.3f} ({r.n_documents} documents, answer tokens only)")
+        print(r.summary())
     if run:
         print(f"wrote {run.write('needle_ppl', out)}")
     return 0
@@ -133,9 +131,8 @@ def cmd_eval_needle(args: argparse.Namespace) -> int:
     run = run_folder(args, spec)
     r = needle_grid(lm.model, lm.tokenizer, args.depths, sorted(args.lengths), n_trials=args.trials, source=args.corpus,
                     split=args.split, spec=spec, label=label, seed=args.seed, progress=False, sink=sinks(run, est))
-    print(f"{label} needle accuracy (rows: depth, columns: {r.lengths}):")
-    for d, row in zip(r.depths, r.accuracy, strict=True):
-        print(f"  {d:5.2f}  " + "  ".join(f"{x:4.0%}" for x in row))
+    print(r.summary())
+    print(r.markdown())
     if run:
         print(f"wrote {run.write('needle_grid', r)}")
     return 0
@@ -159,9 +156,7 @@ def cmd_eval_entropy(args: argparse.Namespace) -> int:
                               bucket_size=args.bucket_size, queries_per_bucket=args.queries_per_bucket,
                               sink=sink)
         out.append(r)
-        pos = r.by_position()
-        print(f"{lab} @ {r.length}: mean entropy {sum(pos) / len(pos):.3f} nats (first bucket {pos[0]:.3f}, "
-              f"last {pos[-1]:.3f}; uniform would be {r.uniform_reference()[-1]:.3f}), {r.seconds:.1f} s")
+        print(r.summary())
     if run:
         print(f"wrote {run.write('entropy', out)}")
     return 0

@@ -4,6 +4,8 @@
 - :mod:`.perplexity`: perplexity over documents, several methods on the same documents, short-context regression.
 - :mod:`.retrieval`: passkey accuracy, the needle grid, needle-driven perplexity.
 - :mod:`.report`: results as JSON files and markdown tables.
+- :mod:`.suite`: :class:`Evaluation`, every measurement of several methods, presenting itself.
+- :mod:`.figures`: the evaluation's figures (plotly, imported when drawn).
 """
 
 from .engine import DTYPES, EvalError, bf16_speedup, check_finite, resolve_dtype, token_nll
@@ -19,7 +21,7 @@ from .perplexity import (
     perplexity,
     short_context_regression,
 )
-from .report import evaluation_table, format_table, write_results
+from .report import evaluation_table, format_table, regression_table, write_results
 from .retrieval import (
     NeedleGridResult,
     NeedlePerplexityResult,
@@ -29,11 +31,12 @@ from .retrieval import (
     needle_perplexity,
     passkey_accuracy,
 )
+from .suite import Evaluation
 
 __all__ = [
-    "DTYPES", "MODES", "EvalError", "NeedleGridResult", "NeedlePerplexityResult", "PasskeyResult",
+    "DTYPES", "MODES", "EvalError", "Evaluation", "NeedleGridResult", "NeedlePerplexityResult", "PasskeyResult",
     "PerplexityResult", "RegressionResult", "aligned_bucket", "as_samples", "bf16_speedup", "check_finite",
     "check_window", "compare_methods", "evaluation_table", "first_integer", "format_table", "make_result",
-    "needle_grid", "needle_perplexity", "passkey_accuracy", "perplexity", "resolve_dtype",
+    "needle_grid", "needle_perplexity", "passkey_accuracy", "perplexity", "regression_table", "resolve_dtype",
     "short_context_regression", "token_nll", "write_results",
 ]

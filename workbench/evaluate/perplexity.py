@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -43,6 +43,22 @@ class PerplexityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PerplexityResult:
+        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def summary(self, where: str = "") -> str:
+        """One line: the setting, its perplexity and its last quarter's (``where``: e.g. " [llama.cpp]")."""
+        return (f"{self.label} @ {self.length}{where}: PPL {self.ppl:.3f} (last quarter {self.tail_ppl():.3f}; "
+                f"{self.n_documents} documents, {self.seconds:.1f} s)")
+
+    def figures(self) -> list[Any]:
+        """Loss by position."""
+        from .figures import position_loss_figure
+
+        return [position_loss_figure([self])]
 
     def tail_ppl(self, fraction: float = 0.25) -> float:
         """PPL over the last ``fraction`` of positions (from the bucketed curve)."""
@@ -255,6 +271,15 @@ class RegressionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "change": self.change}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegressionResult:
+        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def summary(self) -> str:
+        return (f"{self.after_label} at L0 = {self.length}: PPL {self.after_ppl:.2f} against {self.before_label} "
+                f"{self.before_ppl:.2f} ({self.change:+.1%})")
 
 
 def short_context_regression(model: Any, data: list[Sample], length: int, *, before: RopeSpec | None = None,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .perplexity import PerplexityResult
+from .perplexity import PerplexityResult, RegressionResult
 
 
 def write_results(results: Any, path: str | Path) -> Path:
@@ -76,3 +76,10 @@ def evaluation_table(results: list[PerplexityResult], original_max_position_embe
             cells.append(f"{entropy_beyond[lab]:.3f}" if lab in entropy_beyond else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def regression_table(results: list[RegressionResult]) -> str:
+    """A markdown table: per method, perplexity at L0 without and with it, and the change."""
+    rows = ["| method | PPL @ L0, original | PPL @ L0, with the method | change |", "|---|---|---|---|"]
+    rows += [f"| {r.after_label} | {r.before_ppl:.2f} | {r.after_ppl:.2f} | {r.change:+.1%} |" for r in results]
+    return "\n".join(rows)

@@ -6,7 +6,7 @@ import math
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -56,6 +56,17 @@ class PasskeyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PasskeyResult:
+        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def summary(self) -> str:
+        n = len(self.trials) // max(1, len(self.lengths))
+        return (f"{self.label} passkey: " + ", ".join(f"{a:.0%} @ {L}" for L, a in zip(self.lengths, self.accuracy,
+                                                                                      strict=True))
+                + f" ({n} trials per length)")
 
 
 def passkey_accuracy(model: Any, tokenizer: Any, lengths: list[int], *, n_trials: int = 5, spec: RopeSpec | None = None,
@@ -108,6 +119,15 @@ class NeedlePerplexityResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NeedlePerplexityResult:
+        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def summary(self) -> str:
+        return (f"{self.label} needle-driven PPL @ {self.length}: {self.ppl:.3f} ({self.n_documents} documents, "
+                "answer tokens only)")
+
 
 def needle_perplexity(model: Any, needle_docs: list, *, spec: RopeSpec | None = None, label: str | None = None,
                       dtype: str = "fp32", chunk_size: int = 1024, progress: bool = True,
@@ -148,6 +168,29 @@ class NeedleGridResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NeedleGridResult:
+        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def summary(self) -> str:
+        cells = [a for row in self.accuracy for a in row]
+        return (f"{self.label} needle accuracy {sum(cells) / max(1, len(cells)):.0%} over {len(self.depths)} depths "
+                f"x {len(self.lengths)} lengths")
+
+    def markdown(self) -> str:
+        """Accuracy per depth (rows) and length (columns)."""
+        rows = ["| depth | " + " | ".join(str(L) for L in self.lengths) + " |",
+                "|---|" + "---|" * len(self.lengths)]
+        rows += [f"| {d:.2f} | " + " | ".join(f"{a:.0%}" for a in row) + " |"
+                 for d, row in zip(self.depths, self.accuracy, strict=True)]
+        return "\n".join(rows)
+
+    def figures(self) -> list[Any]:
+        from .figures import needle_heatmap_figure
+
+        return [needle_heatmap_figure(self)]
 
 
 def needle_grid(model: Any, tokenizer: Any, depths: list[float], lengths: list[int], *, n_trials: int = 1,

@@ -1,0 +1,67 @@
+"""Every evaluation result presents itself: one summary line, its JSON round trip, its figures; and the
+evaluation of several methods (notebook 07's results.json) built from them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.entropy import EntropyResult
+from workbench.evaluate import (
+    Evaluation,
+    NeedleGridResult,
+    NeedlePerplexityResult,
+    PasskeyResult,
+    PerplexityResult,
+    RegressionResult,
+    regression_table,
+)
+
+
+def _ppl(label: str, length: int, ppl: float) -> PerplexityResult:
+    return PerplexityResult(label, length, "truncated", 2, 1.0, ppl, [ppl, ppl], ["a", "b"], [False, False], 64,
+                            [1.0, 1.5, 2.0, 2.5], 1.25, length * 2, "fp32")
+
+
+RESULTS = [
+    _ppl("yarn", 256, 12.5),
+    RegressionResult(256, "original", "yarn", 10.0, 10.4),
+    PasskeyResult("yarn", [256, 512], [1.0, 0.5], [{}] * 4, 2.0),
+    NeedlePerplexityResult("yarn", 512, 3.2, 1.16, [1.1, 1.2], 2, 1.0),
+    NeedleGridResult("yarn", [0.0, 1.0], [256, 512], [[1.0, 0.5], [1.0, 0.0]], [[0.1, 0.2], [0.1, 0.9]], [], 3.0),
+    EntropyResult("yarn", 256, [0], 2, 128, [[[1.0, 2.0], [1.5, 2.5]]], [[[0.5, 0.4], [0.5, 0.3]]], [128, 128]),
+]
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
+def test_a_result_reads_back_from_its_json_and_says_itself_in_one_line(result):
+    data = json.loads(json.dumps(result.to_dict()))
+    assert type(result).from_dict(data) == result
+    line = result.summary()
+    assert "\n" not in line and line.startswith("yarn")
+    for fig in getattr(result, "figures", lambda: [])():
+        assert fig.data and fig.layout.title.text
+
+
+def test_the_lines_say_what_was_measured():
+    assert RESULTS[0].summary(" [llama.cpp]") == ("yarn @ 256 [llama.cpp]: PPL 12.500 (last quarter 12.182; 2 documents, "
+                                                  "1.2 s)")
+    assert RESULTS[1].summary() == "yarn at L0 = 256: PPL 10.40 against original 10.00 (+4.0%)"
+    assert RESULTS[2].summary() == "yarn passkey: 100% @ 256, 50% @ 512 (2 trials per length)"
+    assert RESULTS[4].summary() == "yarn needle accuracy 62% over 2 depths x 2 lengths"
+    assert RESULTS[4].markdown().splitlines()[2] == "| 0.00 | 100% | 50% |"
+    assert "| yarn | 10.00 | 10.40 | +4.0% |" in regression_table([RESULTS[1]])
+
+
+def test_an_evaluation_of_several_methods_presents_itself():
+    ppl = [_ppl(m, L, p) for m, ps in (("default", (10.0, 90.0)), ("yarn", (10.5, 14.0)))
+           for L, p in zip((256, 1024), ps, strict=True)]
+    ev = Evaluation("teaching", 256, [256, 1024], "shakespeare", ["a", "b"], ppl, [RESULTS[2]], RESULTS[4],
+                    [RESULTS[3]], [RESULTS[1]])
+    assert ev.summary() == "teaching at 1024 tokens (4 x L0): default PPL 90.00, yarn PPL 14.00"
+    assert ev.to_dict()["ppl"] == {"default": {"256": 10.0, "1024": 90.0}, "yarn": {"256": 10.5, "1024": 14.0}}
+    assert ev.to_dict()["short_context_change"] == {"yarn": pytest.approx(0.04)}
+    assert "| yarn |" in ev.markdown() and "change" in ev.markdown()
+    titles = [f.layout.title.text for f in ev.figures()]
+    assert titles[0] == "Perplexity by evaluation length" and titles[-1] == "Needle retrieval: yarn"
