@@ -19,8 +19,9 @@ import pytest
 
 from workbench.gpukit import GPU, STEPS, TINY, KitError
 from workbench.gpukit.bundle import MIB, assemble, receive, sha256_file
+from workbench.gpukit.pipeline import size_search
 from workbench.gpukit.run import Journal, check_steps
-from workbench.gpukit.steps import recorded_reference, size_search
+from workbench.gpukit.steps import recorded_reference
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,12 +29,13 @@ import torch
 
 from . import distributed
 from .events import Event, Sink, fan_out, null_sink, read_events
+from .finetuned import load_finetuned, save_model
 from .hf import model_geometry
 from .progressive_results import ProgressiveReport, ShortContextReport
 from .rope import LongRopeSpec, spec_from_dict
 from .runs import RunFolder, RunFolderError
 from .search import LongTarget, SearchConfig, ShortTarget, run_search
-from .train import TrainConfig, finetune, load_finetuned, save_model
+from .train import TrainConfig, finetune
 
 
 class ProgressiveError(ValueError):
@@ -149,6 +150,13 @@ def stage_search_config(config: ProgressiveConfig, length: int, budget: dict[str
                         **{"n_hat_stage": False, **budget})
 
 
+def _finetune_summary(ft_dir: Path, length: int) -> dict[str, Any]:
+    """The fine-tune stage's record: its length, steps and first and last loss (from its events)."""
+    log = [e.data for e in read_events(ft_dir / "events.jsonl") if e.kind == "train.step"]
+    return {"length": length, "steps": len(log), "loss_first": log[0]["loss"] if log else None,
+            "loss_last": log[-1]["loss"] if log else None}
+
+
 def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | Path, *, sink: Sink = null_sink,
                     stop: Any = lambda: False, progress: bool = True) -> ProgressiveResult | None:
     """Run (or resume) the whole pipeline for a named model; returns the result on rank 0."""
@@ -179,10 +187,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
         return None
     tuned, tokenizer, _ = load_finetuned(ft_dir / "model")
     tuned.to(_device())
-    train_log = [e.data for e in read_events(ft_dir / "events.jsonl") if e.kind == "train.step"]
-    stage("finetune", {"length": L1, "steps": len(train_log),
-                       "loss_first": train_log[0]["loss"] if train_log else None,
-                       "loss_last": train_log[-1]["loss"] if train_log else None})
+    stage("finetune", _finetune_summary(ft_dir, L1))
 
     # ---- stage 3: search again on the fine-tuned model, on top of the stage-1 factors; 4: recovery at L0 -----
     geom = dict(head_dim=spec1.head_dim, rope_theta=spec1.rope_theta, original_max_position_embeddings=L0)

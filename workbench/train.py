@@ -34,10 +34,10 @@ import torch
 from . import distributed
 from .data import split_documents, tokenized
 from .events import Event, Sink, fan_out, null_sink
-from .hf import export_config, hf_config_from_dict, spec_from_hf
-from .models import atomic_dir, quiet_loading
+from .finetuned import save_model
+from .models import atomic_dir
 from .patch import patch
-from .rope import RopeSpec, spec_from_dict
+from .rope import RopeSpec
 
 SCHEDULES = ("cosine", "linear")
 
@@ -329,10 +329,8 @@ def finetune(model: Any, tokenizer: Any, spec: RopeSpec, cfg: TrainConfig, run_d
         if start_step and acc.is_main_process:
             events(Event("train.resume", {"step": start_step, "steps": cfg.steps}))
         history: list[dict[str, float]] = []
-        t0 = time.time()
-        tokens = 0
-        stopped = False
-        use_mask = impl != "flash_attention_2"
+        t0, tokens, stopped = time.time(), 0, False
+        use_mask = impl != "flash_attention_2"  # flash-attn packs by position ids, SDPA needs the document mask
         with patch(model, spec):  # patch before prepare, so a DDP wrapper sees the final module tree
             prepared, opt = acc.prepare(model, opt)
             bar = tqdm(range(start_step, cfg.steps), desc="fine-tuning", disable=not (progress and acc.is_main_process),
@@ -477,35 +475,3 @@ def _save_checkpoint(folder: Path, step: int, model: Any, opt: Any, events: Sink
     for _, p in list_checkpoints(folder)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(p, ignore_errors=True)
     events(Event("train.checkpoint", {"step": step, "path": str(target)}))
-
-
-def save_model(model: Any, tokenizer: Any, spec: RopeSpec, target: str | Path) -> Path:
-    """Save weights, tokenizer and a config whose ``rope_parameters`` carry ``spec`` (stock transformers loads it).
-
-    ``workbench_rope.json`` keeps the exact spec (including what transformers cannot express, like n_hat).
-    """
-    from .hf import to_hf
-
-    target = Path(target)
-    exp = to_hf(spec, allow_lossy=True)
-    full, notes = export_config(spec, model.config, allow_lossy=True)
-    with atomic_dir(target) as tmp, quiet_loading():  # no transformers progress bars (widgets in a notebook)
-        model.config = hf_config_from_dict(full)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "workbench_rope.json").write_text(json.dumps({"spec": spec.to_dict(), "notes": list(notes),
-                                                             "rope_parameters": exp.rope_parameters}, indent=1))
-    return target
-
-
-def load_finetuned(folder: str | Path) -> tuple[Any, Any, RopeSpec]:
-    """A saved fine-tuned model, its tokenizer, and the exact spec it was trained with."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(folder)
-    with quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    meta = folder / "workbench_rope.json"
-    spec = spec_from_dict(json.loads(meta.read_text())["spec"]) if meta.exists() else spec_from_hf(model.config)
-    return model, tokenizer, spec

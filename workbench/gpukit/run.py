@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import PACK_DIR, REPO, KitError, models_dir, site_dir
+from .context import NOTEBOOK, SENTINEL
 from .presets import STEPS, KitPreset
 from .report import summarize
-from .steps import NOTEBOOK, SENTINEL
 
 JOURNAL, LOG, RESULT, PRESET_FILE = "journal.jsonl", "gpu.log", "gpu.json", "preset.json"
 MIN_BOX_S = 5.0  # a step given less than this in a call is left for the next call
