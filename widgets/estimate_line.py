@@ -76,9 +76,10 @@ class EstimateLine:
         if est is None:
             return None
         try:
-            check_fits(est, available=available_bytes(), remedy="choose shorter lengths or fewer at once")
+            check_fits(est, available=available_bytes(), remedy="choose shorter lengths or fewer at once",
+                       force_hint="")  # a panel has no --force
         except ValueError as e:
-            return str(e).replace("; or pass --force if you know better", "")
+            return str(e)
         return None
 
 

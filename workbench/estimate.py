@@ -379,8 +379,11 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def check_fits(estimate: Estimate, *, force: bool = False, remedy: str = "", available: float | None = None) -> None:
+def check_fits(estimate: Estimate, *, force: bool = False, remedy: str = "", available: float | None = None,
+               force_hint: str = "; or pass --force if you know better") -> None:
     """Refuse a job whose peak would exceed the memory this process may use (unless ``force``).
+
+    ``force_hint`` ends the message: how to start anyway (the command line's --force; "" where there is none).
 
     Raises:
         TooLarge: with the estimate, what is available, and ``remedy`` (what to change).
@@ -392,8 +395,7 @@ def check_fits(estimate: Estimate, *, force: bool = False, remedy: str = "", ava
                                                                       else ""))
     raise TooLarge(f"{estimate.job} needs ~{estimate.peak_bytes / GB:.1f} GB at {estimate.longest:,} tokens "
                    f"({estimate.dtype}, {estimate.engine} engine) but this machine has {free / GB:.1f} GB available: "
-                   f"refused before loading anything. {hint[0].upper() + hint[1:]}; or pass --force if you know "
-                   "better")
+                   f"refused before loading anything. {hint[0].upper() + hint[1:]}{force_hint}")
 
 
 __all__ = ["ENGINES", "Estimate", "Rates", "Shape", "TooLarge", "available_bytes", "cached_rates", "calibrate",
