@@ -24,6 +24,7 @@ def test_a_job_that_cannot_fit_is_red_and_its_button_refuses_it(monkeypatch):
     assert "color:#b2182b" in dash.estimate.widget.value and "refused before loading anything" in \
         dash.estimate.widget.value
     assert dash.run() is None and "GB available" in dash.status.value and not dash.running
+    assert "--force" not in dash.estimate.widget.value  # the command line's way out, which a panel has not
     ex = EntropyExplorer(model="teaching-ci")
     assert ex.compute() is None and "refused" in ex.status.value
 
