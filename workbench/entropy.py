@@ -408,6 +408,18 @@ __all__ = ["EntropyError", "EntropyProbe", "EntropyResult", "attention_entropies
            "without_attention_factor"]
 
 
+def probe_results(probes: dict[str, EntropyProbe]) -> list[EntropyResult]:
+    """The results of probes by setting, in order; a probe's second result (logits x 1/m² on the same inputs) is
+    labelled as the setting without its attention factor."""
+    out = []
+    for label, probe in probes.items():
+        rs = probe.results(label)
+        if len(rs) > 1:
+            rs[1].label = f"{label} without attention factor (same inputs)"
+        out.extend(rs)
+    return out
+
+
 def mean_entropy_beyond(result: EntropyResult, original_max_position_embeddings: int) -> float:
     """Mean entropy (over layers, heads and position buckets) of the query positions from L0 on: how far
     attention spreads where the model never read in training. Buckets are taken from the one holding L0."""
@@ -419,4 +431,4 @@ def mean_entropy_beyond(result: EntropyResult, original_max_position_embeddings:
     return sum(pos[first:]) / len(pos[first:])
 
 
-__all__ += ["mean_entropy_beyond"]
+__all__ += ["mean_entropy_beyond", "probe_results"]

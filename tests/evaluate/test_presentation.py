@@ -21,7 +21,7 @@ from workbench.evaluate import (
 
 def _ppl(label: str, length: int, ppl: float) -> PerplexityResult:
     return PerplexityResult(label, length, "truncated", 2, 1.0, ppl, [ppl, ppl], ["a", "b"], [False, False], 64,
-                            [1.0, 1.5, 2.0, 2.5], 1.25, length * 2, "fp32")
+                            [1.0 + 0.5 * k for k in range(length // 64)], 1.25, length * 2, "fp32")
 
 
 RESULTS = [
@@ -65,3 +65,25 @@ def test_an_evaluation_of_several_methods_presents_itself():
     assert "| yarn |" in ev.markdown() and "change" in ev.markdown()
     titles = [f.layout.title.text for f in ev.figures()]
     assert titles[0] == "Perplexity by evaluation length" and titles[-1] == "Needle retrieval: yarn"
+
+
+def test_a_method_comparison_presents_itself():
+    from workbench.evaluate import MethodComparison
+    from workbench.rope import make_spec, method_specs
+
+    like = make_spec("linear", head_dim=16, rope_theta=10000.0, original_max_position_embeddings=256, factor=4.0)
+    specs = method_specs(like, ["default", "yarn"])
+    results = [_ppl(m, L, p) for m, ps in (("default", (10.0, 90.0)), ("yarn", (10.5, 14.0)))
+               for L, p in zip((256, 1024), ps, strict=True)]
+    entropy = [EntropyResult("yarn", 1024, [0], 2, 256, [[[1.0, 2.0, 2.5, 3.0]] * 2], [[[0.5] * 4] * 2], [256] * 4)]
+    cmp = MethodComparison("teaching", "shakespeare", 256, [256, 1024], specs, results, entropy, ["a", "b"])
+    data = cmp.to_dict()
+    assert data["ppl"] == {"default": {"256": 10.0, "1024": 90.0}, "yarn": {"256": 10.5, "1024": 14.0}}
+    assert data["rope_parameters"]["yarn"]["rope_type"] == "yarn" and data["measured"]
+    assert data["entropy_beyond_L0"] == {"yarn": pytest.approx(2.5)}  # the buckets from L0 on: 2.0, 2.5, 3.0
+    assert "attention entropy beyond L0" in cmp.markdown() and cmp.summary().endswith("yarn PPL 14.00")
+    assert [f.layout.title.text.split(" at ")[0] for f in cmp.figures()] == [
+        "Perplexity by evaluation length", "Loss by position", "Entropy by query position (mean of layers, heads)"]
+    assert len(cmp.figures("entropy")) == 1
+    unmeasured = MethodComparison("teaching", "shakespeare", 256, [1024], specs)
+    assert unmeasured.to_dict()["measured"] is False and unmeasured.figures() == [] and unmeasured.markdown() == ""

@@ -5,9 +5,11 @@
 - :mod:`.retrieval`: passkey accuracy, the needle grid, needle-driven perplexity.
 - :mod:`.report`: results as JSON files and markdown tables.
 - :mod:`.suite`: :class:`Evaluation`, every measurement of several methods, presenting itself.
+- :mod:`.comparison`: :class:`MethodComparison`, several methods on the same documents (perplexity, entropy).
 - :mod:`.figures`: the evaluation's figures (plotly, imported when drawn).
 """
 
+from .comparison import MethodComparison
 from .engine import DTYPES, EvalError, bf16_speedup, check_finite, resolve_dtype, token_nll
 from .perplexity import (
     MODES,
@@ -34,7 +36,7 @@ from .retrieval import (
 from .suite import Evaluation
 
 __all__ = [
-    "DTYPES", "MODES", "EvalError", "Evaluation", "NeedleGridResult", "NeedlePerplexityResult", "PasskeyResult",
+    "DTYPES", "MODES", "EvalError", "Evaluation", "MethodComparison", "NeedleGridResult", "NeedlePerplexityResult", "PasskeyResult",
     "PerplexityResult", "RegressionResult", "aligned_bucket", "as_samples", "bf16_speedup", "check_finite",
     "check_window", "compare_methods", "evaluation_table", "first_integer", "format_table", "make_result",
     "needle_grid", "needle_perplexity", "passkey_accuracy", "perplexity", "regression_table", "resolve_dtype",
