@@ -431,4 +431,53 @@ def mean_entropy_beyond(result: EntropyResult, original_max_position_embeddings:
     return sum(pos[first:]) / len(pos[first:])
 
 
-__all__ += ["mean_entropy_beyond", "probe_results"]
+@dataclass
+class EntropyComparison:
+    """One text read several ways (notebook 03): at L0 and at ``length`` without scaling, with ``method``, and with
+    it but without its attention factor; ``runs`` in that order."""
+
+    model: str
+    L0: int
+    length: int
+    method: str
+    document: str
+    runs: list[EntropyResult]
+
+    def beyond_L0(self) -> dict[str, float]:
+        """Mean entropy of the query positions from L0 on, for the runs at ``length``."""
+        return {r.label: mean_entropy_beyond(r, self.L0) for r in self.runs if r.length == self.length}
+
+    def summary(self) -> str:
+        return "mean entropy beyond L0: " + ", ".join(f"{k} {v:.3f} nats" for k, v in self.beyond_L0().items())
+
+    def markdown(self) -> str:
+        beyond = self.beyond_L0()
+        rows = ["| setting | mean entropy (nats) | last bucket | uniform there | beyond L0 | seconds |",
+                "|---|---|---|---|---|---|"]
+        for r in self.runs:
+            pos = r.by_position()
+            rows.append(f"| {r.label} | {sum(pos) / len(pos):.3f} | {pos[-1]:.3f} | {r.uniform_reference()[-1]:.3f} | "
+                        + (f"{beyond[r.label]:.3f}" if r.label in beyond else "") + f" | {r.seconds:.1f} |")
+        return "\n".join(rows)
+
+    def figures(self, part: str | None = None) -> list[Any]:
+        """``part`` "position": entropy by query position at ``length``; "layer_head": the method's change by layer
+        and head against no scaling, and no scaling itself; None: both."""
+        from .evaluate.figures import entropy_heatmap_figure, entropy_position_figure
+
+        figs: list[Any] = []
+        if part in (None, "position"):
+            figs.append(entropy_position_figure(self.runs[1:], self.L0))
+        if part in (None, "layer_head"):
+            figs += [entropy_heatmap_figure(self.runs[2], self.runs[1]), entropy_heatmap_figure(self.runs[1])]
+        return figs
+
+    def to_dict(self) -> dict[str, Any]:
+        """The notebook's results.json numbers (every run's full result is entropy.json)."""
+        return {"model": self.model, "L0": self.L0, "length": self.length, "method": self.method,
+                "document": self.document,
+                "mean_entropy": {r.label: sum(r.by_position()) / len(r.by_position()) for r in self.runs},
+                "mean_entropy_beyond_L0": self.beyond_L0(), "seconds": {r.label: r.seconds for r in self.runs}}
+
+
+__all__ += ["EntropyComparison", "mean_entropy_beyond", "probe_results"]

@@ -87,3 +87,20 @@ def test_a_method_comparison_presents_itself():
     assert len(cmp.figures("entropy")) == 1
     unmeasured = MethodComparison("teaching", "shakespeare", 256, [1024], specs)
     assert unmeasured.to_dict()["measured"] is False and unmeasured.figures() == [] and unmeasured.markdown() == ""
+
+
+def test_an_entropy_comparison_presents_itself():
+    from workbench.entropy import EntropyComparison
+
+    def run(label, length, buckets):
+        return EntropyResult(label, length, [0], 2, length // len(buckets), [[buckets] * 2], [[[0.5] * len(buckets)] * 2],
+                             [length // len(buckets)] * len(buckets), seconds=1.0)
+
+    runs = [run("no scaling @ L0 (256)", 256, [1.0, 2.0]), run("no scaling @ 1024", 1024, [1.0, 2.0, 3.0, 4.0]),
+            run("yarn", 1024, [1.0, 2.0, 2.5, 3.0])]
+    cmp = EntropyComparison("teaching", 256, 1024, "yarn", "a play", runs)
+    assert cmp.beyond_L0() == {"no scaling @ 1024": pytest.approx(3.0), "yarn": pytest.approx(2.5)}
+    assert cmp.summary() == "mean entropy beyond L0: no scaling @ 1024 3.000 nats, yarn 2.500 nats"
+    assert "| yarn | 2.125 | 3.000 |" in cmp.markdown()
+    assert len(cmp.figures("position")) == 1 and len(cmp.figures()) == 3
+    assert cmp.to_dict()["mean_entropy"]["no scaling @ L0 (256)"] == pytest.approx(1.5)
