@@ -10,32 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from workbench import llamacpp
-from workbench.data import samples
 from workbench.evaluate import perplexity
 from workbench.gguf import export_gguf
-from workbench.hf import spec_for_model
-from workbench.models import load_model, smollm2_gguf_path
 
-RESULTS = Path(__file__).parent / "results"
+from .llamacpp_cases import TOLERANCE, parity_cases
+
 LENGTH = int(os.environ.get("WORKBENCH_BENCH_LLAMACPP_LENGTH", "16384"))
-TOLERANCE = 0.01  # relative PPL difference; tests/test_llamacpp.py measures and explains it
 
 
 @pytest.mark.skipif(not llamacpp.available(), reason=llamacpp.INSTALL_HINT)
 def test_llamacpp_engine_parity_16k(record, tmp_path):
     import llama_cpp
 
-    lm = load_model("smollm2")
-    factors = json.loads((RESULTS / "search_smollm2_16k_cpu.json").read_text())["best_factors"]
-    specs = {"default": None, "yarn": spec_for_model(lm.model, "yarn", target_length=16384),
-             "longrope": spec_for_model(lm.model, "longrope", target_length=16384, long_factor=factors)}
-    docs = samples(lm.tokenizer, "shakespeare", "heldout", LENGTH, 1, progress=False)
-    source = smollm2_gguf_path()
+    lm, specs, docs, source = parity_cases(LENGTH)
     rows = {}
     for name, spec in specs.items():
         tf = perplexity(lm.model, docs, spec=spec, label=name, length=LENGTH, progress=False)
