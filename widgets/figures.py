@@ -43,15 +43,12 @@ from workbench.rope.diagnostics import ood_angle_map, pair_diagnostics
 from workbench.search.results import heldout_figure, search_factors_figure, search_progress_figure
 
 __all__ = [  # the figure builders, and what the widgets and notebooks style their own figures with
-    "BASE_LAYOUT", "PALETTE", "attention_figure", "color_of", "entropy_heatmap_figure", "entropy_position_figure",
+    "BASE_LAYOUT", "PALETTE", "attention_figure", "color_of", "hline", "vline", "entropy_heatmap_figure", "entropy_position_figure",
     "factor_curves_figure", "factor_figure", "heldout_figure", "look_of", "method_label", "method_of", "method_specs",
     "moving_average", "needle_heatmap_figure", "ood_figure", "passkey_table", "position_loss_figure",
     "ppl_by_length_figure", "rotation_figure", "search_factors_figure", "search_progress_figure", "style_of",
     "training_curve_figure", "wavelength_figure",
 ]
-
-_vline, _hline = vline, hline
-
 
 def wavelength_figure(spec: RopeSpec) -> go.Figure:
     """Per-pair wavelength before and after rescaling, against L0 and the target; critical pair marked."""
@@ -61,9 +58,9 @@ def wavelength_figure(spec: RopeSpec) -> go.Figure:
                     line=dict(color="#7f7f7f"), marker=dict(size=4))
     fig.add_scatter(x=d.pair, y=d.scaled_wavelength, name=f"{spec.method}", mode="lines+markers",
                     line=dict(color=color_of(spec.method), width=3), marker=dict(size=5))
-    _hline(fig, spec.original_max_position_embeddings, f"L0 = {spec.original_max_position_embeddings}", log_axis=True)
-    _hline(fig, spec.target_length, f"target = {spec.target_length}", "#d62728", log_axis=True)
-    _vline(fig, d.critical_dim, f"critical pair {d.critical_dim}")
+    hline(fig, spec.original_max_position_embeddings, f"L0 = {spec.original_max_position_embeddings}", log_axis=True)
+    hline(fig, spec.target_length, f"target = {spec.target_length}", "#d62728", log_axis=True)
+    vline(fig, d.critical_dim, f"critical pair {d.critical_dim}")
     fig.update_layout(title="Wavelength per pair (tokens per turn)",
                       xaxis_title="pair i (fast → slow)", yaxis_title="wavelength (tokens)", yaxis_type="log")
     return fig
@@ -80,7 +77,7 @@ def factor_figure(specs: dict[str, RopeSpec], highlight: str | None = None) -> g
         fig.add_scatter(x=d.pair, y=d.effective_factor, name=label, **style_of(label, i, bold),
                         opacity=1.0 if bold or highlight is None else 0.75)
     any_spec = next(iter(specs.values()))
-    _hline(fig, any_spec.factor, f"s = {any_spec.factor:g}", "#bbbbbb")
+    hline(fig, any_spec.factor, f"s = {any_spec.factor:g}", "#bbbbbb")
     fig.layout.shapes[-1].layer = "below"  # under the curves, so PI's λ = s line shows on it
     fig.update_layout(title="Rescale factor per pair  λᵢ = θᵢ / θ'ᵢ", xaxis_title="pair i (fast → slow)",
                       yaxis_title="λᵢ")
@@ -110,7 +107,7 @@ def ood_figure(spec: RopeSpec, n_positions: int = 96) -> go.Figure:
                     colorscale=[[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
                     colorbar=dict(title="log₂ angle / trained", len=0.9), hoverongaps=False,
                     name="OOD")
-    _vline(fig, spec.original_max_position_embeddings, "L0")
+    vline(fig, spec.original_max_position_embeddings, "L0")
     n_ood = int(pair_diagnostics(spec).out_of_distribution.sum())
     fig.update_layout(title=f"Unseen angles ({spec.method}): {n_ood} pairs beyond training",
                       xaxis_title="position", yaxis_title="pair i")
@@ -150,7 +147,7 @@ def rotation_figure(spec: RopeSpec, pairs: Sequence[int] | None = None, n_points
                         line=dict(color=PALETTE[k % len(PALETTE)], width=1.5))
     fig.add_shape(type="rect", x0=spec.original_max_position_embeddings, x1=spec.target_length, y0=0, y1=1,
                   yref="paper", fillcolor="rgba(214,39,40,0.08)", line=dict(width=0))
-    _vline(fig, spec.original_max_position_embeddings, "L0: end of training")
+    vline(fig, spec.original_max_position_embeddings, "L0: end of training")
     fig.update_layout(title="cos(n·θᵢ): slow pairs turn less than once within L0",
                       xaxis_title="position n", yaxis_title="cos(n θᵢ)")
     return fig

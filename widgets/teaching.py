@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from workbench import lessons
 from workbench.rope import RopeSpec
 
-from .figures import BASE_LAYOUT, color_of
+from .figures import BASE_LAYOUT, color_of, vline
 
 TRAINED, NEW, CIRCLE = "#1f77b4", "#d62728", "#dddddd"
 
@@ -25,13 +25,6 @@ def teaching_pairs(spec: RopeSpec) -> list[int]:
     t = lessons.turns(spec)
     picks = [0, t.last_full_turn, t.first_partial, t.n_pairs - 1]
     return sorted({p for p in picks if 0 <= p < t.n_pairs})
-
-
-def _vline(fig: go.Figure, x: float, text: str, log_axis: bool = False) -> None:
-    fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color="#444", dash="dot", width=1))
-    # plotly places annotations on a log axis at log10 of the value (shapes take the value itself)
-    fig.add_annotation(x=math.log10(x) if log_axis else x, y=1, yref="paper", text=text, showarrow=False,
-                       yanchor="bottom", font=dict(size=10))
 
 
 def pair_circle_figure(spec: RopeSpec, pair: int, seq_len: int | None = None) -> go.Figure:
@@ -68,7 +61,7 @@ def logit_decay_figure(spec: RopeSpec, points: int = 2000) -> go.Figure:
     fig = go.Figure(layout=BASE_LAYOUT)
     fig.add_scatter(x=d, y=lessons.decay_logit(spec, d), mode="lines", line=dict(color=TRAINED, width=1.5),
                     name="q = k = ones")
-    _vline(fig, spec.original_max_position_embeddings, "L0", log_axis=True)
+    vline(fig, spec.original_max_position_embeddings, "L0", log_axis=True)
     fig.update_layout(title="Logit of two equal vectors by distance: long-term decay", xaxis_title="relative distance d",
                       yaxis_title="logit / logit at d = 0", xaxis_type="log")
     return fig
@@ -90,7 +83,7 @@ def logit_extrapolation_figures(specs: dict[str, RopeSpec], points: int = 2000, 
                       name="within L0 (fitted)")
     extra.add_scatter(x=d[d >= L0], y=plain[d >= L0], mode="lines", line=dict(color=NEW, width=1.5),
                       name="beyond L0 (extrapolated)")
-    _vline(extra, L0, "L0")
+    vline(extra, L0, "L0")
     extra.update_layout(title="No rescaling: a logit curve fitted within L0, read beyond it",
                         xaxis_title="relative distance d", yaxis_title="logit")
     inter = go.Figure(layout=BASE_LAYOUT)
@@ -98,7 +91,7 @@ def logit_extrapolation_figures(specs: dict[str, RopeSpec], points: int = 2000, 
         if label != "default":
             inter.add_scatter(x=d, y=lessons.fitted_logit(coef, spec, d), mode="lines", name=label,
                               line=dict(color=color_of(label, i), width=1.5))
-    _vline(inter, L0, "L0")
+    vline(inter, L0, "L0")
     inter.update_layout(title=f"The same curve with each method's frequencies, up to {L} tokens",
                         xaxis_title="relative distance d", yaxis_title="logit × m²")
     return [extra, inter]
@@ -115,7 +108,7 @@ def entropy_growth_figure(spec: RopeSpec, scales: dict[str, float], sigma: float
                         name=f"{label} (logits × {scale:.3f})", line=dict(color=color_of(label, i), width=2))
     at_L0 = float(lessons.softmax_entropy(np.array([L0]), sigma)[0])
     fig.add_shape(type="line", x0=0, x1=1, xref="paper", y0=at_L0, y1=at_L0, line=dict(color="#444", dash="dash", width=1))
-    _vline(fig, L0, "L0", log_axis=True)
+    vline(fig, L0, "L0", log_axis=True)
     fig.update_layout(title=f"Entropy of attention over n keys (random logits, σ = {sigma:g})", xaxis_type="log",
                       xaxis_title="keys n", yaxis_title="entropy (nats)")
     return fig
