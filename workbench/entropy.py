@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from . import heap
-from .events import Event, Sink, null_sink
+from .events import Event, FromDict, Sink, null_sink
 from .patch import patch
 from .rope import RopeSpec
 
@@ -33,7 +33,7 @@ class EntropyError(ValueError):
 
 
 @dataclass
-class EntropyResult:
+class EntropyResult(FromDict):
     """Mean entropy and mean maximum weight per layer, head and query-position bucket."""
 
     label: str
@@ -51,11 +51,6 @@ class EntropyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EntropyResult:
-        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def summary(self) -> str:
         pos = self.by_position()

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,16 @@ def jsonable(x: Any) -> Any:
     if hasattr(x, "to_dict"):
         return x.to_dict()
     return str(x)
+
+
+class FromDict:
+    """For a result dataclass whose ``to_dict`` writes its fields: ``from_dict`` reads them back, leaving out the keys
+    it does not know (a file from another version, or a derived value ``to_dict`` adds)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 Sink = Callable[[Event], None]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .perplexity import PerplexityResult
+from .perplexity import PerplexityResult, result_at
 from .report import evaluation_table
 
 
@@ -28,9 +28,6 @@ class MethodComparison:
     @property
     def measured(self) -> bool:
         return bool(self.results)
-
-    def _at(self, label: str, length: int) -> PerplexityResult:
-        return next(r for r in self.results if r.label == label and r.length == length)
 
     def entropy_beyond_L0(self) -> dict[str, float]:
         """Mean attention entropy of the positions from L0 on, per setting."""
@@ -55,7 +52,7 @@ class MethodComparison:
             return f"{self.model}: nothing measured"
         L = self.lengths[-1]
         return (f"{self.model} at {L} tokens (L0 {self.L0}): "
-                + ", ".join(f"{m} PPL {self._at(m, L).ppl:.2f}" for m in self.specs))
+                + ", ".join(f"{m} PPL {result_at(self.results, m, L).ppl:.2f}" for m in self.specs))
 
     def markdown(self) -> str:
         """The evaluation table: PPL per length, within and beyond L0, last quarter, at L0, entropy beyond L0."""
@@ -83,10 +80,10 @@ class MethodComparison:
             L = self.lengths[-1]
             out.update({
                 "documents": self.documents, "dtype": self.dtype,
-                "ppl": {m: {str(n): self._at(m, n).ppl for n in self.lengths} for m in self.specs},
-                "tail_ppl": {m: self._at(m, L).tail_ppl() for m in self.specs},
+                "ppl": {m: {str(n): result_at(self.results, m, n).ppl for n in self.lengths} for m in self.specs},
+                "tail_ppl": {m: result_at(self.results, m, L).tail_ppl() for m in self.specs},
                 "seconds": {m: sum(r.seconds for r in self.results if r.label == m) for m in self.specs},
                 "entropy_beyond_L0": self.entropy_beyond_L0(),
-                "ppl_beyond_L0": {m: self._at(m, L).range_ppl(self.L0) for m in self.specs} if L > self.L0 else {},
+                "ppl_beyond_L0": {m: result_at(self.results, m, L).range_ppl(self.L0) for m in self.specs} if L > self.L0 else {},
             })
         return out

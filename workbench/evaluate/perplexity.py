@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from ..data import Sample
-from ..events import Event, Sink, null_sink
+from ..events import Event, FromDict, Sink, null_sink
 from ..patch import patch
 from ..rope import RopeSpec
 from .engine import EvalError, resolve_dtype, token_nll
@@ -20,7 +20,7 @@ MODES = ("truncated", "sliding")
 
 
 @dataclass
-class PerplexityResult:
+class PerplexityResult(FromDict):
     """Perplexity of one setting at one length over several documents."""
 
     label: str
@@ -43,11 +43,6 @@ class PerplexityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PerplexityResult:
-        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def summary(self, where: str = "") -> str:
         """One line: the setting, its perplexity and its last quarter's (``where``: e.g. " [llama.cpp]")."""
@@ -254,8 +249,13 @@ def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sa
     return out
 
 
+def result_at(results: list[PerplexityResult], label: str, length: int) -> PerplexityResult:
+    """The result of setting ``label`` at ``length`` among ``results``."""
+    return next(r for r in results if r.label == label and r.length == length)
+
+
 @dataclass
-class RegressionResult:
+class RegressionResult(FromDict):
     """Short-context regression: perplexity at L0 before and after a change."""
 
     length: int
@@ -271,11 +271,6 @@ class RegressionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "change": self.change}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RegressionResult:
-        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def summary(self) -> str:
         return (f"{self.after_label} at L0 = {self.length}: PPL {self.after_ppl:.2f} against {self.before_label} "

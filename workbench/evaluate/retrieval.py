@@ -6,12 +6,12 @@ import math
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from ..events import Event, Sink, null_sink
+from ..events import Event, FromDict, Sink, null_sink
 from ..patch import patch
 from ..rope import RopeSpec
 from .engine import EvalError, token_nll
@@ -44,7 +44,7 @@ def first_integer(text: str) -> int | None:
 
 
 @dataclass
-class PasskeyResult:
+class PasskeyResult(FromDict):
     """Passkey retrieval accuracy by length (each trial: length, depth, key, model output, correct)."""
 
     label: str
@@ -56,11 +56,6 @@ class PasskeyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PasskeyResult:
-        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def summary(self) -> str:
         n = len(self.trials) // max(1, len(self.lengths))
@@ -104,7 +99,7 @@ def _answer_nll(model: Any, sample: Any, dtype: str, chunk_size: int) -> torch.T
 
 
 @dataclass
-class NeedlePerplexityResult:
+class NeedlePerplexityResult(FromDict):
     """Needle-driven perplexity (LongRoPE2): exp of the mean NLL of the answer tokens only."""
 
     label: str
@@ -118,11 +113,6 @@ class NeedlePerplexityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NeedlePerplexityResult:
-        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def summary(self) -> str:
         return (f"{self.label} needle-driven PPL @ {self.length}: {self.ppl:.3f} ({self.n_documents} documents, "
@@ -154,7 +144,7 @@ def needle_perplexity(model: Any, needle_docs: list, *, spec: RopeSpec | None = 
 
 
 @dataclass
-class NeedleGridResult:
+class NeedleGridResult(FromDict):
     """Needle-in-a-haystack scores on a depth x length grid: exact-match accuracy and mean answer NLL."""
 
     label: str
@@ -168,11 +158,6 @@ class NeedleGridResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NeedleGridResult:
-        """Inverse of :meth:`to_dict` (keys it does not know are left out)."""
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def summary(self) -> str:
         cells = [a for row in self.accuracy for a in row]

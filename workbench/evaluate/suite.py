@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .perplexity import PerplexityResult, RegressionResult
+from .perplexity import PerplexityResult, RegressionResult, result_at
 from .report import format_table, regression_table
 from .retrieval import NeedleGridResult, NeedlePerplexityResult, PasskeyResult
 
@@ -30,14 +30,11 @@ class Evaluation:
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.label for r in self.ppl))
 
-    def _at(self, label: str, length: int) -> PerplexityResult:
-        return next(r for r in self.ppl if r.label == label and r.length == length)
-
     def summary(self) -> str:
         """Perplexity of each method at the longest length."""
         L = self.lengths[-1]
         return (f"{self.model} at {L} tokens ({L // self.L0} x L0): "
-                + ", ".join(f"{m} PPL {self._at(m, L).ppl:.2f}" for m in self.methods))
+                + ", ".join(f"{m} PPL {result_at(self.ppl, m, L).ppl:.2f}" for m in self.methods))
 
     def markdown(self) -> str:
         """Perplexity per length (with seconds), and the short-context regression when measured."""
@@ -61,8 +58,8 @@ class Evaluation:
         return {
             "model": self.model, "L0": self.L0, "lengths": self.lengths, "corpus": self.corpus,
             "documents": self.documents,
-            "ppl": {m: {str(n): round(self._at(m, n).ppl, 3) for n in self.lengths} for m in self.methods},
-            "tail_ppl": {m: self._at(m, L).tail_ppl() for m in self.methods},
+            "ppl": {m: {str(n): round(result_at(self.ppl, m, n).ppl, 3) for n in self.lengths} for m in self.methods},
+            "tail_ppl": {m: result_at(self.ppl, m, L).tail_ppl() for m in self.methods},
             "passkey": {r.label: dict(zip(map(str, r.lengths), r.accuracy, strict=True)) for r in self.passkey},
             "needle_accuracy": self.needle_grid.accuracy if self.needle_grid else None,
             "needle_ppl": {r.label: r.ppl for r in self.needle_ppl},

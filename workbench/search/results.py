@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..events import FromDict
 from ..figure_style import BASE_LAYOUT, color_of, hline, method_label
 from .targets import seed_label
-
-
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The items of ``data`` that are fields of ``cls`` (a file from an older or newer version may hold others)."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -30,7 +25,7 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 @dataclass
-class SearchResult:
+class SearchResult(FromDict):
     """The winner and how the search got there.
 
     ``baselines`` is the search-split fitness of the seeds (keys: the seed's method, ``baseline_labels``
@@ -60,10 +55,6 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchResult:
-        return cls(**_known(cls, data))
 
     @classmethod
     def read(cls, folder: str | Path) -> SearchResult | None:
