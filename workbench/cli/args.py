@@ -192,9 +192,9 @@ def refuse_config(args: argparse.Namespace, command: str, reason: str) -> None:
 def spec_from_args(args: argparse.Namespace, model: Any = None):
     """The spec the --method options describe, its geometry from ``model`` (when given), --config/--model, or the
     three numbers; explicit numbers win."""
-    if model is not None and getattr(args, "config", None):
-        raise CliError(f"--config {args.config!r} is not allowed with --model {args.model!r} here: the geometry comes "
-                       "from the loaded model's own config; drop --config (or pass the model folder as --model)")
+    if model is not None:
+        refuse_config(args, f"--model {args.model!r} here", "the geometry comes from the loaded model's own config; "
+                      "drop --config (or pass the model folder as --model)")
     params: dict[str, Any] = {}
     for item in args.param or []:
         if "=" not in item:
