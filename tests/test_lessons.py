@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from workbench.lessons import (
+    FrequencyReport,
     arc_points,
     decay_logit,
     fit_logit,
     fitted_logit,
     length_invariant_scale,
+    logit_scales,
     pair_arc,
     softmax_entropy,
     turns,
@@ -32,6 +34,17 @@ def test_pair_19_is_the_last_full_turn_and_pair_20_the_first_that_is_not(theta, 
     assert (t.last_full_turn, t.first_partial) == (19, 20)
     assert t.wavelengths[19] < L0 < t.wavelengths[20]
     assert (L0 - 1) * 2 * math.pi / t.wavelengths[19] >= 2 * math.pi > (L0 - 1) * 2 * math.pi / t.wavelengths[20]
+
+
+def test_the_frequency_report_says_which_pairs_turn_and_round_trips():
+    report = FrequencyReport.of("smollm2", make_spec("default", head_dim=64, rope_theta=100000.0,
+                                                     original_max_position_embeddings=8192, target_length=16384))
+    assert (report.last_pair_with_full_turn_in_L0, report.first_pair_without_full_turn_in_L0) == (19, 20)
+    assert report.pairs_without_full_turn_in_L0 == 12 and 0 < report.pairs_out_of_distribution_at_target <= 12
+    assert report.wavelength_last_full_turn < 8192 < report.wavelength_first_partial
+    assert "pair 19 is the last pair" in report.summary() and "critical dimension" in report.summary()
+    assert report.table in report.markdown() and len(report.table.splitlines()) > 16
+    assert FrequencyReport.from_dict(report.to_dict() | {"table": report.table}) == report
 
 
 def test_arcs_new_angles_without_rescaling_and_none_under_pi():
@@ -72,3 +85,14 @@ def test_attention_to_first_keys_sums_below_one(tiny_llama):
 
     w = attention_to_first_keys(tiny_llama, torch.arange(64) % 50, n_keys=8)
     assert w.shape == (8,) and np.all(w >= 0) and w.sum() <= 1 + 1e-6
+
+
+def test_logit_scales_are_each_attention_factor_squared_and_the_length_invariant_one():
+    from workbench.rope import method_specs
+
+    specs = method_specs(smollm2(), ["yarn", "longrope"])
+    scales = logit_scales(specs, 16384)
+    assert list(scales) == ["no attention factor", "yarn", "longrope", "ln L / ln L0"]
+    assert scales["yarn"] == pytest.approx((0.1 * math.log(2.0) + 1) ** 2)
+    assert scales["longrope"] == pytest.approx(su_attention_factor(2.0, 8192) ** 2)
+    assert scales["ln L / ln L0"] == pytest.approx(math.log(16384) / math.log(8192))

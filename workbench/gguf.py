@@ -75,6 +75,11 @@ class GGUFInfo:
         return self.rope_dimension_count // 2
 
     @property
+    def head_dim(self) -> int:
+        """The rotary dimensions (all of a Llama head's): what a RoPE spec calls head_dim."""
+        return self.rope_dimension_count
+
+    @property
     def original_max_position_embeddings(self) -> int:
         """L0: the original context the model was trained at."""
         return self.original_context_length or self.context_length

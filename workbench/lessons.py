@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,61 @@ def turns(spec: RopeSpec) -> Turns:
     last = int(np.flatnonzero(full).max()) if full.any() else -1
     partial = np.flatnonzero(~full)
     return Turns(len(theta), last, int(partial.min()) if partial.size else len(theta), TWO_PI / theta)
+
+
+@dataclass(frozen=True)
+class FrequencyReport:
+    """What a model's frequency pairs do at a target length, before any rescaling (notebook 01's results): which
+    pairs went round within L0, which meet new angles at the target, the critical dimension, and the pair table."""
+
+    model: str
+    target_length: int
+    original_max_position_embeddings: int
+    n_pairs: int
+    critical_dim: int
+    last_pair_with_full_turn_in_L0: int
+    first_pair_without_full_turn_in_L0: int
+    pairs_out_of_distribution_at_target: int
+    wavelength_last_full_turn: float  # tokens per turn of the last pair that completes one within L0
+    wavelength_first_partial: float  # tokens per turn of the first pair that does not
+    table: str  # the pair table, every n_pairs // 16 pairs
+
+    @classmethod
+    def of(cls, model: str, spec: RopeSpec) -> FrequencyReport:
+        """The report of ``spec`` read at its target length (an unscaled spec: what the model meets untouched)."""
+        from .rope.diagnostics import format_pair_table, pair_diagnostics
+
+        diag, t = pair_diagnostics(spec), turns(spec)
+        wave = [float(t.wavelengths[i]) if 0 <= i < t.n_pairs else math.nan for i in (t.last_full_turn, t.first_partial)]
+        return cls(model, spec.target_length, spec.original_max_position_embeddings, t.n_pairs, diag.critical_dim,
+                   t.last_full_turn, t.first_partial, int(diag.out_of_distribution.sum()), wave[0], wave[1],
+                   format_pair_table(diag, every=max(1, spec.n_pairs // 16)))
+
+    @property
+    def pairs_without_full_turn_in_L0(self) -> int:
+        return self.n_pairs - self.first_pair_without_full_turn_in_L0
+
+    def summary(self) -> str:
+        """Which pairs went round within L0 and which meet new angles at the target."""
+        L0, last, first = self.original_max_position_embeddings, self.last_pair_with_full_turn_in_L0, \
+            self.first_pair_without_full_turn_in_L0
+        return (f"pair {last} is the last pair that completes a turn within L0 = {L0} (one turn every "
+                f"{self.wavelength_last_full_turn:,.0f} tokens); pair {first} is the first that does not "
+                f"({self.wavelength_first_partial:,.0f} tokens per turn): pairs {first} to {self.n_pairs - 1} meet "
+                f"new angles beyond L0; {self.pairs_out_of_distribution_at_target} of {self.n_pairs} pairs reach "
+                f"angles outside training at {self.target_length} tokens; critical dimension {self.critical_dim}")
+
+    def markdown(self) -> str:
+        """The pair table (wavelength, turns within L0, angles trained and reached), as preformatted text."""
+        return f"```\n{self.table}\n```"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "table"}
+        return {**out, "pairs_without_full_turn_in_L0": self.pairs_without_full_turn_in_L0}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrequencyReport:
+        return cls(**{k: data.get(k, "") if k == "table" else data[k] for k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -129,6 +184,16 @@ def length_invariant_scale(seq_len: int, original_max_position_embeddings: int) 
     return math.log(seq_len) / math.log(original_max_position_embeddings)
 
 
+def logit_scales(specs: dict[str, RopeSpec], seq_len: int) -> dict[str, float]:
+    """The logit multipliers notebook 02 compares at ``seq_len``: none, each spec's attention factor squared (its
+    logits scale by m²), and the length-invariant ``ln L / ln L0``."""
+    scales = {"no attention factor": 1.0}
+    scales.update({name: spec.frequencies().attention_factor ** 2 for name, spec in specs.items()})
+    L0 = next(iter(specs.values())).original_max_position_embeddings if specs else seq_len
+    scales["ln L / ln L0"] = length_invariant_scale(seq_len, L0)
+    return scales
+
+
 def attention_to_first_keys(model: Any, tokens: Any, n_keys: int = 16) -> np.ndarray:
     """Mean attention weight each of the first ``n_keys`` key positions receives, averaged over layers, heads
     and the query rows from ``n_keys`` on (an eager forward: keep ``tokens`` short, a few hundred).
@@ -145,5 +210,5 @@ def attention_to_first_keys(model: Any, tokens: Any, n_keys: int = 16) -> np.nda
     return stacked.double().mean(dim=(0, 1, 2)).numpy()
 
 
-__all__ = ["PairArc", "Turns", "arc_points", "attention_to_first_keys", "decay_logit", "fit_logit", "fitted_logit",
-           "length_invariant_scale", "pair_arc", "softmax_entropy", "turns"]
+__all__ = ["FrequencyReport", "PairArc", "Turns", "arc_points", "attention_to_first_keys", "decay_logit", "fit_logit", "fitted_logit",
+           "length_invariant_scale", "logit_scales", "pair_arc", "softmax_entropy", "turns"]

@@ -24,8 +24,8 @@ def test_deploy_notebook_parameters_cell():
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "live: bool" in tagged[0].source and "output_dir: str" in tagged[0].source
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    assert set(declared_parameters(path)) == {"model", "search_run", "length", "n_documents", "compare_default",
-                                              "live", "output_dir"}
+    assert set(declared_parameters(path)) == {"model", "search_run", "factor_set", "length", "n_documents",
+                                              "compare_default", "live", "output_dir"}
 
 
 def test_deploy_notebook_runs_headless(tmp_path):

@@ -44,3 +44,13 @@ def test_table_and_rows():
     rows = d.rows()
     assert len(rows) == 32 and rows[0]["pair"] == 0
     assert d.yarn_low == 10 and d.yarn_high == 20
+
+
+def test_methods_table_has_one_row_per_method_with_its_attention_factor():
+    from workbench.rope import make_spec
+    from workbench.rope.diagnostics import methods_table
+
+    kw = dict(head_dim=64, rope_theta=100000.0, original_max_position_embeddings=8192, target_length=16384)
+    table = methods_table({"default": make_spec("default", **kw), "yarn": make_spec("yarn", **kw)}).splitlines()
+    assert len(table) == 4 and table[2].startswith("| default | 12 at 16384 | 1.000 | 1.00..1.00 |")
+    assert table[3].startswith("| yarn | 0 at 16384 | 1.069 | 1.00..2.00 |")

@@ -137,3 +137,15 @@ def format_pair_table(diag: PairDiagnostics, every: int = 1) -> str:
         f"OOD pairs at L={diag.seq_len}: {int(diag.out_of_distribution.sum())}"
     )
     return "\n".join(lines)
+
+
+def methods_table(specs: dict[str, RopeSpec]) -> str:
+    """Per method (a name and its spec): pairs out of distribution at its target length, attention factor, and
+    the range of its per-pair factors lambda (a markdown table)."""
+    rows = ["| method | pairs out of distribution | attention factor | lambda range |", "|---|---|---|---|"]
+    for name, spec in specs.items():
+        d = pair_diagnostics(spec)
+        rows.append(f"| {name} | {int(d.out_of_distribution.sum())} at {spec.target_length} | "
+                    f"{d.attention_factor:.3f} | {d.effective_factor.min():.2f}..{d.effective_factor.max():.2f} |")
+    return "\n".join(rows)
+
