@@ -15,6 +15,7 @@ from .factors import load_factor_set
 from .gguf import GGUFExport, llama_cpp_equivalent, read_gguf
 from .rope import RopeSpec, spec_from_dict
 
+
 def deploy_spec(search_run: str | Path, source_gguf: str | Path,
                 factor_set: str = "smollm2-16k") -> tuple[RopeSpec, str]:
     """(spec, where it came from): the ``spec`` of ``search_run``'s ``result.json``; without one, the factor set
