@@ -21,6 +21,7 @@ from typing import Any
 
 from .launch import PAPERMILL_CHATTER
 from .rope import methods_with
+from .runs import git
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -292,18 +293,11 @@ def write_shipped_results(run: Path, provenance: dict[str, Any], name: str = "sm
     return path
 
 
-def _git(*args: str) -> str:
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
-
-
 def provenance_now(command: str = FULL_COMMAND) -> dict[str, Any]:
     """Where and how a measurement starting now is made: commit (and uncommitted library/notebook files), machine,
     date (UTC), command."""
-    dirty = [line[3:] for line in _git("status", "--porcelain", "--", "workbench", "notebooks", "widgets").splitlines()]
-    return {"commit": _git("rev-parse", "HEAD") or "unknown", "uncommitted_files": dirty, "machine": _machine(),
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "workbench", "notebooks", "widgets").splitlines()]
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "uncommitted_files": dirty, "machine": _machine(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command}
 
 
@@ -315,7 +309,7 @@ def provenance_of_run(out: Path, command: str = FULL_COMMAND) -> dict[str, Any]:
     meta = json.loads((out / "02_interpolation_methods.ipynb").read_text())["metadata"]["papermill"]
     start = meta["start_time"]  # ISO 8601, UTC
     machine = re.search(r"^Measured by this run: [^,]+, [\d.]+ min on (.+)\.$", (out / "summary.md").read_text(), re.M)
-    return {"commit": _git("rev-list", "-1", f"--before={start}", "HEAD") or "unknown",
+    return {"commit": git("rev-list", "-1", f"--before={start}", "HEAD") or "unknown",
             "commit_note": "HEAD when the run started (the record does not say whether the tree had changes)",
             "machine": machine.group(1) if machine else "unknown",
             "date": f"{start[:10]} {start[11:16]} UTC", "seconds": round(meta["duration"]), "command": command,

@@ -122,7 +122,7 @@ class ConsoleSink:
 
     Lines: a few per forward and one per document of a perplexity run (with the time left when ``forwards``,
     the number of forwards the run makes, is given), one per search generation, every ``train_every``-th
-    training step (and the first), the start and end of each progressive stage. Inside a progressive run the
+    training step (and the first), the start and end of each progressive stage, the start of a held-out report. Inside a progressive run the
     search and training lines are indented under their stage. Other events print nothing.
 
     Args:
@@ -169,6 +169,11 @@ class ConsoleSink:
             return None
         return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']}, "
                 f"layer {d['layer']}/{d['layers']}{self._eta(d['layer'] / d['layers'])}")
+
+    def _heldout_start(self, d: dict[str, Any]) -> str:
+        self.forwards, self.done, self.t0 = d["forwards"] or None, 0, time.time()
+        return (f"held-out report: {d['windows']} windows of {d['length']:,} tokens x {len(d['settings'])} settings "
+                f"({', '.join(d['settings'])}): {d['forwards']} forwards to run, {d['kept']} kept from its journal")
 
     def _ppl_document(self, d: dict[str, Any]) -> str:
         self.done += 1

@@ -35,6 +35,17 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def git(*args: str) -> str:
+    """``git args`` in the workbench's checkout (stdout; "" outside a git checkout or without git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one), for records of where a number was measured."""
     try:
@@ -122,7 +133,7 @@ def folder_lock(path: str | Path, what: str):
 
 FORMAT = 2  # params.json's format: kind, format, identity, spec and spec_hash, versions, world_size, started
 NOUNS = {"search": "a search", "finetune": "a fine-tuning run", "progressive": "a progressive run",
-         "evaluation": "an evaluation"}
+         "evaluation": "an evaluation", "heldout": "a held-out report"}
 
 
 def model_fingerprint(model: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import llamacpp
+from . import llamacpp, search
 from .args import (
     LENGTH,
     NON_NEGATIVE,
@@ -178,7 +178,7 @@ def eval_parser(ev: Any, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def add_parsers(sub: Any) -> None:
-    """eval ppl / passkey / needle / entropy."""
+    """eval ppl / passkey / needle / entropy / heldout."""
     ev = sub.add_parser("eval", help="evaluate a model with or without a RoPE method").add_subparsers(
         dest="eval_cmd", required=True)
     p = eval_parser(ev, "ppl", "perplexity and per-position loss")
@@ -211,3 +211,4 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--queries-per-bucket", type=POSITIVE)
     p.add_argument("--without-factor", action="store_true", help="also run with the attention factor set to 1")
     p.set_defaults(func=cmd_eval_entropy)
+    search.add_heldout_parser(ev)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import search
 from .args import CliError, add_spec_args, check_method, read_json, spec_from_args
 from .jobs import run_folder, sinks
 
@@ -106,7 +107,7 @@ def eval_ppl(args: argparse.Namespace, rows: Any) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    """export gguf."""
+    """export gguf, export factors."""
     exp = sub.add_parser("export", help="export a RoPE setting into a model file").add_subparsers(
         dest="export_cmd", required=True)
     eg = exp.add_parser("gguf", help="copy a GGUF with a RoPE method carried as llama.cpp applies it")
@@ -115,3 +116,4 @@ def add_parsers(sub: Any) -> None:
     eg.add_argument("--from-run", metavar="DIR", help="take the best spec of a search run folder (result.json)")
     eg.add_argument("--out", required=True, help="output .gguf (never the source)")
     eg.set_defaults(func=cmd_export_gguf)
+    search.add_export_factors_parser(exp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ..events import ConsoleSink
@@ -12,6 +13,7 @@ from .args import (
     LENGTH,
     NON_NEGATIVE,
     POSITIVE,
+    CliError,
     add_force,
     add_run_dir,
     add_threads,
@@ -77,6 +79,104 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result is not None:
         print_result(result, args.run_dir)
     return 0
+
+
+def heldout_specs(args: argparse.Namespace, standing: Any) -> dict[str, Any]:
+    """The settings of a search's held-out report: its best so far ("searched"), the methods it was seeded with,
+    and each --factors list as LongRoPE factors with the search's attention factor (named after its file)."""
+    from ..hf import spec_for_model
+    from ..models import load_model_config
+    from ..rope import make_spec
+
+    c = standing.config
+    config = load_model_config(standing.model)
+    specs = {"searched": standing.best_spec()}
+    specs.update({m: spec_for_model(config, m, target_length=c["target_length"]) for m in c["seed_methods"]})
+    geometry = spec_for_model(config, "default")
+    for path in args.factors or []:
+        name = Path(path).stem
+        if name in specs:
+            raise CliError(f"--factors {path!r}: the name {name!r} is taken; rename the file")
+        specs[name] = make_spec("longrope", head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
+                                original_max_position_embeddings=geometry.original_max_position_embeddings,
+                                target_length=c["target_length"], long_factor=load_factors(path),
+                                attention_policy=c["attention_policy"])
+    return specs
+
+
+def cmd_eval_heldout(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..search.heldout import heldout_windows, run_heldout
+    from ..search.standing import read_standing
+
+    set_threads(args)
+    standing = read_standing(args.run_dir)
+    args.model, length = standing.model, standing.config["target_length"]
+    dtype = args.dtype or standing.config["dtype"]
+    folder = Path(args.report_dir or Path(args.run_dir) / "heldout")
+    if args.resume != (folder / "params.json").is_file():
+        raise CliError(f"{folder} holds a held-out report: add --resume to go on with it, or give another "
+                       "--report-dir" if not args.resume else f"--resume: {folder} holds no held-out report yet; "
+                       "drop --resume to start one")
+    specs = heldout_specs(args, standing)
+    forwards = len(args.corpus) * args.windows * len(specs)
+    est = preflight(args, "eval heldout", [(length, forwards)], dtype=dtype,
+                    remedy="give fewer --windows or --corpus, or --dtype bf16")
+    lm = load_model(standing.model)
+    announce(est, lm.model)
+    print(standing.summary(), flush=True)
+    windows = heldout_windows(lm.tokenizer, args.corpus, length, args.windows)
+    identity = {"model": standing.model, "length": length, "corpora": args.corpus, "windows_per_corpus": args.windows,
+                "dtype": dtype, "windows": [w.label for w in windows]}
+    report = run_heldout(lm.model, windows, specs, folder, identity=identity, resume=args.resume, dtype=dtype,
+                         mode=standing.config["mode"], sink=ConsoleSink())
+    print(report.summary())
+    print(report.markdown())
+    print(report.window_markdown())
+    print(f"wrote {folder / 'report.json'}")
+    return 0
+
+
+def add_heldout_parser(ev: Any) -> None:
+    """eval heldout (in the eval group: it evaluates a search's result)."""
+    p = ev.add_parser("heldout", help="a search's best factors against the methods it was seeded with (and any "
+                                      "--factors) on held-out windows, one per document; resumable")
+    p.add_argument("--run-dir", required=True, help="the search run folder (a running or stopped search: its best "
+                                                    "so far)")
+    p.add_argument("--report-dir", help="where the report and its journal go (default RUN_DIR/heldout)")
+    p.add_argument("--resume", action="store_true", help="go on with the report in --report-dir (settings whose "
+                                                         "spec is unchanged are not read again)")
+    p.add_argument("--corpus", nargs="+", default=["shakespeare", "bible"], help="held-out corpora")
+    p.add_argument("--windows", type=POSITIVE, default=4, help="windows per corpus, each from another document")
+    p.add_argument("--factors", action="append",
+                   help="a factor list (JSON) compared too, with the search's attention factor (repeat for several)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help="default: the search's")
+    add_threads(p, "torch threads")
+    add_force(p)
+    p.set_defaults(func=cmd_eval_heldout, path_kinds={"report_dir": "folder"})
+
+
+def cmd_export_factors(args: argparse.Namespace) -> int:
+    from ..search.standing import read_standing
+
+    standing = read_standing(args.run_dir)
+    factor_set = standing.factor_set(args.name, args.description or "")
+    out = Path(args.out)
+    out.write_text(json.dumps(factor_set.to_dict(), indent=1) + "\n")
+    print(standing.summary())
+    print(f"wrote {out}: {factor_set.description}")
+    return 0
+
+
+def add_export_factors_parser(exp: Any) -> None:
+    """export factors (in the export group)."""
+    p = exp.add_parser("factors", help="a search run folder's best factors as a factor set with its provenance "
+                                       "(a running search: its best so far, marked unfinished)")
+    p.add_argument("--run-dir", required=True, help="the search run folder")
+    p.add_argument("--name", required=True, help="the factor set's name")
+    p.add_argument("--description", help="default: what the search was")
+    p.add_argument("--out", required=True, help="the factor set JSON to write")
+    p.set_defaults(func=cmd_export_factors)
 
 
 def add_parsers(sub: Any) -> None:

@@ -14,7 +14,7 @@ from .results import HeldoutReport
 from .targets import TARGETS
 
 
-def _document_of(window: Any) -> str:
+def document_of(window: Any) -> str:
     """The document (a play, for Shakespeare) a window was cut from: its label without the "#k" that
     ``data.samples`` gives a document's k-th window."""
     names = getattr(window, "names", None)
@@ -26,7 +26,7 @@ def _per_document_wins(windows: list[Any], ours: list[float], theirs: list[float
     """(documents where ours is lower, documents): each document's windows compared by their geometric mean."""
     logs: dict[str, list[tuple[float, float]]] = {}
     for w, a, b in zip(windows, ours, theirs, strict=True):
-        logs.setdefault(_document_of(w), []).append((math.log(a), math.log(b)))
+        logs.setdefault(document_of(w), []).append((math.log(a), math.log(b)))
     wins = sum(sum(a for a, _ in pairs) < sum(b for _, b in pairs) for pairs in logs.values())
     return wins, len(logs)
 
@@ -62,20 +62,27 @@ def heldout_report(model: Any, tokenizer: Any, result: Any, config: SearchConfig
     specs: dict[str, RopeSpec] = {"searched": spec_from_dict(result.spec)}
     for m in config.seed_methods:
         specs[m] = spec_for_model(model, m, target_length=config.target_length)
-    docs, settings, key = _evaluate(model, tokenizer, specs, config, n_documents, per_document, sink, progress)
-    per = {n: v[key] for n, v in settings.items()}
+    docs, settings, _ = _evaluate(model, tokenizer, specs, config, n_documents, per_document, sink, progress)
     out = HeldoutReport(config.target_length, config.mode, settings,
                         documents=[getattr(d, "label", None) or getattr(d, "key", "") for d in docs],
-                        source_documents=sorted({_document_of(d) for d in docs}), wins={}, gain={})
-    for m in config.seed_methods:
-        out.wins[m] = sum(a < b for a, b in zip(per["searched"], per[m], strict=True)) / len(docs)
-        wins, n = _per_document_wins(docs, per["searched"], per[m]) if key == "per_document_ppl" else (0, 0)
-        if n:
-            out.document_wins[m] = wins / n
-        out.gain[m] = 1 - settings["searched"]["ppl"] / settings[m]["ppl"]
-        if "tail_ppl" in settings["searched"]:
-            out.tail_gain[m] = 1 - settings["searched"]["tail_ppl"] / settings[m]["tail_ppl"]
+                        source_documents=sorted({document_of(d) for d in docs}), wins={}, gain={})
+    compare_settings(out, docs)
     return out
+
+
+def compare_settings(report: HeldoutReport, windows: list[Any]) -> None:
+    """Fill ``report``'s comparisons of the searched factors with every other setting: the share of windows won,
+    of documents won (perplexity reports: each document's windows by their geometric mean), and the gains."""
+    settings, key = report.settings, report.per_window_key
+    per = {n: v[key] for n, v in settings.items()}
+    for m in report.methods:
+        report.wins[m] = sum(a < b for a, b in zip(per["searched"], per[m], strict=True)) / len(windows)
+        wins, n = _per_document_wins(windows, per["searched"], per[m]) if key == "per_document_ppl" else (0, 0)
+        if n:
+            report.document_wins[m] = wins / n
+        report.gain[m] = 1 - settings["searched"]["ppl"] / settings[m]["ppl"]
+        if "tail_ppl" in settings["searched"]:
+            report.tail_gain[m] = 1 - settings["searched"]["tail_ppl"] / settings[m]["tail_ppl"]
 
 
 def rank_correlation(xs: list[float], ys: list[float]) -> float:

@@ -100,6 +100,7 @@ class HeldoutReport:
     gain: dict[str, float]
     document_wins: dict[str, float] = field(default_factory=dict)
     tail_gain: dict[str, float] = field(default_factory=dict)
+    corpora: list[str] = field(default_factory=list)  # each window's corpus, when the report reads several
 
     KEYS = {"wins": "wins_vs_", "document_wins": "document_wins_vs_", "gain": "gain_vs_",
             "tail_gain": "tail_gain_vs_"}  # report.json spells each comparison as <key><method>
@@ -117,6 +118,8 @@ class HeldoutReport:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target_length": self.target_length, "mode": self.mode, "settings": self.settings,
                                "documents": self.documents, "source_documents": self.source_documents}
+        if self.corpora:
+            out["corpora"] = self.corpora
         for attr, prefix in self.KEYS.items():
             out.update({prefix + m: v for m, v in getattr(self, attr).items()})
         return out
@@ -128,7 +131,8 @@ class HeldoutReport:
                     for attr, prefix in cls.KEYS.items()}
         return cls(target_length=data["target_length"], mode=data["mode"], settings=data["settings"],
                    documents=list(data.get("documents", [])),
-                   source_documents=list(data.get("source_documents", [])), **compared)
+                   source_documents=list(data.get("source_documents", [])), corpora=list(data.get("corpora", [])),
+                   **compared)
 
     @classmethod
     def read(cls, folder: str | Path) -> HeldoutReport | None:
@@ -156,6 +160,17 @@ class HeldoutReport:
             won = f"{self.wins[name]:.0%}" if name in self.wins else ""
             rows.append(f"| {method_label(name)} | {s['ppl']:.3f} |" + (f" {s['tail_ppl']:.3f} |" if tail else "")
                         + f" {gain} | {won} |")
+        return "\n".join(rows)
+
+    def window_markdown(self) -> str:
+        """Per window: every setting's value (perplexity, or the answer's loss), the lowest in bold."""
+        key, names = self.per_window_key, list(self.settings)
+        rows = ["| window | " + " | ".join(method_label(n) for n in names) + " |", "|---|" + "---|" * len(names)]
+        for k, doc in enumerate(self.documents):
+            values = [self.settings[n][key][k] for n in names]
+            cells = [f"**{v:.3f}**" if v == min(values) else f"{v:.3f}" for v in values]
+            where = f"{self.corpora[k]}: {doc}" if self.corpora else doc
+            rows.append(f"| {where} | " + " | ".join(cells) + " |")
         return "\n".join(rows)
 
     def figures(self, against: str = "yarn") -> list[Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from .. import distributed
 from ..events import Event, Sink, fan_out, null_sink
 from ..hf import NotExpressibleError, model_geometry, to_hf
-from ..runs import RunFolder, RunFolderError, model_fingerprint
+from ..runs import RunFolder, RunFolderError, cpu_name, git, model_fingerprint
 from .config import GRID, SearchConfig, SearchError
 from .evaluator import Evaluator, rung_survivors
 from .ga import GeneticAlgorithm, Genome, Space
@@ -303,7 +303,8 @@ class Search:
         try:
             self._read_journal()
             self.sink(Event("search.start", {"config": cfg.to_dict(), "budget": cfg.evaluations_budget,
-                                             "resumed_evaluations": len(self.records), "notes": self.notes}))
+                                             "resumed_evaluations": len(self.records), "notes": self.notes,
+                                             "cpu": cpu_name(), "commit": git("rev-parse", "HEAD") or "unknown"}))
             tops: list[tuple[Record, Space]] = []
             for k, space in enumerate(self._spaces()):
                 parents, base, hist = self._search_space(space, k)

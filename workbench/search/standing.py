@@ -1,0 +1,149 @@
+"""Where a search run folder stands, read from its files alone (no model loaded, nothing evaluated): the best
+candidate so far, what the search has cost, and the factor set it yields, its provenance written from those
+files. A search need not have finished: a running or stopped one stands at its best journaled candidate."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runs import cpu_name, git
+from .config import GRID, SearchError
+from .journal import Journal, JournalError, Record
+from .results import SearchResult
+from .targets import TARGETS
+
+
+@dataclass
+class Standing:
+    """A search run folder as its files hold it."""
+
+    folder: Path
+    model: str
+    config: dict[str, Any]
+    documents: list[str]
+    records: dict[str, Record]
+    generations_done: int
+    result: SearchResult | None
+    cpus: list[str] = field(default_factory=list)  # the CPUs its starts recorded (older starts did not)
+    commits: list[str] = field(default_factory=list)  # the commits its starts ran
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None and not self.result.stopped
+
+    @property
+    def budget(self) -> int:
+        c = self.config
+        return c["population"] + c["generations"] * (c["mutants"] + c["crossovers"])
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.records)
+
+    @property
+    def tokens_forwarded(self) -> int:
+        return sum(r.tokens for r in self.records.values())
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent evaluating (the journal's per-candidate times; waits and restarts not counted)."""
+        return sum(r.seconds for r in self.records.values())
+
+    @property
+    def best(self) -> Record | None:
+        done = [r for r in self.records.values() if r.complete]
+        return min(done, key=lambda r: r.fitness) if done else None
+
+    def best_factors(self) -> list[float]:
+        if self.finished:
+            return list(self.result.best_factors)
+        if self.best is None:
+            raise SearchError(f"{self.folder} holds no complete evaluation yet: there is no best candidate")
+        if self.best.cd is not None:
+            from ..rope import longrope2_factors
+
+            n_pairs = len(self.records[next(iter(self.records))].genome) + self.best.cd
+            return list(longrope2_factors([g / GRID for g in self.best.genome], self.best.cd, n_pairs))
+        return [g / GRID for g in self.best.genome]
+
+    def best_spec(self) -> Any:
+        """The winner's spec (finished), or the best journaled candidate's, as the search would write it."""
+        from ..rope import spec_from_dict
+
+        if self.finished:
+            return spec_from_dict(self.result.spec)
+        from ..hf import spec_for_model
+        from ..models import load_model_config
+
+        geometry = spec_for_model(load_model_config(self.model), "default")
+        geom = {k: getattr(geometry, k) for k in ("head_dim", "rope_theta", "original_max_position_embeddings")}
+        target = TARGETS[self.config["mode"]](geom, self.config["target_length"], self.config["attention_policy"])
+        return target.spec(self.best_factors(), self.best.n_hat, self.best.cd)
+
+    def summary(self) -> str:
+        best = self.best
+        state = "finished" if self.finished else f"{self.generations_done} of {self.config['generations']} generations"
+        return (f"{self.folder}: {self.model} to {self.config['target_length']} tokens, {state}; "
+                f"{self.evaluations} of {self.budget} evaluations, {self.tokens_forwarded:,} token-forwards, "
+                f"{self.seconds / 3600:.1f} h evaluating; best PPL "
+                + (f"{best.fitness:.4f} (generation {best.generation})" if best else "none yet"))
+
+    def provenance(self) -> dict[str, Any]:
+        """What the search was and what it cost, from its files (the commit and the exporting CPU added)."""
+        c = self.config
+        return {"run_folder": str(self.folder), "model": self.model, "finished": self.finished,
+                "target_length": c["target_length"], "dtype": c["dtype"], "corpus": c["corpus"],
+                "documents": self.documents, "budget": {k: c[k] for k in ("population", "parents", "mutants",
+                                                                          "crossovers", "generations", "max_factor")},
+                "seeds": list(c["seed_methods"]) + [f"user seed {i + 1}" for i in range(len(c["user_seeds"]))],
+                "evaluations": self.evaluations, "budget_evaluations": self.budget,
+                "generations_done": self.generations_done, "token_forwards": self.tokens_forwarded,
+                "evaluation_hours": round(self.seconds / 3600, 2), "best_fitness": self.best.fitness if self.best
+                else math.inf, "cpu": self.cpus or [f"{cpu_name()} (the exporting machine; the search's starts "
+                                                    "did not record theirs)"],
+                "versions": self.versions, "commits_of_starts": self.commits,
+                "commit_of_export": git("rev-parse", "HEAD") or "unknown"}
+
+    def factor_set(self, name: str, description: str = "") -> Any:
+        """The best spec as a :class:`~workbench.factors.FactorSet` with :meth:`provenance`."""
+        from ..factors import FactorSet
+
+        what = "searched" if self.finished else "best so far of an unfinished search"
+        text = description or (f"LongRoPE factors for {self.model} at {self.config['target_length']} tokens, {what} "
+                               f"({self.evaluations} evaluations on the train split, {self.config['dtype']})")
+        return FactorSet(name, self.model, text, self.best_spec(), self.provenance())
+
+
+def read_standing(folder: str | Path) -> Standing:
+    """The standing of the search in ``folder``.
+
+    Raises:
+        SearchError: the folder holds no search (no params.json of kind search) or its journal is damaged.
+    """
+    folder = Path(folder)
+    try:
+        params = json.loads((folder / "params.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise SearchError(f"{folder} holds no search run: no readable params.json") from None
+    if params.get("kind") != "search":
+        raise SearchError(f"{folder} holds a run of kind {params.get('kind')!r}, not a search")
+    try:
+        journal = Journal.read(folder, repair=False)
+    except JournalError as e:
+        raise SearchError(str(e)) from None
+    identity = params["identity"]
+    from ..events import read_events
+
+    starts = [e.data for e in read_events(folder / "events.jsonl") if e.kind == "search.start"]
+    recorded = {key: list(dict.fromkeys(s[key] for s in starts if key in s)) for key in ("cpu", "commit")}
+    return Standing(folder, identity["model"], identity["config"], list(identity.get("documents", [])),
+                    journal.records, len(journal.generations), SearchResult.read(folder), recorded["cpu"],
+                    recorded["commit"], params.get("versions", {}))
+
+
+__all__ = ["Standing", "read_standing"]
