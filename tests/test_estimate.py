@@ -159,3 +159,26 @@ def test_the_readme_table_is_the_benchmarks():
     result = json.loads((root / "tests/benchmarks/results/estimates.json").read_text())
     found = re.search(r"<!-- estimates:begin -->\n(.*?)<!-- estimates:end -->", (root / "README.md").read_text(), re.S)
     assert found and found.group(1) == result["table"]
+
+
+def test_llama_cpp_memory_is_the_file_the_kv_cache_and_one_batch_of_logits():
+    s = Shape.from_config(load_model_config("smollm2"))
+    f16 = dict(dtype="gguf-f16", engine="llama.cpp", chunk=512, weight_bytes=98e6)
+    grown = forward_bytes(s, 32768, **f16) - forward_bytes(s, 16384, **f16)
+    assert grown == 16384 * s.kv_bytes_per_token("gguf-f16") == 16384 * 2 * 30 * 3 * 64 * 2
+    assert forward_bytes(s, 16384, **{**f16, "dtype": "gguf-f32"}) - forward_bytes(s, 16384, **f16) == grown
+    assert forward_bytes(s, 1024, **{**f16, "weight_bytes": 1e9}) - forward_bytes(s, 1024, **f16) == 1e9 - 98e6
+    assert forward_bytes(s, 32768, **f16) < forward_bytes(s, 32768, engine="window")  # Q4 weights, no activations
+
+
+def test_rates_from_two_batches_recover_the_rates_they_were_timed_with():
+    s = Shape.from_config(load_model_config("smollm2"))
+    per_pair, batch = 4.0 * s.layers * s.heads * s.head_dim, 512
+    matmul, attention = 2e10, 6e10
+
+    def seconds(pairs: float) -> float:
+        return 2.0 * batch * s.matmul_params / matmul + pairs * per_pair / attention
+    first, second = seconds(batch * (batch + 1) / 2), seconds(batch * (3 * batch + 1) / 2)
+    assert estimate.rates_from_batches(s, batch, first, second) == pytest.approx((matmul, attention))
+    mm, att = estimate.rates_from_batches(s, batch, first, first)  # no measurable attention: all matrix products
+    assert att == 1e16 and mm == pytest.approx(2.0 * batch * s.matmul_params / first)

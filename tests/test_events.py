@@ -43,7 +43,7 @@ def test_a_stream_sink_prints_lines_and_durations_read_naturally():
     stream = io.StringIO()
     ConsoleSink(stream)(Event("train.step", {"step": 10, "loss": 1.0}))
     assert stream.getvalue() == "step 10: loss 1.0000\n"
-    assert duration(42.4) == "42 s" and duration(125) == "2 min 05 s"
+    assert duration(42.4) == "42 s" and duration(125) == "2 min 05 s" and duration(26925) == "7 h 28 min"
 
 
 def test_search_warnings_and_the_n_hat_stage_read_as_sentences():

@@ -152,6 +152,15 @@ def test_cli_eval_ppl_with_the_llama_cpp_engine(tmp_path, capsys):
                  "16384", "--lengths", "256", "--n-documents", "1", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
     assert "yarn @ 256 [llama.cpp]: PPL" in out
+    assert out.index("eval ppl: ~") < out.index("[llama.cpp]: PPL") and "(gguf-f16)" in out and "per 256-token forward" in out
     results = json.loads((run / "ppl.json").read_text())
     r = results[0] if isinstance(results, list) else results
     assert math.isfinite(r["ppl"]) and r["spec"]["method"] == "yarn" and "engine llama.cpp" in r["notes"][0]
+
+
+def test_cli_llama_cpp_engine_refuses_what_cannot_fit_before_loading(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(llamacpp, "calibrate", lambda *a, **k: pytest.fail("calibrated a refused request"))
+    argv = ["eval", "ppl", "--engine", "llama.cpp", "--model", "smollm2", "--lengths", "8000000", "--n-documents", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refused before loading anything" in err and "gguf-f16, llama.cpp engine" in err

@@ -15,8 +15,9 @@ from workbench.estimate import Estimate, Shape, available_bytes, cached_rates, c
 from workbench.hf import model_geometry
 from workbench.models import load_model_config
 
-# what a panel plans: (model name, engine, dtype, [(length, forwards)]) or None when its controls are incomplete
-Plan = Callable[[], "tuple[str, str, str, list[tuple[int, int]]] | None"]
+# what a panel plans: (model name, engine, dtype, [(length, forwards)]) or None when its controls are incomplete;
+# a training plan adds its rows per micro-batch: (model name, engine, dtype, [(length, steps)], batch)
+Plan = Callable[[], "tuple[str, str, str, list[tuple[int, int]]] | tuple[str, str, str, list[tuple[int, int]], int] | None"]
 
 
 @lru_cache(maxsize=16)
@@ -48,14 +49,14 @@ class EstimateLine:
             planned = self.plan()
             if planned is None:
                 return None
-            name, engine, dtype, forwards = planned
+            name, engine, dtype, forwards, *batch = planned
             shape = _config(name)[0]
         except (ValueError, OSError):
             return None  # a model the panel will report on when it loads it
         forwards = [(L, n) for L, n in forwards if n > 0]
         if not forwards:
             return None
-        est = Estimate(self.job, shape, dtype, engine, tuple(forwards))
+        est = Estimate(self.job, shape, dtype, engine, tuple(forwards), batch[0] if batch else 1)
         return est.with_rates(cached_rates(shape, dtype))
 
     def refresh(self) -> None:

@@ -16,7 +16,9 @@ import plotly.graph_objects as go
 
 from workbench.events import Event
 from workbench.launch import Launch, LaunchError, declared_parameters, hardware
+from workbench.progressive import ProgressiveConfig
 
+from .estimate_line import EstimateLine, original_length
 from .figures import BASE_LAYOUT
 from .panel import FigureOutput, Panel
 
@@ -55,6 +57,7 @@ class FinetuneLauncher(Panel):
         self.job: Launch | None = None  # type: ignore[assignment] - a launch, not a BackgroundJob
         self._stopping = False
         self._last_draw = 0.0
+        self.estimate = EstimateLine("fine-tune", self._plan, list(self.fields.values()))
         self.processes.observe(lambda _: self._show_hardware(), names="value")
         self.launch_button.on_click(lambda _: self.launch())
         self.stop_button.on_click(lambda _: self.stop())
@@ -67,8 +70,24 @@ class FinetuneLauncher(Panel):
     def widget(self) -> W.Widget:
         form = W.VBox([W.HTML(f"<b>{html.escape(self.notebook.name)}</b> parameters"), *self.fields.values(),
                        self.processes, self.output, self.hardware,
-                       W.HBox([self.launch_button, self.stop_button])], layout=W.Layout(min_width="540px"))
+                       W.HBox([self.launch_button, self.stop_button, self.estimate.widget])],
+                      layout=W.Layout(min_width="540px"))
         return W.VBox([W.HBox([form, self.loss.widget]), self.status, self.link, self.log])
+
+    def _plan(self) -> tuple[str, str, str, list[tuple[int, int]], int] | None:
+        """What Launch would train, for a progressive notebook: stage 1's fine-tune at L1 (the most memory of its
+        stages); None for a notebook without those parameters or while a field does not parse."""
+        p = self.parameters()
+        L0 = original_length(str(p.get("model")))
+        if L0 is None or not {"stage1_multiple", "stage2_multiple"} <= set(p):
+            return None
+        try:
+            L1 = int(p["stage1_multiple"]) * L0
+            cfg = ProgressiveConfig.with_overrides(L1, int(p["stage2_multiple"]) * L1, train=p.get("train") or {})
+        except (ValueError, TypeError):
+            return None
+        length, steps, batch, engine = cfg.finetune_plan()
+        return str(p["model"]), engine, "fp32", [(length, steps)], batch
 
     def parameters(self) -> dict[str, Any]:
         out = {}
@@ -85,6 +104,10 @@ class FinetuneLauncher(Panel):
             return None
         self.losses, self.link.value, self.log.value = {}, "", ""
         self._stopping = False
+        refusal = self.estimate.refusal()
+        if refusal:
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(refusal)}</span>"
+            return None
         try:
             job = Launch(self.notebook, self.parameters(), self.output.value, processes=self.processes.value,
                          on_event=self._on_event, on_line=self._on_line)

@@ -93,6 +93,20 @@ class EngineComparison:
                                      for n, row in data.get("results", {}).items()})
 
 
+def engine_estimates(model: Any, source_gguf: str | Path, *, length: int, windows: int,
+                     compare_default: bool = True) -> list[Any]:
+    """What :func:`compare_engines` will take: the transformers engine's estimate and, when llama-cpp-python is
+    installed, llama.cpp's (each with this machine's rates)."""
+    from . import llamacpp
+    from .estimate import job_estimate
+
+    forwards = [(length, windows * (2 if compare_default else 1))]
+    out = [job_estimate(model, "transformers", forwards)]
+    if llamacpp.available():
+        out.append(llamacpp.estimate(source_gguf, forwards, job="llama.cpp").with_rates(llamacpp.calibrate(source_gguf)))
+    return out
+
+
 def compare_engines(model: Any, docs: list[Any], exported: GGUFExport, source_gguf: str | Path, *, length: int,
                     compare_default: bool = True, sink: Sink = null_sink) -> EngineComparison:
     """Read ``docs`` with the exported spec (and, with ``compare_default``, the unscaled model) in transformers
@@ -117,4 +131,4 @@ def compare_engines(model: Any, docs: list[Any], exported: GGUFExport, source_gg
     return out
 
 
-__all__ = ["EngineComparison", "compare_engines", "deploy_spec"]
+__all__ = ["EngineComparison", "compare_engines", "deploy_spec", "engine_estimates"]

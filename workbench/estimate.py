@@ -7,6 +7,9 @@ dtype and how the engine reads a window:
   with the window, the LM head runs in chunks of positions;
 - ``"stream"``: chunk by chunk through a KV cache (the search): the cache grows with what was read, the
   activations and the attention mask are those of one chunk;
+- ``"llama.cpp"``: a GGUF read by llama.cpp in batches of ``chunk`` tokens: the file's weights (mapped), the KV
+  cache of the whole window (``dtype`` "gguf-f16" or "gguf-f32": its type), and the logits of one batch with the
+  copies the per-batch NLL makes;
 - ``"train"``: a forward and a backward with gradients and AdamW's two moments kept for every weight, and every
   layer's activations (``"train-checkpointed"``: only each layer's input, one layer recomputed at a time).
 
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 GB = 1e9
-ENGINES = ("window", "stream", "train", "train-checkpointed")
+ENGINES = ("window", "stream", "train", "train-checkpointed", "llama.cpp")
 RUNTIME_BYTES = 450e6  # Python, torch and transformers loaded, before any weight
 HEAD_CHUNK = 1024  # positions per LM-head chunk (evaluate.engine)
 
@@ -103,16 +106,20 @@ class Shape:
 
 
 def _bytes(dtype: str) -> int:
-    return 2 if dtype in ("bf16", "fp16") else 4
+    return 2 if dtype in ("bf16", "fp16", "gguf-f16") else 4
 
 
 def forward_bytes(shape: Shape, length: int, *, dtype: str = "fp32", engine: str = "window", batch: int = 1,
-                  chunk: int = 4096) -> float:
+                  chunk: int = 4096, weight_bytes: float | None = None) -> float:
     """Peak bytes of a process running one forward (or training step) of ``batch`` windows of ``length`` tokens,
-    the loaded weights included (fp32 weights; bf16 runs under autocast, which keeps a bf16 copy)."""
+    the loaded weights included (fp32 weights; bf16 runs under autocast, which keeps a bf16 copy; llama.cpp:
+    ``weight_bytes``, the GGUF's size)."""
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not allowed: one of {ENGINES}")
     b = _bytes(dtype)
+    if engine == "llama.cpp":  # logits of one batch: llama.cpp's buffer and the reduction's copies (measured: 2.4x)
+        weights = weight_bytes if weight_bytes is not None else shape.params * 4
+        return RUNTIME_BYTES + weights + length * shape.kv_bytes_per_token(dtype) + 2.5 * chunk * shape.vocab * 4
     weights = shape.params * 4 + (shape.params * 2 if b == 2 else 0)
     per_token = b * (2 * shape.hidden + 2 * shape.intermediate)  # residual, norm and the MLP's widest moment
     head = HEAD_CHUNK * shape.vocab * 4 * 2 * batch  # fp32 logits of one chunk and their log-softmax
@@ -222,6 +229,33 @@ def machine_busy() -> bool:
         return False
 
 
+def measured_rates(shape: Shape, dtype: str, measure: Any) -> Rates:
+    """The cached rates of ``shape`` and ``dtype`` on this machine, or ``measure()``'s ``(matmul, attention)``, stored.
+    A measurement made beside other work is kept only until a quieter one (the faster of the two is kept)."""
+    found = cached_rates(shape, dtype)
+    if found is not None and not found.busy:
+        return found
+    busy = machine_busy()
+    matmul, attention = measure()
+    if found is not None:
+        matmul, attention = max(matmul, found.matmul), max(attention, found.attention)
+    rates = Rates(matmul, attention, "measured now", busy)
+    _store(shape, dtype, rates)
+    return rates
+
+
+def rates_from_batches(shape: Shape, batch: int, first: float, second: float) -> tuple[float, float]:
+    """(matmul, attention) rates from the seconds of two consecutive batches of ``batch`` tokens of one sequence:
+    the second reads three times the keys of the first, so their difference is attention; what attention leaves
+    of the first is the matrix products."""
+    per_pair = 4.0 * shape.layers * shape.heads * shape.head_dim  # QK^T and AV for one query-key pair
+    pairs_1, pairs_2 = batch * (batch + 1) / 2, batch * (3 * batch + 1) / 2
+    extra = second - first
+    attention = (pairs_2 - pairs_1) * per_pair / extra if extra > 0.02 * first else math.inf
+    matmul_seconds = max(first - pairs_1 * per_pair / attention, 0.5 * first)
+    return 2.0 * batch * shape.matmul_params / matmul_seconds, min(attention, 1e16)
+
+
 def calibrate(model: Any, dtype: str = "fp32", *, length: int = 1024, attention_length: int = 4096) -> Rates:
     """The rates of ``model`` on this machine (cached; about a second on a 135M model): one forward of
     ``length`` tokens gives the matrix-product rate, one causal attention of the model's heads over
@@ -229,29 +263,23 @@ def calibrate(model: Any, dtype: str = "fp32", *, length: int = 1024, attention_
     import torch
 
     shape = Shape.from_config(model.config.to_dict())
-    found = cached_rates(shape, dtype)
-    if found is not None and not found.busy:
-        return found
-    busy = machine_busy()  # rates measured beside other work are kept only until a quieter measurement
-    device = next(model.parameters()).device
-    cast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else _Null()
-    vocab = min(shape.vocab, int(getattr(model.config, "vocab_size", shape.vocab)))
-    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0)).to(device)
-    q = torch.randn(1, shape.heads, attention_length, shape.head_dim, device=device)
-    kv = q[:, : shape.heads]
-    with torch.no_grad(), cast:
-        model(ids[:, :64])  # warm up
-        att = _timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=True), device)
-        whole = _timed(lambda: model(ids), device)
-    att_flops = 2.0 * shape.heads * shape.head_dim * attention_length ** 2
-    attention = att_flops / att
-    mm, att_in_forward = forward_flops(shape, length)
-    matmul = mm / max(whole - att_in_forward / attention, 0.25 * whole)
-    if found is not None:  # an earlier measurement under load: keep the faster of the two
-        matmul, attention = max(matmul, found.matmul), max(attention, found.attention)
-    rates = Rates(matmul, attention, "measured now", busy)
-    _store(shape, dtype, rates)
-    return rates
+
+    def measure() -> tuple[float, float]:
+        device = next(model.parameters()).device
+        cast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else _Null()
+        vocab = min(shape.vocab, int(getattr(model.config, "vocab_size", shape.vocab)))
+        ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0)).to(device)
+        q = torch.randn(1, shape.heads, attention_length, shape.head_dim, device=device)
+        kv = q[:, : shape.heads]
+        with torch.no_grad(), cast:
+            model(ids[:, :64])  # warm up
+            att = _timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=True), device)
+            whole = _timed(lambda: model(ids), device)
+        attention = 2.0 * shape.heads * shape.head_dim * attention_length ** 2 / att
+        mm, att_in_forward = forward_flops(shape, length)
+        return mm / max(whole - att_in_forward / attention, 0.25 * whole), attention
+
+    return measured_rates(shape, dtype, measure)
 
 
 class _Null:
@@ -301,6 +329,7 @@ class Estimate:
     rates: Rates | None = None
     extra_seconds: float = 0.0  # work outside the forwards (e.g. decoding steps), when known
     notes: tuple[str, ...] = field(default=())
+    weight_bytes: float | None = None  # the weights' own size where not fp32 (a GGUF's file)
 
     @property
     def longest(self) -> int:
@@ -313,11 +342,11 @@ class Estimate:
     @property
     def peak_bytes(self) -> float:
         return forward_bytes(self.shape, self.longest, dtype=self.dtype, engine=self.engine, batch=self.batch,
-                             chunk=self.chunk)
+                             chunk=self.chunk, weight_bytes=self.weight_bytes)
 
     def with_rates(self, rates: Rates | None) -> Estimate:
         return Estimate(self.job, self.shape, self.dtype, self.engine, self.forwards, self.batch, self.chunk,
-                        rates, self.extra_seconds, self.notes)
+                        rates, self.extra_seconds, self.notes, self.weight_bytes)
 
     def forward_seconds(self, length: int | None = None) -> float | None:
         if self.rates is None:
@@ -379,6 +408,18 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def job_estimate(model: Any, job: str, forwards: list[tuple[int, int]], *, dtype: str = "fp32",
+                 engine: str = "window", batch: int = 1, chunk: int = 4096) -> Estimate:
+    """The estimate of a job on a loaded transformers model, with this machine's rates (calibrated once, cached):
+    what a notebook prints before its long work (the command line prints the same line)."""
+    from .evaluate import resolve_dtype
+
+    dtype = resolve_dtype(dtype)
+    est = Estimate(job, Shape.from_config(model.config.to_dict()), dtype, engine,
+                   tuple((L, n) for L, n in forwards if n), batch, chunk)
+    return est.with_rates(calibrate(model, dtype))
+
+
 def check_fits(estimate: Estimate, *, force: bool = False, remedy: str = "", available: float | None = None,
                force_hint: str = "; or pass --force if you know better") -> None:
     """Refuse a job whose peak would exceed the memory this process may use (unless ``force``).
@@ -399,4 +440,5 @@ def check_fits(estimate: Estimate, *, force: bool = False, remedy: str = "", ava
 
 
 __all__ = ["ENGINES", "Estimate", "Rates", "Shape", "TooLarge", "available_bytes", "cached_rates", "calibrate",
-           "check_fits", "device_name", "duration", "forward_bytes", "forward_flops"]
+           "check_fits", "device_name", "duration", "forward_bytes", "forward_flops", "job_estimate", "measured_rates",
+           "rates_from_batches"]

@@ -111,8 +111,10 @@ def fan_out(sinks: Iterable[Sink | None]) -> Sink:
 
 
 def duration(seconds: float) -> str:
-    """``"2 min 05 s"`` or ``"42 s"``."""
+    """``"2 h 05 min"``, ``"2 min 05 s"`` or ``"42 s"``."""
     seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
@@ -122,8 +124,9 @@ class ConsoleSink:
 
     Lines: a few per forward and one per document of a perplexity run (with the time left when ``forwards``,
     the number of forwards the run makes, is given), one per search generation, every ``train_every``-th
-    training step (and the first), the start and end of each progressive stage, the start of a held-out report. Inside a progressive run the
-    search and training lines are indented under their stage. Other events print nothing.
+    training step (and the first), the start and end of each progressive stage, the start of a held-out report.
+    Inside a progressive run the search and training lines are indented under their stage. Other events print
+    nothing.
 
     Args:
         stream: where lines go (default: ``sys.stdout`` as it is when the sink is made); or

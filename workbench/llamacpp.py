@@ -180,6 +180,52 @@ class LlamaCppModel:
         return torch.cat(out).float()
 
 
+def gguf_shape(path: str | os.PathLike) -> Any:
+    """The :class:`~workbench.estimate.Shape` of a GGUF's model, from its metadata (no tensor is read)."""
+    from transformers import AutoConfig
+
+    from .estimate import Shape
+
+    p = check_gguf(path)
+    return Shape.from_config(AutoConfig.from_pretrained(p.parent, gguf_file=p.name).to_dict())
+
+
+def calibrate(path: str | os.PathLike, *, n_threads: int | None = None, kv_type: str = "f16",
+              n_batch: int = 512) -> Any:
+    """llama.cpp's rates for this GGUF on this machine (cached per file, KV type, CPU and thread count, like the
+    transformers engine's): two consecutive batches of ``n_batch`` random tokens, timed (a few seconds on
+    SmolLM2); the second reads three times the keys of the first (:func:`~workbench.estimate.rates_from_batches`)."""
+    from .estimate import measured_rates, rates_from_batches
+
+    p = check_gguf(path)
+    shape = gguf_shape(p)
+
+    def measure() -> tuple[float, float]:
+        with LlamaCppModel(p, 2 * n_batch, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type,
+                           flash_attn=True) as m:
+            ids = torch.randint(0, m.n_vocab, (2 * n_batch,), generator=torch.Generator().manual_seed(0)).tolist()
+            for _ in m._decode(ids[:64]):  # warm up
+                pass
+            times, t = [], time.perf_counter()
+            for _ in m._decode(ids):
+                times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+        return rates_from_batches(shape, n_batch, times[0], times[1])
+
+    return measured_rates(shape, f"gguf-{kv_type} {p.name} {p.stat().st_size}", measure)
+
+
+def estimate(path: str | os.PathLike, forwards: list[tuple[int, int]], *, job: str = "eval ppl",
+             kv_type: str = "f16", n_batch: int = 512) -> Any:
+    """The :class:`~workbench.estimate.Estimate` of reading ``forwards`` ``(length, count)`` windows of a GGUF in
+    llama.cpp (memory only: add :func:`calibrate`'s rates with ``with_rates`` for the time)."""
+    from .estimate import Estimate
+
+    p = check_gguf(path)
+    return Estimate(job, gguf_shape(p), f"gguf-{kv_type}", "llama.cpp", tuple((L, n) for L, n in forwards if n),
+                    chunk=n_batch, weight_bytes=float(p.stat().st_size))
+
+
 def perplexity(path: str | os.PathLike, data: list[Sample] | list[torch.Tensor], *, label: str | None = None,
                length: int | None = None, bucket_size: int | None = None, n_ctx: int | None = None,
                n_batch: int = 512, n_threads: int | None = None, kv_type: str = "f16", flash_attn: bool = True,
@@ -254,5 +300,5 @@ def gguf_tokenizer(path: str | os.PathLike) -> Any:
         raise EngineError(f"transformers cannot build a tokenizer from {p}: {e}") from None
 
 
-__all__ = ["ENGINES", "EngineError", "INSTALL_HINT", "LlamaCppModel", "available", "gguf_tokenizer",
-           "llama_cpp_module", "perplexity"]
+__all__ = ["ENGINES", "EngineError", "INSTALL_HINT", "LlamaCppModel", "available", "calibrate", "estimate",
+           "gguf_shape", "gguf_tokenizer", "llama_cpp_module", "perplexity"]

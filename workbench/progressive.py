@@ -123,6 +123,12 @@ class ProgressiveConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
+    def finetune_plan(self) -> tuple[int, int, int, str]:
+        """What stage 1's fine-tune will cost in an estimate: (length, steps, rows per micro-batch, engine)."""
+        t = TrainConfig(seq_len=self.stage1_length, corpora=(self.corpus,), seed=self.seed, **self.train)
+        return (t.seq_len, t.steps * t.grad_accum, t.batch_size,
+                "train-checkpointed" if t.gradient_checkpointing else "train")
+
 
 def _device() -> torch.device:
     """This process's GPU (its LOCAL_RANK under accelerate launch) when there is one, else the CPU."""

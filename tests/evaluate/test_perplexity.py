@@ -60,6 +60,11 @@ def test_compare_methods_prefix_reuse_equals_separate_run(tiny_llama):
     assert by[("longrope", 128)].ppl != by[("longrope", 256)].ppl
     table = format_table(results)
     assert "| yarn |" in table and "PPL @ 256" in table
+    from workbench.evaluate import comparison_forwards
+
+    planned = comparison_forwards({"default": None, "yarn": yarn, "longrope": longrope}, [256, 128], 2)
+    assert planned == [(128, 2), (256, 6)]  # what the run did: longrope twice, the others once at the longest
+    assert sum(r.tokens_forwarded for r in results) == sum(L * n for L, n in planned)
 
 
 def test_bad_input(tiny_llama):

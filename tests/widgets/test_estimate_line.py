@@ -39,3 +39,21 @@ def test_time_appears_once_this_machines_rates_are_known(model, monkeypatch):
     monkeypatch.setattr(line_module, "cached_rates", lambda shape, dtype: Rates(1e10, 1e10, "measured"))
     dash.estimate.refresh()
     assert "in all (" in dash.estimate.widget.value and "first run" not in dash.estimate.widget.value
+
+
+def test_the_launcher_shows_the_fine_tune_it_would_start_and_refuses_one_that_cannot_fit(tmp_path, monkeypatch):
+    from widgets.launcher import FinetuneLauncher
+    from workbench.demo import NOTEBOOKS
+
+    ui = FinetuneLauncher(NOTEBOOKS / "05_progressive_extension.ipynb", output=str(tmp_path / "o.ipynb"))
+    est = ui.estimate.estimate()
+    L1 = 4 * line_module.original_length("teaching")
+    assert est.forwards == ((L1, 120),) and est.batch == 4 and est.engine == "train"  # the stage-1 fine-tune
+    ui.fields["train"].value = '{"batch_size": 2, "gradient_checkpointing": true}'
+    est = ui.estimate.estimate()
+    assert est.batch == 2 and est.engine == "train-checkpointed" and "GB peak" in ui.estimate.widget.value
+    ui.fields["stage1_multiple"].value = "four"
+    assert ui.estimate.widget.value == ""  # nothing to estimate until the field parses
+    ui.fields["stage1_multiple"].value = "4"
+    monkeypatch.setattr(line_module, "available_bytes", lambda: 1e6)
+    assert ui.launch() is None and "refused before loading anything" in ui.status.value and ui.job is None

@@ -83,6 +83,7 @@ def eval_ppl(args: argparse.Namespace, rows: Any) -> int:
 
     from .. import llamacpp
     from ..data import samples
+    from ..estimate import TooLarge, check_fits
     from ..gguf import export_gguf, gguf_spec
 
     llamacpp.llama_cpp_module()  # one clear line when llama-cpp-python is missing
@@ -91,6 +92,14 @@ def eval_ppl(args: argparse.Namespace, rows: Any) -> int:
     if args.dtype != "fp32":
         raise CliError("--dtype applies to the transformers engine; llama.cpp runs the GGUF's own weight types")
     source = gguf_source(args.model)
+    est = llamacpp.estimate(source, [(L, args.n_documents * args.per_document) for L in sorted(args.lengths)],
+                            kv_type=args.kv_type)
+    try:
+        check_fits(est, force=args.force, remedy="ask for shorter --lengths, or fewer at once")
+    except TooLarge as e:
+        raise CliError(str(e)) from None
+    est = est.with_rates(llamacpp.calibrate(source, kv_type=args.kv_type))
+    print(est.line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="workbench-gguf-") as tmp:
         if args.method:
             spec = spec_for_gguf(args, source)
@@ -102,8 +111,9 @@ def eval_ppl(args: argparse.Namespace, rows: Any) -> int:
         docs = samples(tokenizer, args.corpus, args.split, max(args.lengths), args.n_documents,
                        per_document=args.per_document)
         run = run_folder(args, spec)
+        sink = sinks(run, est)
         return rows(lambda L: llamacpp.perplexity(path, docs, label=label, length=L, kv_type=args.kv_type,
-                                                  sink=sinks(run)), args.lengths, label, run, " [llama.cpp]")
+                                                  progress=False, sink=sink), args.lengths, label, run, " [llama.cpp]")
 
 
 def add_parsers(sub: Any) -> None:

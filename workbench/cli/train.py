@@ -90,10 +90,9 @@ def cmd_progressive(args: argparse.Namespace) -> int:
     budgets = {name: json_flag(f"--{name}", getattr(args, name)) for name in STAGE_BUDGETS if getattr(args, name)}
     cfg = ProgressiveConfig.with_overrides(args.stage1_length, args.stage2_length, corpus=args.corpus,
                                            eval_documents=args.eval_documents, seed=args.seed, **budgets)
-    train = {"batch_size": 8, "steps": 1, **cfg.train}
-    preflight(args, "progressive (its fine-tune)", [(cfg.stage1_length, train["steps"])],
-              engine="train-checkpointed" if train.get("gradient_checkpointing") else "train",
-              batch=train["batch_size"], remedy="give --train '{\"batch_size\": 1}' or shorter stage lengths")
+    length, steps, batch, engine = cfg.finetune_plan()
+    preflight(args, "progressive (its fine-tune)", [(length, steps)], engine=engine, batch=batch,
+              remedy="give --train '{\"batch_size\": 1}' or shorter stage lengths")
     preflight(args, "progressive (its second search)", [(cfg.stage2_length, 1)], engine="stream",
               dtype=cfg.search2.get("dtype", "fp32"), remedy="give a shorter --stage2-length")
 

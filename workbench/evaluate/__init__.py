@@ -19,6 +19,7 @@ from .perplexity import (
     as_samples,
     check_window,
     compare_methods,
+    comparison_forwards,
     make_result,
     perplexity,
     short_context_regression,
@@ -38,7 +39,7 @@ from .suite import Evaluation
 __all__ = [
     "DTYPES", "MODES", "EvalError", "Evaluation", "MethodComparison", "NeedleGridResult", "NeedlePerplexityResult", "PasskeyResult",
     "PerplexityResult", "RegressionResult", "aligned_bucket", "as_samples", "bf16_speedup", "check_finite",
-    "check_window", "compare_methods", "evaluation_table", "first_integer", "format_table", "make_result",
+    "check_window", "compare_methods", "comparison_forwards", "evaluation_table", "first_integer", "format_table", "make_result",
     "needle_grid", "needle_perplexity", "passkey_accuracy", "perplexity", "regression_table", "resolve_dtype",
     "short_context_regression", "token_nll", "write_results",
 ]

@@ -249,6 +249,17 @@ def compare_methods(model: Any, specs: dict[str, RopeSpec | None], data: list[Sa
     return out
 
 
+def comparison_forwards(specs: dict[str, RopeSpec | None], lengths: list[int], documents: int) -> list[tuple[int, int]]:
+    """The forwards :func:`compare_methods` makes, as ``(length, count)``: a length-dependent spec reads every
+    length, the others the longest only (for an estimate before the work)."""
+    lengths = sorted(set(lengths))
+    count = dict.fromkeys(lengths, 0)
+    for spec in specs.values():
+        for L in (lengths if spec is not None and spec.is_length_dependent else lengths[-1:]):
+            count[L] += documents
+    return [(L, n) for L, n in count.items() if n]
+
+
 def result_at(results: list[PerplexityResult], label: str, length: int) -> PerplexityResult:
     """The result of setting ``label`` at ``length`` among ``results``."""
     return next(r for r in results if r.label == label and r.length == length)
