@@ -199,13 +199,12 @@ def test_no_file_or_function_is_longer_than_a_reader_holds():
     assert not stale, f"shrunk or gone, lower or remove these entries of STILL_TOO_LONG: {stale} (now {found})"
 
 
-# A result's JSON keys, spelled only by the class that writes and reads them (the CLI, widgets and notebooks ask
-# the class). The GPU kit's gpu.json keeps a held-out table of its own (counts, not shares), in workbench/gpukit/.
+# A result's JSON keys, spelled only by the class that writes and reads them (the CLI, widgets, notebooks and the GPU
+# kit ask the class).
 RESULT_KEYS = {
     "workbench/search/results.py": ("wins_vs_", "gain_vs_"),
     "workbench/progressive_results.py": ("stage2_at_L2_over_stage1_at_L1", "recovery_vs_original_at_L0"),
 }
-OWN_FORMAT = ("workbench/gpukit/",)
 
 
 def _code_text(path: Path) -> str:
@@ -222,7 +221,7 @@ def test_no_result_key_is_spelled_outside_its_class():
     for owner, keys in RESULT_KEYS.items():
         for path in files:
             name = str(path.relative_to(ROOT))
-            if name == owner or name.startswith(OWN_FORMAT):
+            if name == owner:
                 continue
             text = _code_text(path)
             found += [f"{name} spells {key!r} (a key of {owner})" for key in keys if key in text]

@@ -252,11 +252,13 @@ def test_tiny_run_end_to_end_interrupted_and_resumed(tmp_path, small_pack):
     scale = steps["scale"]["result"]["rows"]
     assert [(r["length"], r["setting"]) for r in scale] == [(L, s) for L in TINY.scale_lengths
                                                           for s in ("default", "yarn", "longrope")]
+    assert all(r["estimated_seconds"] > 0 and r["estimated_peak_gb"] > 0 for r in scale)
     search = steps["search"]["result"]
     assert search["search"]["evaluations"] >= search["sizing"]["population"] and not search["search"]["stopped"]
     held = search["heldout"]
     assert held["n_windows"] == len(TINY.report_corpora) * TINY.report_windows
-    assert set(held["ppl"]) == {"searched", "linear", "ntk", "yarn"}
+    assert set(held["report"]["settings"]) == {"searched", "linear", "ntk", "yarn"}
+    assert held["report"]["corpora"] == [c for c in TINY.report_corpora for _ in range(TINY.report_windows)]
     train = steps["train"]["result"]
     assert train["resumed_and_finished"] and train["phase2"]["resumed_from"] == TINY.train["steps"] // 2
     notebook = steps["notebook"]["result"]

@@ -4,7 +4,6 @@ held-out windows), mixed-context-window fine-tuning with a resume, and notebook 
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import statistics
 import time
@@ -72,7 +71,8 @@ def _seconds_per_forward(ctx: StepContext, model: Any, tokenizer: Any) -> tuple[
 
 def heldout_windows(ctx: StepContext, model: Any, tokenizer: Any, result: Any, res: dict[str, Any]) -> dict[str, Any]:
     """The winner and PI / NTK / YaRN on held-out windows of every report corpus, each window scored on its own
-    (whole-window and last-quarter perplexity per window: ``heldout_report`` pools the last quarter)."""
+    (whole-window and last-quarter perplexity), the report (:class:`~workbench.search.HeldoutReport`) redone after
+    each window so a step cut short keeps what it read."""
     from workbench.data import samples
     from workbench.evaluate import perplexity
     from workbench.hf import spec_for_model
@@ -91,30 +91,31 @@ def heldout_windows(ctx: StepContext, model: Any, tokenizer: Any, result: Any, r
         for name, spec in specs.items():
             if ctx.stop():
                 ctx.cut_short = True
-                return _heldout_summary(rep)
+                return rep
             r = perplexity(model, [w], spec=spec, label=name, length=L, progress=False)
             row["nll"][name], row["ppl"][name], row["tail_ppl"][name] = r.nll, r.ppl, r.tail_ppl()
         rep["windows"].append(row)
         ctx.log(f"held-out {corpus} {w.label[:40]}: " + ", ".join(f"{k} {v:.2f}" for k, v in row["ppl"].items()))
-        _heldout_summary(rep)
+        _heldout_report(rep, [w for _, w in windows])
         ctx.save(res)
-    return _heldout_summary(rep)
-
-
-def _heldout_summary(rep: dict[str, Any]) -> dict[str, Any]:
-    rows = rep["windows"]
-    if not rows:
-        return rep
-    names = list(rows[0]["ppl"])
-    rep["ppl"] = {n: math.exp(statistics.fmean(r["nll"][n] for r in rows)) for n in names}
-    rep["tail_ppl"] = {n: math.exp(statistics.fmean(math.log(r["tail_ppl"][n]) for r in rows)) for n in names}
-    for m in names[1:]:
-        rep[f"wins_vs_{m}"] = sum(r["ppl"]["searched"] < r["ppl"][m] for r in rows)
-        rep[f"tail_wins_vs_{m}"] = sum(r["tail_ppl"]["searched"] < r["tail_ppl"][m] for r in rows)
-        rep[f"gain_vs_{m}"] = 1 - rep["ppl"]["searched"] / rep["ppl"][m]
-        rep[f"tail_gain_vs_{m}"] = 1 - rep["tail_ppl"]["searched"] / rep["tail_ppl"][m]
-    rep["n_windows"] = len(rows)
     return rep
+
+
+def _heldout_report(rep: dict[str, Any], samples: list[Any]) -> None:
+    """``rep["report"]``: the held-out report over the windows read so far."""
+    from workbench.search import HeldoutReport
+    from workbench.search.heldout import heldout_settings
+    from workbench.search.report import compare_settings, document_of
+
+    rows = rep["windows"]
+    names = list(rows[0]["ppl"])
+    flat = [{"setting": n, **{k: r[k][n] for k in ("nll", "ppl", "tail_ppl")}} for r in rows for n in names]
+    read = samples[:len(rows)]
+    report = HeldoutReport(rep["length"], "longrope", heldout_settings(flat, names), documents=[r["window"] for r in rows],
+                           source_documents=sorted({document_of(w) for w in read}), wins={}, gain={},
+                           corpora=[r["corpus"] for r in rows])
+    compare_settings(report, read)
+    rep.update(report=report.to_dict(), n_windows=len(rows))
 
 
 def step_search(ctx: StepContext) -> dict[str, Any]:

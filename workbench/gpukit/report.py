@@ -70,20 +70,12 @@ def _search(r: dict[str, Any]) -> list[str]:
         lines.append(f"{s['evaluations']} evaluations in {s['seconds']:.0f} s{' (stopped by its box)' if s['stopped'] else ''}; "
                      f"best train-split PPL {s['best_fitness']:.3f} (n_hat {s['best_n_hat']}) vs {base}")
     h = r.get("heldout") or {}
-    if h.get("windows"):
-        names = list(h["ppl"])
-        lines += ["", f"held-out at {h['length']}, {h['n_windows']} windows:", "",
-                  "| window | " + " | ".join(names) + " | last quarter: " + " | ".join(names) + " |",
-                  "|---|" + "---|" * (2 * len(names))]
-        for w in h["windows"]:
-            lines.append(f"| {w['corpus']}: {w['window'][:40]} | " + " | ".join(f"{w['ppl'][n]:.2f}" for n in names)
-                         + " | " + " | ".join(f"{w['tail_ppl'][n]:.2f}" for n in names) + " |")
-        lines.append("| all | " + " | ".join(f"{h['ppl'][n]:.2f}" for n in names) + " | "
-                     + " | ".join(f"{h['tail_ppl'][n]:.2f}" for n in names) + " |")
-        lines.append("")
-        lines.append("searched vs " + "; ".join(
-            f"{m}: {h[f'gain_vs_{m}']:+.1%} (better on {h[f'wins_vs_{m}']}/{h['n_windows']}), last quarter "
-            f"{h[f'tail_gain_vs_{m}']:+.1%} ({h[f'tail_wins_vs_{m}']}/{h['n_windows']})" for m in names[1:]))
+    if h.get("report"):
+        from ..search import HeldoutReport
+
+        rep = HeldoutReport.from_dict(h["report"])
+        lines += ["", f"held-out at {h['length']}, {h['n_windows']} windows:", "", rep.window_markdown(), "",
+                  rep.markdown(), "", rep.summary()]
     return lines
 
 

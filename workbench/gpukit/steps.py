@@ -254,6 +254,7 @@ def step_parity(ctx: StepContext) -> dict[str, Any]:
 def step_scale(ctx: StepContext) -> dict[str, Any]:
     """Seconds and peak GPU memory of an evaluation at each length, default RoPE vs YaRN vs a LongRoPE spec."""
     from workbench.data import samples
+    from workbench.estimate import RUNTIME_BYTES, job_estimate
     from workbench.evaluate import perplexity
     from workbench.hf import spec_for_model
 
@@ -268,6 +269,8 @@ def step_scale(ctx: StepContext) -> dict[str, Any]:
                            "longrope_spec": "hand-made ramp (1 to 1.5 s), not searched", "rows": []}
     warm_up(lm.model, doc.tokens, p.eval_dtype)
     for length in p.scale_lengths:
+        est = job_estimate(lm.model, f"scale @ {length}", [(length, len(specs))], dtype=p.eval_dtype)
+        ctx.log(est.line())
         for name, spec in specs.items():
             if ctx.stop():
                 ctx.cut_short = True
@@ -275,7 +278,9 @@ def step_scale(ctx: StepContext) -> dict[str, Any]:
             ctx.reset_peak()
             r = perplexity(lm.model, [doc], spec=spec, label=name, length=length, dtype=p.eval_dtype, progress=False)
             row = {"length": length, "setting": name, "seconds": r.seconds, "tokens_per_s": length / r.seconds,
-                   "peak_gpu_gb": ctx.peak_gb(), "ppl": r.ppl, "tail_ppl": r.tail_ppl()}
+                   "peak_gpu_gb": ctx.peak_gb(), "ppl": r.ppl, "tail_ppl": r.tail_ppl(),
+                   "estimated_seconds": est.forward_seconds(),  # the estimate's peak is the process's, host too
+                   "estimated_peak_gb": (est.peak_bytes - (RUNTIME_BYTES if ctx.cuda else 0)) / 1e9}
             res["rows"].append(row)
             peak = f", peak {row['peak_gpu_gb']:.2f} GB" if row["peak_gpu_gb"] is not None else ""
             ctx.log(f"scale {name} @ {length}: {r.seconds:.2f} s{peak}, PPL {r.ppl:.2f}")
