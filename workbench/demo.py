@@ -177,23 +177,23 @@ def _machine() -> str:
 
 def summary_page(out: Path, steps: list[DemoStep], timings: dict[str, float], total: float, kind: str) -> str:
     """The page a newcomer opens first: for each perplexity run, its table and figure; then where the rest is."""
+    from .evaluate import MethodComparison
+
     lines = [f"# LongRoPE Workbench demo{f' ({kind})' if kind else ''}", "",
              f"Measured by this run: {time.strftime('%Y-%m-%d %H:%M')}, {total / 60:.1f} min on {_machine()}.", ""]
     for step in steps:
         folder = out / step.run
-        results = folder / "results.json"
-        table = folder / "evaluation_table.md"
-        if step.notebook != "02_interpolation_methods" or not results.exists() or not table.exists():
+        comparison = MethodComparison.read(folder) if step.notebook == "02_interpolation_methods" else None
+        if comparison is None:
             continue
-        res = json.loads(results.read_text())
-        docs = ", ".join(res["documents"])
-        lines += [f"## {res['model']}: L0 = {res['L0']}, read at {max(res['lengths'])} tokens", "",
-                  f"Held-out {res['corpus']} ({docs}); {res['dtype']}; {timings.get(step.run, 0):.0f} s.", "",
-                  table.read_text().strip(), ""]
+        lines += [f"## {comparison.model}: L0 = {comparison.L0}, read at {max(comparison.lengths)} tokens", "",
+                  f"Held-out {comparison.corpus} ({', '.join(comparison.documents)}); {comparison.dtype}; "
+                  f"{timings.get(step.run, 0):.0f} s.", "", comparison.markdown(), ""]
         if (folder / "perplexity.png").exists():
             lines += [f"![loss by position]({step.run}/perplexity.png)", ""]
-        if res.get("longrope_factors"):
-            lines += [f"*longrope (searched)*: {res['longrope_factors']}", ""]
+        factors = json.loads((folder / "results.json").read_text()).get("longrope_factors")
+        if factors:
+            lines += [f"*longrope (searched)*: {factors}", ""]
     lines += ["## Everything this run wrote", ""]
     for step in steps:
         figs = sorted(p.name for p in (out / step.run).glob("*.png"))
@@ -231,16 +231,21 @@ class ShippedResults:
         return (f"{self.model}, held-out {self.corpus} ({', '.join(self.documents)}), {self.dtype}: measured on "
                 f"{p['machine']}, {p['date']}, commit {p['commit'][:7]}, by `{p['command']}`")
 
-    def entropy_beyond_L0(self) -> dict[str, float]:
-        from .entropy import mean_entropy_beyond
+    def comparison(self) -> Any:
+        """The measurement as a :class:`~workbench.evaluate.MethodComparison` (its table and figures)."""
+        from .evaluate import MethodComparison
+        from .rope import spec_from_dict
 
-        return {r.label: mean_entropy_beyond(r, self.original_max_position_embeddings) for r in self.entropy}
+        specs = {r.label: spec_from_dict(r.spec) if r.spec else None for r in self.ppl}
+        return MethodComparison(self.model, self.corpus, self.original_max_position_embeddings, self.lengths, specs,
+                                self.ppl, self.entropy, self.documents, self.dtype)
+
+    def entropy_beyond_L0(self) -> dict[str, float]:
+        return self.comparison().entropy_beyond_L0()
 
     def table(self) -> str:
         """The evaluation table (markdown), as the notebook that measured it printed it."""
-        from .evaluate import evaluation_table
-
-        return evaluation_table(self.ppl, self.original_max_position_embeddings, self.entropy_beyond_L0())
+        return self.comparison().markdown()
 
     def longest(self) -> list[Any]:
         """The results at the longest length (the loss-by-position curves)."""

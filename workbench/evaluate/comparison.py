@@ -3,7 +3,9 @@ attention entropy of the longest forward, and what each method is in transformer
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .perplexity import PerplexityResult, result_at
@@ -28,6 +30,24 @@ class MethodComparison:
     @property
     def measured(self) -> bool:
         return bool(self.results)
+
+    @classmethod
+    def read(cls, folder: str | Path) -> MethodComparison | None:
+        """The comparison a notebook-02 output folder holds (its results.json, ppl.json and entropy.json); None
+        when nothing was measured there."""
+        from ..entropy import EntropyResult
+        from ..rope import spec_from_dict
+
+        folder = Path(folder)
+        if not (folder / "results.json").is_file() or not (folder / "ppl.json").is_file():
+            return None
+        d = json.loads((folder / "results.json").read_text())
+        results = [PerplexityResult.from_dict(r) for r in json.loads((folder / "ppl.json").read_text())]
+        entropy = folder / "entropy.json"
+        return cls(d["model"], d["corpus"], d["L0"], d["lengths"],
+                   {r.label: spec_from_dict(r.spec) if r.spec else None for r in results}, results,
+                   [EntropyResult.from_dict(e) for e in json.loads(entropy.read_text())] if entropy.is_file() else [],
+                   list(d.get("documents", [])), d.get("dtype", "fp32"))
 
     def entropy_beyond_L0(self) -> dict[str, float]:
         """Mean attention entropy of the positions from L0 on, per setting."""
