@@ -171,14 +171,13 @@ def test_llama_cpp_memory_is_the_file_the_kv_cache_and_one_batch_of_logits():
     assert forward_bytes(s, 32768, **f16) < forward_bytes(s, 32768, engine="window")  # Q4 weights, no activations
 
 
-def test_rates_from_two_batches_recover_the_rates_they_were_timed_with():
+def test_rates_from_batches_recover_the_rates_they_were_timed_with():
     s = Shape.from_config(load_model_config("smollm2"))
     per_pair, batch = 4.0 * s.layers * s.heads * s.head_dim, 512
     matmul, attention = 2e10, 6e10
-
-    def seconds(pairs: float) -> float:
-        return 2.0 * batch * s.matmul_params / matmul + pairs * per_pair / attention
-    first, second = seconds(batch * (batch + 1) / 2), seconds(batch * (3 * batch + 1) / 2)
-    assert estimate.rates_from_batches(s, batch, first, second) == pytest.approx((matmul, attention))
-    mm, att = estimate.rates_from_batches(s, batch, first, first)  # no measurable attention: all matrix products
-    assert att == 1e16 and mm == pytest.approx(2.0 * batch * s.matmul_params / first)
+    seconds = [2.0 * batch * s.matmul_params / matmul + batch * (k * batch + (batch + 1) / 2) * per_pair / attention
+               for k in range(4)]
+    assert estimate.rates_from_batches(s, batch, seconds) == pytest.approx((matmul, attention))
+    flat = [seconds[0]] * 4  # no measurable attention: all matrix products
+    mm, att = estimate.rates_from_batches(s, batch, flat)
+    assert att == 1e16 and mm == pytest.approx(2.0 * batch * s.matmul_params / seconds[0])

@@ -244,15 +244,17 @@ def measured_rates(shape: Shape, dtype: str, measure: Any) -> Rates:
     return rates
 
 
-def rates_from_batches(shape: Shape, batch: int, first: float, second: float) -> tuple[float, float]:
-    """(matmul, attention) rates from the seconds of two consecutive batches of ``batch`` tokens of one sequence:
-    the second reads three times the keys of the first, so their difference is attention; what attention leaves
-    of the first is the matrix products."""
+def rates_from_batches(shape: Shape, batch: int, seconds: list[float]) -> tuple[float, float]:
+    """(matmul, attention) rates from the seconds of consecutive batches of ``batch`` tokens of one sequence: batch k
+    reads the same matrix products as the others and ``batch (k batch + (batch + 1) / 2)`` query-key pairs, so a
+    line fitted through (pairs, seconds) gives attention (its slope) and the matrix products (its intercept)."""
     per_pair = 4.0 * shape.layers * shape.heads * shape.head_dim  # QK^T and AV for one query-key pair
-    pairs_1, pairs_2 = batch * (batch + 1) / 2, batch * (3 * batch + 1) / 2
-    extra = second - first
-    attention = (pairs_2 - pairs_1) * per_pair / extra if extra > 0.02 * first else math.inf
-    matmul_seconds = max(first - pairs_1 * per_pair / attention, 0.5 * first)
+    pairs = [batch * (k * batch + (batch + 1) / 2) for k in range(len(seconds))]
+    mean_p, mean_t = sum(pairs) / len(pairs), sum(seconds) / len(seconds)
+    slope = sum((p - mean_p) * (t - mean_t) for p, t in zip(pairs, seconds, strict=True)) / sum(
+        (p - mean_p) ** 2 for p in pairs)
+    attention = per_pair / slope if slope > 0 else math.inf
+    matmul_seconds = max(mean_t - mean_p * per_pair / attention, 0.5 * min(seconds))
     return 2.0 * batch * shape.matmul_params / matmul_seconds, min(attention, 1e16)
 
 

@@ -191,26 +191,27 @@ def gguf_shape(path: str | os.PathLike) -> Any:
 
 
 def calibrate(path: str | os.PathLike, *, n_threads: int | None = None, kv_type: str = "f16",
-              n_batch: int = 512) -> Any:
+              n_batch: int = 512, batches: int = 4) -> Any:
     """llama.cpp's rates for this GGUF on this machine (cached per file, KV type, CPU and thread count, like the
-    transformers engine's): two consecutive batches of ``n_batch`` random tokens, timed (a few seconds on
-    SmolLM2); the second reads three times the keys of the first (:func:`~workbench.estimate.rates_from_batches`)."""
+    transformers engine's): ``batches`` consecutive batches of ``n_batch`` random tokens, each timed (about 20 s
+    on SmolLM2 on 2 cores, once); each reads more keys than the one before
+    (:func:`~workbench.estimate.rates_from_batches`)."""
     from .estimate import measured_rates, rates_from_batches
 
     p = check_gguf(path)
     shape = gguf_shape(p)
 
     def measure() -> tuple[float, float]:
-        with LlamaCppModel(p, 2 * n_batch, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type,
+        with LlamaCppModel(p, batches * n_batch, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type,
                            flash_attn=True) as m:
-            ids = torch.randint(0, m.n_vocab, (2 * n_batch,), generator=torch.Generator().manual_seed(0)).tolist()
-            for _ in m._decode(ids[:64]):  # warm up
+            ids = torch.randint(0, m.n_vocab, (batches * n_batch,), generator=torch.Generator().manual_seed(0))
+            for _ in m._decode(ids[:64].tolist()):  # warm up
                 pass
             times, t = [], time.perf_counter()
-            for _ in m._decode(ids):
+            for _ in m._decode(ids.tolist()):
                 times.append(time.perf_counter() - t)
                 t = time.perf_counter()
-        return rates_from_batches(shape, n_batch, times[0], times[1])
+        return rates_from_batches(shape, n_batch, times)
 
     return measured_rates(shape, f"gguf-{kv_type} {p.name} {p.stat().st_size}", measure)
 

@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from workbench.estimate import GB
 
 README = Path(__file__).parents[2] / "README.md"
@@ -84,6 +86,45 @@ def test_estimates_against_measurements(record):
               abs(r["estimated_seconds"] / r["seconds"] - 1) <= 0.25 for r in rows]
     record("estimates", {"goal": "estimate within 25 % of the measurement, memory and time", "rows": rows,
                          "within_goal": sum(within), "of": len(rows), "table": table(rows)})
+
+
+LLAMA_CPP_LENGTHS = (1024, 4096, 8192, 16384)
+LLAMA_CPP_PROBE = textwrap.dedent("""
+    import json, sys, time
+    from workbench import llamacpp
+    from workbench.data import samples
+    from workbench.models import smollm2_gguf_path
+    n = int(sys.argv[1])
+    path = smollm2_gguf_path()
+    doc = samples(llamacpp.gguf_tokenizer(path), "shakespeare", "heldout", n, 1, progress=False)
+    est = llamacpp.estimate(path, [(n, 1)]).with_rates(llamacpp.calibrate(path))
+    t = time.time()
+    llamacpp.perplexity(path, doc, length=n, progress=False)
+    seconds = time.time() - t
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) * 1024
+    print(json.dumps({"seconds": seconds, "peak_bytes": hwm, "estimated_seconds": est.seconds,
+                      "estimated_peak_bytes": est.peak_bytes, "rates": est.rates.__dict__}))
+""")
+
+
+def test_llama_cpp_estimates_against_measurements(record):
+    """The llama.cpp engine on SmolLM2's Q4_1 GGUF: its estimate (file, KV cache, one batch of logits; rates from
+    two timed batches) against a real window, each length in its own process."""
+    from workbench import llamacpp
+
+    if not llamacpp.available():
+        pytest.skip(llamacpp.INSTALL_HINT)
+    rows = []
+    for n in LLAMA_CPP_LENGTHS:
+        out = subprocess.run([sys.executable, "-c", LLAMA_CPP_PROBE, str(n)], capture_output=True, text=True,
+                             check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"model": "smollm2 (Q4_1 GGUF)", "engine": "llama.cpp", "dtype": "gguf-f16", "tokens": n, **r})
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    within = [abs(r["estimated_peak_bytes"] / r["peak_bytes"] - 1) <= 0.25 and
+              abs(r["estimated_seconds"] / r["seconds"] - 1) <= 0.25 for r in rows]
+    record("estimates_llamacpp", {"goal": "estimate within 25 % of the measurement, memory and time", "rows": rows,
+                                  "within_goal": sum(within), "of": len(rows), "table": table(rows)})
 
 
 OVERSIZED = [  # requests far beyond a 24 GB machine, across the commands that run long jobs
