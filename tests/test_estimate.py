@@ -156,9 +156,11 @@ def test_the_readme_table_is_the_benchmarks():
     from pathlib import Path
 
     root = Path(__file__).parents[1]
-    result = json.loads((root / "tests/benchmarks/results/estimates.json").read_text())
-    found = re.search(r"<!-- estimates:begin -->\n(.*?)<!-- estimates:end -->", (root / "README.md").read_text(), re.S)
-    assert found and found.group(1) == result["table"]
+    for name, marker in (("estimates", "estimates"), ("estimates_llamacpp", "estimates-llamacpp")):
+        result = json.loads((root / f"tests/benchmarks/results/{name}.json").read_text())
+        found = re.search(f"<!-- {marker}:begin -->\n(.*?)<!-- {marker}:end -->", (root / "README.md").read_text(),
+                          re.S)
+        assert found and found.group(1) == result["table"], name
 
 
 def test_llama_cpp_memory_is_the_file_the_kv_cache_and_one_batch_of_logits():
