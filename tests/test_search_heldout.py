@@ -60,6 +60,23 @@ def test_an_unfinished_search_stands_at_its_best_journaled_candidate(searched):
     assert prov["cpu"] and prov["commits_of_starts"] and prov["dtype"] == "fp32"
 
 
+def test_a_standing_presents_itself_from_its_events(searched):
+    s = read_standing(searched / "part")
+    assert [g["generation"] for g in s.generations] == list(range(len(s.generations))) and s.generations
+    assert set(s.baselines) == {"linear", "ntk", "yarn"} and "| PI seed |" in s.markdown()
+    progress, factors = s.figures()
+    assert len(progress.data) >= 2 and len(factors.data) == 4  # best and median; three seeds and the best
+    d = s.to_dict()
+    assert d["best_factors"] == s.best_factors() and d["evaluations"] == s.evaluations
+
+
+def test_shipped_runs_are_read_by_name():
+    from workbench.search.standing import SHIPPED_RUNS, shipped_runs
+
+    assert "smollm2-32k" in shipped_runs()
+    assert read_standing("smollm2-32k").folder == SHIPPED_RUNS / "smollm2-32k"
+
+
 def test_a_folder_without_a_search_is_refused_in_one_line(tmp_path):
     with pytest.raises(SearchError, match="no readable params.json"):
         read_standing(tmp_path)

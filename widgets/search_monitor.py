@@ -202,6 +202,34 @@ class SearchMonitor(Panel):
         super().stop()
         self._following.clear()
 
+    def replay(self, folder: str | Path, seconds: float = 30.0) -> threading.Thread | None:
+        """Watch a search run folder's search again, paced (nothing is computed): its events from its last start
+        (a resumed run replays its journal first, so they hold the whole search), one generation every
+        ``seconds`` / generations. Stop ends the replay."""
+        path = Path(folder) / "events.jsonl"
+        if not path.exists():
+            self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(path))} does not exist</span>"
+            return None
+        events = read_events(path)
+        starts = [i for i, e in enumerate(events) if e.kind == "search.start"]
+        events = events[starts[-1]:] if starts else events
+        pause = seconds / max(1, sum(e.kind == "search.generation" for e in events))
+        self.reset()
+        self._following.set()
+
+        def play() -> None:
+            for e in events:
+                if not self._following.is_set():
+                    break
+                self.handle(e)
+                if e.kind == "search.generation":
+                    time.sleep(pause)
+            self.draw()
+
+        self._follow = threading.Thread(target=play, daemon=True)
+        self._follow.start()
+        return self._follow
+
     def open(self, folder: str | Path, follow: bool = True) -> None:
         """Replay a run folder's events; with ``follow``, keep reading while another process writes it."""
         path = Path(folder) / "events.jsonl"

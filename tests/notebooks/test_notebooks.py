@@ -107,3 +107,16 @@ def test_every_notebook_has_a_classroom_preset_it_documents():
                 assert shown in intro.replace("False", "false"), (name, key, shown)
     args = papermill_arguments({"lengths": [256, 512], "model": "teaching", "flag": False})
     assert args == ["-y", "lengths: [256, 512]", "-p", "model", "teaching", "-y", "flag: false"]
+
+
+def test_the_search_notebook_replays_the_shipped_smollm2_search_without_computing(tmp_path, monkeypatch):
+    """replay="smollm2-32k": the shipped 4x search's standing and figures, from its folder alone."""
+    from workbench.search.standing import read_standing
+
+    execute("04_evolutionary_search", {"replay": "smollm2-32k"}, tmp_path, log=False)
+    results = json.loads((tmp_path / "04_evolutionary_search" / "results.json").read_text())
+    assert results["model"] == "smollm2" and results["target_length"] == 32768 and results["evaluations"] >= 22
+    assert len(results["best_factors"]) == 32 and results["generations"][0]["generation"] == 0
+    assert results["figures"] == ["search.png"]
+    assert results["evaluations"] <= read_standing("smollm2-32k").evaluations  # the search may go on meanwhile
+    assert not (tmp_path / "04_evolutionary_search" / "journal-0.jsonl").exists()  # nothing was searched here

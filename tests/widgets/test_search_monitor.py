@@ -46,6 +46,10 @@ def test_open_replays_a_run_folder(tmp_path):
     assert viewer.report is not None and "held-out" in viewer.status.value
     viewer.open(tmp_path / "missing")
     assert "does not exist" in viewer.status.value
+    watcher = SearchMonitor(model="teaching-ci")
+    watcher.replay(tmp_path / "run", seconds=0.2).join(timeout=30)
+    assert [round(g["best"], 6) for g in watcher.generations] == [round(g["best"], 6) for g in live.generations]
+    assert watcher.done is not None and watcher.replay(tmp_path / "missing") is None
 
 
 def test_start_without_config():

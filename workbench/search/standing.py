@@ -14,7 +14,7 @@ from ..runs import cpu_name, git
 from .config import GRID, SearchError
 from .journal import Journal, JournalError, Record
 from .results import SearchResult
-from .targets import TARGETS
+from .targets import TARGETS, seed_label
 
 
 @dataclass
@@ -28,6 +28,9 @@ class Standing:
     records: dict[str, Record]
     generations_done: int
     result: SearchResult | None
+    generations: list[dict[str, Any]] = field(default_factory=list)  # best and median per generation
+    baselines: dict[str, float] = field(default_factory=dict)  # the seeds' fitness
+    baseline_factors: dict[str, list[float]] = field(default_factory=dict)
     cpus: list[str] = field(default_factory=list)  # the CPUs its starts recorded (older starts did not)
     commits: list[str] = field(default_factory=list)  # the commits its starts ran
     versions: dict[str, str] = field(default_factory=dict)
@@ -93,6 +96,27 @@ class Standing:
                 f"{self.seconds / 3600:.1f} h evaluating; best PPL "
                 + (f"{best.fitness:.4f} (generation {best.generation})" if best else "none yet"))
 
+    def markdown(self) -> str:
+        """The best so far against the seeds, on the search's train window(s)."""
+        rows = ["| search split | PPL |", "|---|---|"]
+        if self.best is not None:
+            rows.append(f"| best so far (generation {self.best.generation}) | {self.best.fitness:.3f} |")
+        return "\n".join(rows + [f"| {seed_label(k)} | {v:.3f} |" for k, v in self.baselines.items()])
+
+    def figures(self) -> list[Any]:
+        """Best and median per generation against the seeds, and the best factor curve against theirs."""
+        from .results import search_factors_figure, search_progress_figure
+
+        best = self.best_factors() if self.best is not None else []
+        return [search_progress_figure(self.generations, self.baselines),
+                search_factors_figure(best, [], self.baseline_factors)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a notebook's results.json says of a search it watched: its standing and its provenance."""
+        return {**self.provenance(), "baselines": self.baselines,
+                "best_factors": self.best_factors() if self.best is not None else [],
+                "generations": [{k: g[k] for k in ("generation", "best", "median")} for g in self.generations]}
+
     def provenance(self) -> dict[str, Any]:
         """What the search was and what it cost, from its files (the commit and the exporting CPU added)."""
         c = self.config
@@ -119,17 +143,30 @@ class Standing:
         return FactorSet(name, self.model, text, self.best_spec(), self.provenance())
 
 
+SHIPPED_RUNS = Path(__file__).resolve().parents[1] / "assets" / "runs"
+
+
+def shipped_runs() -> list[str]:
+    """The search run folders shipped with the package (``workbench/assets/runs/<name>``), by name."""
+    return sorted(p.name for p in SHIPPED_RUNS.iterdir() if (p / "params.json").is_file()) if SHIPPED_RUNS.is_dir() \
+        else []
+
+
 def read_standing(folder: str | Path) -> Standing:
-    """The standing of the search in ``folder``.
+    """The standing of the search in ``folder``: a run folder, or the name of one shipped with the package
+    (:func:`shipped_runs`, e.g. "smollm2-32k").
 
     Raises:
         SearchError: the folder holds no search (no params.json of kind search) or its journal is damaged.
     """
     folder = Path(folder)
+    if not folder.is_dir() and str(folder) in shipped_runs():
+        folder = SHIPPED_RUNS / str(folder)
     try:
         params = json.loads((folder / "params.json").read_text())
     except (OSError, json.JSONDecodeError):
-        raise SearchError(f"{folder} holds no search run: no readable params.json") from None
+        raise SearchError(f"{folder} holds no search run: no readable params.json (shipped runs: "
+                          f"{', '.join(shipped_runs()) or 'none'})") from None
     if params.get("kind") != "search":
         raise SearchError(f"{folder} holds a run of kind {params.get('kind')!r}, not a search")
     try:
@@ -139,11 +176,17 @@ def read_standing(folder: str | Path) -> Standing:
     identity = params["identity"]
     from ..events import read_events
 
-    starts = [e.data for e in read_events(folder / "events.jsonl") if e.kind == "search.start"]
+    events = read_events(folder / "events.jsonl")
+    starts = [e.data for e in events if e.kind == "search.start"]
     recorded = {key: list(dict.fromkeys(s[key] for s in starts if key in s)) for key in ("cpu", "commit")}
+    last = max((i for i, e in enumerate(events) if e.kind == "search.start"), default=0)
+    generations = {e.data["generation"]: e.data for e in events[last:] if e.kind == "search.generation"}
+    seeds = [e.data for e in events[last:] if e.kind == "search.baselines"]
     return Standing(folder, identity["model"], identity["config"], list(identity.get("documents", [])),
-                    journal.records, len(journal.generations), SearchResult.read(folder), recorded["cpu"],
-                    recorded["commit"], params.get("versions", {}))
+                    journal.records, len(journal.generations), SearchResult.read(folder),
+                    [generations[k] for k in sorted(generations)], {k: v for s in seeds for k, v in s["fitness"].items()},
+                    {k: v for s in seeds for k, v in s["factors"].items()}, recorded["cpu"], recorded["commit"],
+                    params.get("versions", {}))
 
 
-__all__ = ["Standing", "read_standing"]
+__all__ = ["SHIPPED_RUNS", "Standing", "read_standing", "shipped_runs"]
