@@ -143,10 +143,12 @@ def test_oversized_requests_are_refused_before_the_model_is_loaded(argv, tmp_pat
 def test_a_request_that_fits_shows_its_estimate_before_the_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     torch.manual_seed(0)
-    assert cli.main(["eval", "ppl", "--model", "teaching-ci", "--lengths", "256", "--n-documents", "1"]) == 0
+    assert cli.main(["eval", "ppl", "--model", "teaching-ci", "--lengths", "256", "--n-documents", "2",
+                     "--per-document", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("eval ppl: ~") and "per 256-token forward on this" in out[0]
-    assert any("document 1/1 PPL" in line for line in out[1:])  # the console's progress lines
+    assert "(2 forwards)" in out[0]  # two windows (--per-document spreads them, it does not multiply them)
+    assert any("document 2/2 PPL" in line for line in out[1:])  # the console's progress lines
 
 
 def test_the_readme_table_is_the_benchmarks():

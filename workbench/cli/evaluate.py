@@ -70,9 +70,8 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     if args.mode == "sliding" and args.stride > min(args.lengths):
         raise CliError(f"--stride {args.stride} is not allowed with --lengths {min(args.lengths)}: the window moves "
                        f"by at most its own length (give --stride <= {min(args.lengths)})")
-    per_length = args.n_documents * (args.per_document if args.mode == "truncated" else 1)
-    forwards = [(L, per_length if args.mode == "truncated" else per_length * (L // args.stride + 1))
-                for L in sorted(args.lengths)]
+    n = args.n_documents  # samples() gives n_documents windows; --per-document only spreads them over documents
+    forwards = [(L, n if args.mode == "truncated" else n * (L // args.stride + 1)) for L in sorted(args.lengths)]
     lm, spec, label, est = eval_setup(args, forwards, "eval ppl")
     longest = max(args.lengths) if args.mode == "truncated" else max(args.lengths) * 2
     docs = samples(lm.tokenizer, args.corpus, args.split, longest, args.n_documents, per_document=args.per_document)

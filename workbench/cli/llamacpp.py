@@ -92,8 +92,7 @@ def eval_ppl(args: argparse.Namespace, rows: Any) -> int:
     if args.dtype != "fp32":
         raise CliError("--dtype applies to the transformers engine; llama.cpp runs the GGUF's own weight types")
     source = gguf_source(args.model)
-    est = llamacpp.estimate(source, [(L, args.n_documents * args.per_document) for L in sorted(args.lengths)],
-                            kv_type=args.kv_type)
+    est = llamacpp.estimate(source, [(L, args.n_documents) for L in sorted(args.lengths)], kv_type=args.kv_type)
     try:
         check_fits(est, force=args.force, remedy="ask for shorter --lengths, or fewer at once")
     except TooLarge as e:

@@ -113,7 +113,7 @@ def cmd_eval_heldout(args: argparse.Namespace) -> int:
     standing = read_standing(args.run_dir)
     args.model, length = standing.model, standing.config["target_length"]
     dtype = args.dtype or standing.config["dtype"]
-    folder = Path(args.report_dir or Path(args.run_dir) / "heldout")
+    folder = Path(args.report_dir or standing.folder / "heldout")
     if args.resume != (folder / "params.json").is_file():
         raise CliError(f"{folder} holds a held-out report: add --resume to go on with it, or give another "
                        "--report-dir" if not args.resume else f"--resume: {folder} holds no held-out report yet; "
@@ -141,8 +141,8 @@ def add_heldout_parser(ev: Any) -> None:
     """eval heldout (in the eval group: it evaluates a search's result)."""
     p = ev.add_parser("heldout", help="a search's best factors against the methods it was seeded with (and any "
                                       "--factors) on held-out windows, one per document; resumable")
-    p.add_argument("--run-dir", required=True, help="the search run folder (a running or stopped search: its best "
-                                                    "so far)")
+    p.add_argument("--run-dir", required=True, help="the search run folder, or a shipped one by name (smollm2-32k); "
+                                                    "a running or stopped search: its best so far")
     p.add_argument("--report-dir", help="where the report and its journal go (default RUN_DIR/heldout)")
     p.add_argument("--resume", action="store_true", help="go on with the report in --report-dir (settings whose "
                                                          "spec is unchanged are not read again)")

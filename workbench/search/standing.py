@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..events import read_events
 from ..runs import cpu_name, git
 from .config import GRID, SearchError
 from .journal import Journal, JournalError, Record
@@ -70,7 +71,7 @@ class Standing:
         if self.best.cd is not None:
             from ..rope import longrope2_factors
 
-            n_pairs = len(self.records[next(iter(self.records))].genome) + self.best.cd
+            n_pairs = len(self.best.genome) + self.best.cd  # the genome holds the pairs from cd up
             return list(longrope2_factors([g / GRID for g in self.best.genome], self.best.cd, n_pairs))
         return [g / GRID for g in self.best.genome]
 
@@ -174,8 +175,6 @@ def read_standing(folder: str | Path) -> Standing:
     except JournalError as e:
         raise SearchError(str(e)) from None
     identity = params["identity"]
-    from ..events import read_events
-
     events = read_events(folder / "events.jsonl")
     starts = [e.data for e in events if e.kind == "search.start"]
     recorded = {key: list(dict.fromkeys(s[key] for s in starts if key in s)) for key in ("cpu", "commit")}
