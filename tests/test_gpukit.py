@@ -261,6 +261,7 @@ def test_tiny_run_end_to_end_interrupted_and_resumed(tmp_path, small_pack):
     assert held["report"]["corpora"] == [c for c in TINY.report_corpora for _ in range(TINY.report_windows)]
     train = steps["train"]["result"]
     assert train["resumed_and_finished"] and train["phase2"]["resumed_from"] == TINY.train["steps"] // 2
+    assert train["estimated_peak_gb"] > 0
     notebook = steps["notebook"]["result"]
     assert notebook["returncode"] == 0 and notebook["results"]["lengths"] == [256, 512, 1024]
     assert "workbench launch notebooks/05_progressive_extension.ipynb" in notebook["command"]

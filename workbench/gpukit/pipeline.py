@@ -183,6 +183,18 @@ def _rate(history: list[dict[str, Any]]) -> dict[str, float | None]:
     return {"tokens_per_s": rate, "median_step_seconds": statistics.median(steps) if steps else history[0]["seconds"]}
 
 
+def _train_estimate(ctx: StepContext, model: Any, cfg: Any) -> float:
+    """Log the fine-tune's estimate (memory: the rates come with its first steps); its peak on the device, in GB."""
+    from workbench.estimate import RUNTIME_BYTES, Estimate, Shape
+    from workbench.evaluate import resolve_dtype
+
+    est = Estimate("train", Shape.from_config(model.config.to_dict()), resolve_dtype(cfg.dtype),
+                   "train-checkpointed" if cfg.gradient_checkpointing else "train",
+                   ((cfg.seq_len, cfg.steps * cfg.grad_accum),), cfg.batch_size)
+    ctx.log(est.line())
+    return (est.peak_bytes - (RUNTIME_BYTES if ctx.cuda else 0)) / 1e9
+
+
 def step_train(ctx: StepContext) -> dict[str, Any]:
     """A few steps of mixed-context-window fine-tuning with packing, stopped half-way at a checkpoint and resumed."""
     from workbench.events import Event
@@ -208,6 +220,7 @@ def step_train(ctx: StepContext) -> dict[str, Any]:
     peaks = []
     if not (folder / "model").exists() and max((s for s, _ in list_checkpoints(folder)), default=0) < half:
         lm = load_lm(ctx, to_device=False)  # finetune places it (accelerate)
+        res["estimated_peak_gb"] = _train_estimate(ctx, lm.model, cfg)
         ctx.reset_peak()
         r1 = finetune(lm.model, lm.tokenizer, ramp_spec(lm.model, cfg.seq_len), cfg, folder,
                       resume=(folder / "params.json").exists(), sink=sink, stop=lambda: last[0] >= half or ctx.stop(),
