@@ -34,7 +34,7 @@ from workbench.figure_style import (
     style_of,
     vline,
 )
-from workbench.plots import training_curve_figure
+from workbench.plots import factor_curves_figure, training_curve_figure
 from workbench.rope import RopeSpec, su_attention_factor, yarn_attention_factor
 from workbench.rope import (
     method_specs as method_specs,  # re-exported: the notebooks and widgets draw the specs it makes
@@ -81,14 +81,6 @@ def factor_figure(specs: dict[str, RopeSpec], highlight: str | None = None) -> g
     fig.layout.shapes[-1].layer = "below"  # under the curves, so PI's λ = s line shows on it
     fig.update_layout(title="Rescale factor per pair  λᵢ = θᵢ / θ'ᵢ", xaxis_title="pair i (fast → slow)",
                       yaxis_title="λᵢ")
-    return fig
-
-
-def factor_curves_figure(curves: dict[str, Sequence[float]], title: str = "Factors per pair") -> go.Figure:
-    """Per-pair factor lists overlaid (a pipeline's stages, long against recovered short factors)."""
-    fig = go.Figure(layout={**BASE_LAYOUT, "title": title, "xaxis_title": "pair i", "yaxis_title": "factor λ"})
-    for label, factors in curves.items():
-        fig.add_scatter(y=list(factors), name=label)
     return fig
 
 

@@ -22,3 +22,13 @@ def training_curve_figure(history: list[dict], title: str = "Teaching model trai
                         name="held-out loss at L0", mode="lines+markers", line=dict(color=PALETTE[3], width=2.5))
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (nats)")
     return fig
+
+
+def factor_curves_figure(curves: dict[str, Any], title: str = "Factors per pair") -> Any:
+    """Per-pair factor lists overlaid (a pipeline's stages, long against recovered short factors)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(layout={**BASE_LAYOUT, "title": title, "xaxis_title": "pair i", "yaxis_title": "factor λ"})
+    for label, factors in curves.items():
+        fig.add_scatter(y=list(factors), name=label)
+    return fig

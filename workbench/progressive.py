@@ -43,6 +43,7 @@ class ProgressiveError(ValueError):
 
 
 STAGE_BUDGETS = ("search1", "train", "search2", "recovery")
+FINETUNE_DIR = "02-finetune"  # the fine-tune's run folder inside a progressive run
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,21 @@ class ProgressiveResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def training_steps(self) -> list[dict[str, Any]]:
+        """The fine-tune's steps (its ``train.step`` events: step, loss, ...)."""
+        return [e.data for e in read_events(Path(self.folder) / FINETUNE_DIR / "events.jsonl") if e.kind == "train.step"]
+
+    def figures(self) -> list[Any]:
+        """The fine-tune's loss curve, and every stage's factors: stage 1's, stage 2's composed, the recovered short."""
+        from .plots import factor_curves_figure, training_curve_figure
+
+        L0, L1, L2 = self.report.lengths[:3]
+        st = self.stages
+        return [training_curve_figure(self.training_steps(), f"Fine-tuning at {L1}"),
+                factor_curves_figure({f"stage 1 (L1 = {L1})": st["search1"]["long_factor"],
+                                      f"stage 2, composed (L2 = {L2})": st["search2"]["long_factor"],
+                                      f"short factors (up to L0 = {L0})": st["recovery"]["short_factor"]})]
+
 
 def stage_search_config(config: ProgressiveConfig, length: int, budget: dict[str, Any]) -> SearchConfig:
     """A long-factor stage's search: its budget, with the n_hat stage off unless the budget names it (it is refused
@@ -188,7 +204,7 @@ def run_progressive(model_name: str, config: ProgressiveConfig, run_dir: str | P
     stage("search1", {"length": L1, "long_factor": list(spec1.long_factor), "fitness": _fitness(s1_dir)})
 
     # ---- stage 2: fine-tune at L1 -------------------------------------------------------------------
-    ft_dir = folder / "02-finetune"
+    ft_dir = folder / FINETUNE_DIR
     if not _finetune_stage(model_name, original.tokenizer, spec1, config, ft_dir, events, stop, progress):
         return None
     tuned, tokenizer, _ = load_finetuned(ft_dir / "model")
