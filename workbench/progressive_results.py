@@ -27,6 +27,7 @@ class ShortContextReport:
 
     ppl_at_L0: dict[str, float]
     documents: int
+    beyond: list[Any] = field(default_factory=list)  # PerplexityResults beyond L0 (the long factors at work)
 
     @property
     def change(self) -> float:
@@ -41,20 +42,34 @@ class ShortContextReport:
         """The same report with one more setting at L0 (drawn and tabulated beside the others)."""
         return replace(self, ppl_at_L0={**self.ppl_at_L0, name: ppl})
 
+    def with_beyond(self, results: list[Any]) -> ShortContextReport:
+        """The same report with results beyond L0 (e.g. before and after recovery at 2 L0: the short factors
+        must leave the long ones alone)."""
+        return replace(self, beyond=list(results))
+
     def summary(self) -> str:
         return (f"after recovery vs original at L0: {self.change:+.2%} (LongRoPE's target: at most "
                 f"+{RECOVERY_TARGET:.0%}; below 0 is better than the original)")
 
     def markdown(self) -> str:
-        return "\n".join(["| at L0 | PPL |", "|---|---|", *(f"| {k} | {v:.3f} |" for k, v in self.ppl_at_L0.items())])
+        """Perplexity at L0 per setting; beyond L0 (when measured), the perplexity table at each length."""
+        table = "\n".join(["| at L0 | PPL |", "|---|---|", *(f"| {k} | {v:.3f} |" for k, v in self.ppl_at_L0.items())])
+        if not self.beyond:
+            return table
+        from .evaluate import format_table
+
+        return f"{table}\n\nBeyond L0 (the long factors):\n\n{format_table(self.beyond)}"
 
     def figures(self, L0: int | None = None) -> list[Any]:
+        """Perplexity at L0 per setting (bars); beyond L0 (when measured), the loss by position."""
         import plotly.graph_objects as go
+
+        from .evaluate.figures import position_loss_figure
 
         title = f"Perplexity at L0 = {L0}" if L0 else "Perplexity at L0"
         fig = go.Figure(layout={**BASE_LAYOUT, "title": title, "yaxis_title": "perplexity"})
         fig.add_bar(x=list(self.ppl_at_L0), y=list(self.ppl_at_L0.values()), marker=dict(color=PALETTE[0]))
-        return [fig]
+        return [fig] + ([position_loss_figure(self.beyond, L0)] if self.beyond else [])
 
     def to_dict(self) -> dict[str, Any]:
         return {"ppl_at_L0": self.ppl_at_L0, "recovery_vs_original_at_L0": self.change, "documents": self.documents}
@@ -64,8 +79,13 @@ class ShortContextReport:
         return cls(dict(data["ppl_at_L0"]), data.get("documents", 0))
 
     def results(self, **context: Any) -> dict[str, Any]:
-        """A notebook's results.json: its context, perplexity at L0 and the change against the original."""
-        return {**context, "ppl_at_L0": self.ppl_at_L0, "change_vs_original": self.change, "met": self.met}
+        """A notebook's results.json: its context, perplexity at L0 and the change against the original, and
+        beyond L0 each setting's perplexity per length."""
+        beyond: dict[str, dict[str, float]] = {}
+        for r in self.beyond:
+            beyond.setdefault(r.label, {})[str(r.length)] = r.ppl
+        return {**context, "ppl_at_L0": self.ppl_at_L0, "change_vs_original": self.change, "met": self.met,
+                **({"ppl_beyond_L0": beyond} if beyond else {})}
 
 
 @dataclass

@@ -104,3 +104,14 @@ def test_an_entropy_comparison_presents_itself():
     assert "| yarn | 2.125 | 3.000 |" in cmp.markdown()
     assert len(cmp.figures("position")) == 1 and len(cmp.figures()) == 3
     assert cmp.to_dict()["mean_entropy"]["no scaling @ L0 (256)"] == pytest.approx(1.5)
+
+
+def test_a_short_context_report_carries_what_it_read_beyond_L0():
+    from workbench.progressive_results import ShortContextReport
+
+    report = ShortContextReport({"original": 10.0, "before recovery": 11.0, "after recovery": 10.1}, 4)
+    assert len(report.figures(256)) == 1 and "Beyond" not in report.markdown()
+    full = report.with_beyond([_ppl("before recovery", 512, 14.0), _ppl("after recovery", 512, 13.5)])
+    assert len(full.figures(256)) == 2 and "Beyond L0" in full.markdown() and "| after recovery |" in full.markdown()
+    assert full.results()["ppl_beyond_L0"] == {"before recovery": {"512": 14.0}, "after recovery": {"512": 13.5}}
+    assert "ppl_beyond_L0" not in report.results() and full.change == pytest.approx(0.01)

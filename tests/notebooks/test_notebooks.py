@@ -82,6 +82,7 @@ def test_notebook_runs_headless(name, tmp_path):
         again = execute(name, TINY[name], tmp_path, log=False).read_text()
         assert "generation " in first and "generation " not in again  # ConsoleSink prints a line per generation
         assert json.loads((tmp_path / name / "results.json").read_text())["short_factor"] == results["short_factor"]
+        assert set(results["ppl_beyond_L0"]) == {"before recovery", "after recovery"}  # 2 L0, via the report
     if name == "07_evaluation":
         assert set(results["ppl"]) == {"default", "yarn"} and results["needle_accuracy"] is not None
         assert set(results["short_context_change"]) == {"yarn"}
