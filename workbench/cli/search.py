@@ -86,21 +86,17 @@ def heldout_specs(args: argparse.Namespace, standing: Any) -> dict[str, Any]:
     and each --factors list as LongRoPE factors with the search's attention factor (named after its file)."""
     from ..hf import spec_for_model
     from ..models import load_model_config
-    from ..rope import make_spec
 
     c = standing.config
     config = load_model_config(standing.model)
     specs = {"searched": standing.best_spec()}
     specs.update({m: spec_for_model(config, m, target_length=c["target_length"]) for m in c["seed_methods"]})
-    geometry = spec_for_model(config, "default")
     for path in args.factors or []:
         name = Path(path).stem
         if name in specs:
             raise CliError(f"--factors {path!r}: the name {name!r} is taken; rename the file")
-        specs[name] = make_spec("longrope", head_dim=geometry.head_dim, rope_theta=geometry.rope_theta,
-                                original_max_position_embeddings=geometry.original_max_position_embeddings,
-                                target_length=c["target_length"], long_factor=load_factors(path),
-                                attention_policy=c["attention_policy"])
+        specs[name] = spec_for_model(config, "longrope", target_length=c["target_length"],
+                                     long_factor=load_factors(path), attention_policy=c["attention_policy"])
     return specs
 
 
@@ -162,6 +158,7 @@ def cmd_export_factors(args: argparse.Namespace) -> int:
     standing = read_standing(args.run_dir)
     factor_set = standing.factor_set(args.name, args.description or "")
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(factor_set.to_dict(), indent=1) + "\n")
     print(standing.summary())
     print(f"wrote {out}: {factor_set.description}")
