@@ -3,6 +3,8 @@ and the five-minute demo reads SmolLM2 beyond L0 with the unscaled model, YaRN a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from workbench.demo import DEMO, DEMO_LENGTH, FULL, NOTEBOOKS, QUICK
@@ -25,3 +27,11 @@ def test_the_quick_demo_reads_smollm2_beyond_L0_with_searched_factors():
     factors = load_factor_set(smollm2.params["longrope_factors"])
     assert factors.model == "smollm2" and factors.spec.original_max_position_embeddings == L0
     assert len({s.run for s in DEMO}) == len(DEMO)  # each step its own output folder
+
+
+def test_the_summary_page_shows_the_recorded_real_model_search():
+    from workbench.demo import summary_page
+
+    page = summary_page(Path("/nonexistent"), [], {}, 1.0, "quick")
+    assert "## Recorded, not measured by this run: the smollm2 search to 32,768 tokens" in page
+    assert "| YaRN seed |" in page and "| user seed 1 |" in page and "best so far" in page

@@ -74,7 +74,12 @@ def test_shipped_runs_are_read_by_name():
     from workbench.search.standing import SHIPPED_RUNS, shipped_runs
 
     assert "smollm2-32k" in shipped_runs()
-    assert read_standing("smollm2-32k").folder == SHIPPED_RUNS / "smollm2-32k"
+    shipped = read_standing("smollm2-32k")
+    assert shipped.folder == SHIPPED_RUNS / "smollm2-32k"
+    # its two hand ramps (--factors) were evaluated in generation 0: the 1-to-5 ramp led it
+    seeds = shipped.user_seed_fitness()
+    assert set(seeds) == {"user seed 1", "user seed 2"} and seeds["user seed 1"] == pytest.approx(23.0747, abs=1e-3)
+    assert shipped.generations[0]["best"] == pytest.approx(seeds["user seed 1"])
 
 
 def test_a_folder_without_a_search_is_refused_in_one_line(tmp_path):

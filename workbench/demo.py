@@ -194,12 +194,37 @@ def summary_page(out: Path, steps: list[DemoStep], timings: dict[str, float], to
         factors = json.loads((folder / "results.json").read_text()).get("longrope_factors")
         if factors:
             lines += [f"*longrope (searched)*: {factors}", ""]
+    lines += recorded_search_section()
     lines += ["## Everything this run wrote", ""]
     for step in steps:
         figs = sorted(p.name for p in (out / step.run).glob("*.png"))
         lines.append(f"- [`{step.run}.ipynb`]({step.run}.ipynb) ({timings.get(step.run, 0):.0f} s): "
                      + ", ".join(f"[{f}]({step.run}/{f})" for f in figs))
     return "\n".join(lines) + "\n"
+
+
+def recorded_search_section(name: str = "smollm2-32k") -> list[str]:
+    """The real-model search shipped with the package, as far as it has run (recorded, not measured by the demo):
+    its best against its seeds on the train window, and its held-out report once that has been written."""
+    from .search import HeldoutReport, SearchError
+    from .search.standing import read_standing, shipped_runs
+
+    if name not in shipped_runs():
+        return []
+    try:
+        standing = read_standing(name)
+    except SearchError:
+        return []
+    c = standing.config
+    lines = [f"## Recorded, not measured by this run: the {standing.model} search to {c['target_length']:,} tokens",
+             "", standing.summary() + ".", "", standing.markdown(), ""]
+    report = HeldoutReport.read(standing.folder / "heldout")
+    if report is not None:
+        lines += [report.summary(), "", report.markdown(), "", report.window_markdown(), ""]
+    else:
+        lines += ["Its held-out report (`workbench eval heldout`) has not finished; notebook 04 replays the search "
+                  f'(`replay="{name}"`).', ""]
+    return lines
 
 
 # ---- the SmolLM2 results shipped with the package ---------------------------------------------------------

@@ -89,10 +89,21 @@ class Standing:
         target = TARGETS[self.config["mode"]](geom, self.config["target_length"], self.config["attention_policy"])
         return target.spec(self.best_factors(), self.best.n_hat, self.best.cd)
 
+    def user_seed_fitness(self) -> dict[str, float]:
+        """The fitness of each user seed (``--factors``) the journal holds, by its label ("user seed 1", ...): the
+        seed on the 0.01 grid, found among the evaluations (a seed the grid's bounds changed is not shown)."""
+        by_genome = {tuple(r.genome): r for r in self.records.values() if r.complete and r.cd is None}
+        out = {}
+        for i, seed in enumerate(self.config.get("user_seeds", [])):
+            rec = by_genome.get(tuple(round(f * GRID) for f in seed))
+            if rec is not None:
+                out[f"user seed {i + 1}"] = rec.fitness
+        return out
+
     def summary(self) -> str:
         best = self.best
         state = "finished" if self.finished else f"{self.generations_done} of {self.config['generations']} generations"
-        return (f"{self.folder}: {self.model} to {self.config['target_length']} tokens, {state}; "
+        return (f"{self.model} to {self.config['target_length']} tokens, {state}; "
                 f"{self.evaluations} of {self.budget} evaluations, {self.tokens_forwarded:,} token-forwards, "
                 f"{self.seconds / 3600:.1f} h evaluating; best PPL "
                 + (f"{best.fitness:.4f} (generation {best.generation})" if best else "none yet"))
@@ -102,7 +113,8 @@ class Standing:
         rows = ["| search split | PPL |", "|---|---|"]
         if self.best is not None:
             rows.append(f"| best so far (generation {self.best.generation}) | {self.best.fitness:.3f} |")
-        return "\n".join(rows + [f"| {seed_label(k)} | {v:.3f} |" for k, v in self.baselines.items()])
+        rows += [f"| {seed_label(k)} | {v:.3f} |" for k, v in self.baselines.items()]
+        return "\n".join(rows + [f"| {k} | {v:.3f} |" for k, v in self.user_seed_fitness().items()])
 
     def figures(self) -> list[Any]:
         """Best and median per generation against the seeds, and the best factor curve against theirs."""
@@ -114,7 +126,7 @@ class Standing:
 
     def to_dict(self) -> dict[str, Any]:
         """What a notebook's results.json says of a search it watched: its standing and its provenance."""
-        return {**self.provenance(), "baselines": self.baselines,
+        return {**self.provenance(), "baselines": self.baselines, "user_seeds": self.user_seed_fitness(),
                 "best_factors": self.best_factors() if self.best is not None else [],
                 "generations": [{k: g[k] for k in ("generation", "best", "median")} for g in self.generations]}
 
