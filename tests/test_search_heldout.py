@@ -143,3 +143,17 @@ def test_cli_exports_factors_and_reports_heldout_with_a_hand_ramp(searched, tmp_
     assert "forwards to run" in text and "| window |" in text and "wins_vs_ramp" in report
     assert main(argv) == 2 and "add --resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0 and "0 forwards to run, 10 kept" in capsys.readouterr().out
+
+
+def test_the_whole_search_is_told_by_the_last_start_that_has_replayed_its_journal():
+    from workbench.events import Event
+    from workbench.search.standing import whole_search
+
+    def ev(kind: str, generation: int = 0) -> Event:
+        return Event(kind, {"generation": generation})
+    first = [ev("search.start"), ev("search.generation", 0), ev("search.generation", 1)]
+    resumed = [ev("search.start"), ev("search.generation", 0), ev("search.generation", 1), ev("search.generation", 2)]
+    assert whole_search(first + resumed) == resumed
+    restart = ev("search.start")
+    assert whole_search(first + resumed + [restart]) == resumed + [restart]  # read just after a restart
+    assert whole_search([]) == [] and whole_search(first[1:]) == first[1:]

@@ -18,6 +18,7 @@ import ipywidgets as W
 
 from workbench.events import Event, read_events
 from workbench.search import HeldoutReport, SearchConfig, run_search
+from workbench.search.standing import whole_search
 
 from .estimate_line import EstimateLine
 from .figures import search_factors_figure, search_progress_figure
@@ -203,16 +204,14 @@ class SearchMonitor(Panel):
         self._following.clear()
 
     def replay(self, folder: str | Path, seconds: float = 30.0) -> threading.Thread | None:
-        """Watch a search run folder's search again, paced (nothing is computed): its events from its last start
-        (a resumed run replays its journal first, so they hold the whole search), one generation every
-        ``seconds`` / generations. Stop ends the replay."""
+        """Watch a search run folder's search again, paced (nothing is computed): the events that tell the whole
+        search (:func:`~workbench.search.standing.whole_search`), one generation every ``seconds`` / generations.
+        Stop ends the replay."""
         path = Path(folder) / "events.jsonl"
         if not path.exists():
             self.status.value = f"<span style='color:#b2182b'>⚠ {html.escape(str(path))} does not exist</span>"
             return None
-        events = read_events(path)
-        starts = [i for i, e in enumerate(events) if e.kind == "search.start"]
-        events = events[starts[-1]:] if starts else events
+        events = whole_search(read_events(path))
         pause = seconds / max(1, sum(e.kind == "search.generation" for e in events))
         self.reset()
         self._following.set()

@@ -159,6 +159,15 @@ class Standing:
 SHIPPED_RUNS = Path(__file__).resolve().parents[1] / "assets" / "runs"
 
 
+def whole_search(events: list[Any]) -> list[Any]:
+    """The events that tell a search run folder's whole search: a resumed search replays its journal after its
+    start, so from its last start on, or from the one before while the last has not replayed a generation yet
+    (a folder read just after a restart)."""
+    starts = [i for i, e in enumerate(events) if e.kind == "search.start"]
+    replayed = [i for i in starts if any(e.kind == "search.generation" for e in events[i:])]
+    return events[replayed[-1] if replayed else (starts[-1] if starts else 0):]
+
+
 def shipped_runs() -> list[str]:
     """The search run folders shipped with the package (``workbench/assets/runs/<name>``), by name."""
     return sorted(p.name for p in SHIPPED_RUNS.iterdir() if (p / "params.json").is_file()) if SHIPPED_RUNS.is_dir() \
@@ -188,11 +197,11 @@ def read_standing(folder: str | Path) -> Standing:
         raise SearchError(str(e)) from None
     identity = params["identity"]
     events = read_events(folder / "events.jsonl")
-    starts = [e.data for e in events if e.kind == "search.start"]
-    recorded = {key: list(dict.fromkeys(s[key] for s in starts if key in s)) for key in ("cpu", "commit")}
-    last = max((i for i, e in enumerate(events) if e.kind == "search.start"), default=0)
-    generations = {e.data["generation"]: e.data for e in events[last:] if e.kind == "search.generation"}
-    seeds = [e.data for e in events[last:] if e.kind == "search.baselines"]
+    recorded = {key: list(dict.fromkeys(e.data[key] for e in events if e.kind == "search.start" and key in e.data))
+                for key in ("cpu", "commit")}
+    whole = whole_search(events)
+    generations = {e.data["generation"]: e.data for e in whole if e.kind == "search.generation"}
+    seeds = [e.data for e in whole if e.kind == "search.baselines"]
     return Standing(folder, identity["model"], identity["config"], list(identity.get("documents", [])),
                     journal.records, len(journal.generations), SearchResult.read(folder),
                     [generations[k] for k in sorted(generations)], {k: v for s in seeds for k, v in s["fitness"].items()},
@@ -200,4 +209,4 @@ def read_standing(folder: str | Path) -> Standing:
                     params.get("versions", {}))
 
 
-__all__ = ["SHIPPED_RUNS", "Standing", "read_standing", "shipped_runs"]
+__all__ = ["SHIPPED_RUNS", "Standing", "read_standing", "shipped_runs", "whole_search"]
