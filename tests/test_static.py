@@ -23,6 +23,11 @@ def test_a_figure_with_equal_scales_stays_round():
     assert _one_axes(go.Figure(go.Scatter(x=[0, 1], y=[0, 5]))).get_aspect() == "auto"
 
 
+def test_a_tick_step_is_kept():
+    fig = go.Figure(go.Scatter(x=[0, 1, 2, 3, 4], y=[5, 4, 3, 2, 1])).update_xaxes(dtick=1)
+    assert list(_one_axes(fig).get_xticks()) == [float(k) for k in range(-1, 6)]  # whole generations, not halves
+
+
 def test_every_kind_of_trace_and_shape_is_drawn():
     fig = go.Figure([go.Scatter(x=[0, 1, 2], y=[1, 2, 3], name="line", mode="lines+markers"),
                      go.Bar(x=["a", "b"], y=[1, 2], name="bars")])

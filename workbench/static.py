@@ -161,6 +161,10 @@ def _style_axes(ax: Any, lay) -> None:
             axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         if spec.showticklabels is False:
             axis.set_ticklabels([])
+        if spec.dtick is not None and spec.type != "log":
+            from matplotlib.ticker import MultipleLocator
+
+            axis.set_major_locator(MultipleLocator(float(spec.dtick)))
         if spec.tickvals is not None:
             axis.set_ticks(list(spec.tickvals))
             axis.set_ticklabels(list(spec.ticktext) if spec.ticktext is not None else [f"{v:g}" for v in spec.tickvals])
