@@ -90,6 +90,9 @@ def test_the_line_gives_memory_time_per_forward_and_in_all():
     assert line.startswith("eval ppl: ~") and "GB peak (bf16)" in line and "per 32k forward on this" in line
     assert line.endswith("in all (6 forwards)")
     assert "6 forwards of up to 32k tokens" in est.with_rates(None).line()
+    resumed = Estimate("search", s, "bf16", "stream", ((32768, 25),), rates=rates, kept=31)
+    assert resumed.line().endswith(" left (25 forwards; 31 kept from its journal)")
+    assert resumed.seconds == pytest.approx(25 * est.forward_seconds(32768)) and resumed.with_rates(None).kept == 31
 
 
 def test_rates_measured_on_a_busy_machine_are_measured_again_and_the_faster_kept(tmp_path, monkeypatch):

@@ -69,3 +69,15 @@ def test_search_lines_say_where_a_candidate_got_and_the_time_left(monkeypatch):
     assert got[3].endswith("; about 3 min 20 s left")  # two generations left at 100 s each
     assert "gen 3: candidate 2/8 read to 12288 tokens, loss 3.2465 (1 min 05 s), about 3 min 15 s left" in got[4]
     assert got[5].endswith("rung 1 (12288 tokens): 4 candidates go on")
+
+
+def test_the_time_left_of_a_resumed_search_comes_from_its_evaluations_own_seconds():
+    sink = ConsoleSink()  # replayed generations arrive at once: their journaled seconds give the pace
+    sink.format(Event("search.start", {"config": {"generations": 5}}))
+    got = [sink.format(Event("search.generation", {**GEN, "generation": g, "seconds": s}))
+           for g, s in ((0, 800.0), (1, 100.0), (2, 300.0))]
+    assert "left" not in got[0]  # the first generation reads the whole population: no pace yet
+    assert got[1].endswith("; about 6 min 40 s left") and got[2].endswith("; about 10 min 00 s left")
+    none_yet = ConsoleSink()
+    none_yet.format(Event("search.start", {"config": {"generations": 5}}))
+    assert "left" not in none_yet.format(Event("search.generation", {**GEN, "generation": 1, "seconds": 0.0}))

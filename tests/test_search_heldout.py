@@ -13,7 +13,7 @@ from workbench.factors import load_factor_set
 from workbench.hf import spec_for_model
 from workbench.rope import ramp_factors, spec_from_dict
 from workbench.search import GRID, SearchConfig, SearchError, run_search
-from workbench.search.heldout import heldout_windows, run_heldout
+from workbench.search.heldout import heldout_windows, kept_forwards, run_heldout
 from workbench.search.standing import read_standing
 
 TINY = dict(target_length=512, population=4, parents=2, mutants=1, crossovers=1, generations=2, n_documents=1,
@@ -110,6 +110,7 @@ def test_the_heldout_report_resumes_without_reading_twice_and_rereads_a_changed_
     assert run_heldout(teaching_ci.model, windows, _specs(teaching_ci, s), tmp_path / "h", identity=identity,
                        sink=sink, stop=stop) is None
     assert len((tmp_path / "h" / "windows.jsonl").read_text().splitlines()) == 3
+    assert kept_forwards(tmp_path / "h", _specs(teaching_ci, s)) == 3  # what a resumed report's estimate leaves out
     with pytest.raises(SearchError, match="--resume"):
         run_heldout(teaching_ci.model, windows, _specs(teaching_ci, s), tmp_path / "h", identity=identity)
     sink = ListSink()
@@ -121,6 +122,7 @@ def test_the_heldout_report_resumes_without_reading_twice_and_rereads_a_changed_
     assert again.corpora == ["shakespeare"] * 2 + ["bible"] * 2 and set(again.wins) == {"yarn"}
     assert again.window_markdown().count("\n") == 5 and "**" in again.window_markdown()
     changed = {**_specs(teaching_ci, s), "searched": spec_for_model(teaching_ci.model, "ntk", target_length=512)}
+    assert kept_forwards(tmp_path / "h", changed) == 4
     sink = ListSink()
     run_heldout(teaching_ci.model, windows, changed, tmp_path / "h", identity=identity, resume=True, sink=sink)
     start = next(e.data for e in sink.events if e.kind == "heldout.start")
@@ -136,13 +138,18 @@ def test_cli_exports_factors_and_reports_heldout_with_a_hand_ramp(searched, tmp_
     ramp.write_text(json.dumps(ramp_factors(32, 9.6, 31, 1.0, 2.0)))
     argv = ["eval", "heldout", "--run-dir", str(searched / "done"), "--report-dir", str(tmp_path / "rep"),
             "--corpus", "shakespeare", "--windows", "2", "--factors", str(ramp)]
-    assert main(argv) == 0
+    assert main([*argv, "--methods", "ntk", "yarn"]) == 0  # the methods that matter first
     text = capsys.readouterr().out
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert list(report["settings"]) == ["searched", "linear", "ntk", "yarn", "ramp"]
+    assert list(report["settings"]) == ["searched", "ntk", "yarn", "ramp"]
     assert "forwards to run" in text and "| window |" in text and "wins_vs_ramp" in report
     assert main(argv) == 2 and "add --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0 and "2 forwards to run, 8 kept" in capsys.readouterr().out  # PI alone
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert list(report["settings"]) == ["searched", "linear", "ntk", "yarn", "ramp"]
     assert main([*argv, "--resume"]) == 0 and "0 forwards to run, 10 kept" in capsys.readouterr().out
+    assert main([*argv, "--resume", "--methods", "dynamic"]) == 2
+    assert "--methods dynamic: the search was seeded with linear, ntk, yarn" in capsys.readouterr().err
 
 
 def test_the_whole_search_is_told_by_the_last_start_that_has_replayed_its_journal():

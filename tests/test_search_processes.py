@@ -4,6 +4,7 @@ two processes under accelerate launch give the same result as one."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from workbench.search import Journal
 
 ARGS = ["--model", "teaching-ci", "--target-length", "512", "--documents", "3", "--population", "10",
         "--parents", "5", "--mutants", "3", "--crossovers", "3", "--generations", "5", "--report-documents", "3",
@@ -60,9 +63,13 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path):
     killed_after = _evals(folder)
     assert not (folder / "result.json").exists() and killed_after < json.loads(
         (reference / "result.json").read_text())["evaluations"]
+    kept = Journal.read(folder, repair=False).settled  # the estimate counts only what is left to run
     resumed = _search(folder, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"({killed_after} from the journal)" in resumed.stdout or "from the journal" in resumed.stdout
+    forwards = 3 * 2  # an evaluation reads 2 windows of each of its 3 documents
+    assert re.search(rf"left \(\d+ forwards; {kept * forwards} kept from its journal\)", resumed.stdout), \
+        resumed.stdout[:400]
     assert _comparable(folder) == _comparable(reference)
     assert json.loads((folder / "result.json").read_text())["evaluations_replayed"] >= killed_after - 1
 

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +332,7 @@ class Estimate:
     extra_seconds: float = 0.0  # work outside the forwards (e.g. decoding steps), when known
     notes: tuple[str, ...] = field(default=())
     weight_bytes: float | None = None  # the weights' own size where not fp32 (a GGUF's file)
+    kept: int = 0  # forwards a resumed job reads from its journal instead of running (not in ``forwards``)
 
     @property
     def longest(self) -> int:
@@ -347,8 +348,7 @@ class Estimate:
                              chunk=self.chunk, weight_bytes=self.weight_bytes)
 
     def with_rates(self, rates: Rates | None) -> Estimate:
-        return Estimate(self.job, self.shape, self.dtype, self.engine, self.forwards, self.batch, self.chunk,
-                        rates, self.extra_seconds, self.notes, self.weight_bytes)
+        return replace(self, rates=rates)
 
     def forward_seconds(self, length: int | None = None) -> float | None:
         if self.rates is None:
@@ -369,7 +369,9 @@ class Estimate:
         if self.rates is not None:
             parts.append(f"{_about(self.forward_seconds())} per {_k(self.longest)} {what} on this "
                          f"{'GPU' if _on_gpu() else 'CPU'}")
-            parts.append(f"{_about(self.seconds)} in all ({self.count} {what}{'s' if self.count != 1 else ''})")
+            kept = f"; {self.kept} kept from its journal" if self.kept else ""
+            parts.append(f"{_about(self.seconds)} {'left' if self.kept else 'in all'} "
+                         f"({self.count} {what}{'s' if self.count != 1 else ''}{kept})")
         else:
             parts.append(f"{self.count} {what}s of up to {_k(self.longest)} tokens")
         notes = list(self.notes)
@@ -379,7 +381,7 @@ class Estimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "dtype": self.dtype, "engine": self.engine, "forwards": [list(f) for f in self.forwards],
-                "batch": self.batch, "peak_bytes": self.peak_bytes, "seconds": self.seconds,
+                "kept": self.kept, "batch": self.batch, "peak_bytes": self.peak_bytes, "seconds": self.seconds,
                 "rates": None if self.rates is None else self.rates.__dict__}
 
 

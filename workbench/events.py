@@ -206,12 +206,15 @@ class ConsoleSink:
 
     def _search_start(self, d: dict[str, Any]) -> None:
         """Remembers the number of generations, for the time left after each; prints nothing."""
-        self.search_total, self.search_marks = d.get("config", {}).get("generations"), []
+        self.search_total, self.search_marks, self.search_seconds = d.get("config", {}).get("generations"), [], []
 
     def _search_generation(self, d: dict[str, Any]) -> str:
         total = getattr(self, "search_total", None)
         marks = getattr(self, "search_marks", [])
         marks.append(time.time())
+        seconds = getattr(self, "search_seconds", [])
+        if d.get("seconds") and d["generation"] > 0:  # the evaluations' own time (a replayed one's as journaled)
+            seconds.append(d["seconds"])
         line = f"{self.indent}generation {d['generation']:>3}{f'/{total}' if total else ''}: best PPL {d['best']:.4f}"
         if "median" in d:
             line += f", median {d['median']:.4f}"
@@ -219,9 +222,10 @@ class ConsoleSink:
             line += f", {d['evaluated']} evaluated ({d.get('stopped_early', 0)} stopped early)"
         if "tokens_total" in d:
             line += f", {d['tokens_total']:,} token-forwards"
-        if total and len(marks) >= 2 and d["generation"] < total:  # the last few generations' pace (replays are quick)
-            recent = marks[-4:]
-            line += f"; about {duration((recent[-1] - recent[0]) / (len(recent) - 1) * (total - d['generation']))} left"
+        last = marks[-4:]
+        recent = seconds[-3:] if "seconds" in d else [b - a for a, b in zip(last, last[1:])]
+        if total and d["generation"] < total and recent:  # the last few generations' pace
+            line += f"; about {duration(sum(recent) / len(recent) * (total - d['generation']))} left"
         return line
 
     def _search_candidate(self, d: dict[str, Any]) -> str:

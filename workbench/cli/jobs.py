@@ -12,9 +12,10 @@ from .args import CliError
 
 
 def preflight(args: argparse.Namespace, job: str, forwards: list[tuple[int, int]], *, engine: str = "window",
-              dtype: str = "fp32", batch: int = 1, chunk: int = 4096, remedy: str = "") -> Any:
+              dtype: str = "fp32", batch: int = 1, chunk: int = 4096, remedy: str = "", kept: int = 0) -> Any:
     """The job's estimate from the model's config alone; refused here, before any weight is loaded, when its peak
-    memory exceeds what the machine has (unless --force)."""
+    memory exceeds what the machine has (unless --force). ``forwards`` are those left to run, ``kept`` those a
+    resumed job reads from its journal."""
     from ..estimate import Estimate, Shape, TooLarge, check_fits
     from ..evaluate import resolve_dtype
     from ..models import load_model_config
@@ -28,7 +29,8 @@ def preflight(args: argparse.Namespace, job: str, forwards: list[tuple[int, int]
     except ValueError as e:
         print(f"no estimate: {e}", flush=True)
         return None
-    est = Estimate(job, shape, resolve_dtype(dtype), engine, tuple((L, n) for L, n in forwards if n), batch, chunk)
+    est = Estimate(job, shape, resolve_dtype(dtype), engine, tuple((L, n) for L, n in forwards if n), batch, chunk,
+                   kept=kept)
     if not est.forwards:
         return None
     try:

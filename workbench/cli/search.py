@@ -56,16 +56,17 @@ def print_result(result: Any, run_dir: str) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..models import load_model
-    from ..search import run_search
+    from ..search import Journal, run_search
 
     set_threads(args)
     group = accelerator()
     config = search_config(args)
     check_resume(args, "search")
-    est = preflight(args, "search", [(config.target_length, config.evaluations_budget * config.n_documents
-                                      * config.per_document)], engine="stream", dtype=config.dtype,
-                    chunk=config.chunk_tokens, remedy="give a smaller --chunk-tokens, --dtype bf16, or a shorter "
-                                                      "--target-length")
+    kept = Journal.read(Path(args.run_dir), repair=False).settled if args.resume else 0
+    per_eval = config.n_documents * config.per_document
+    est = preflight(args, "search", [(config.target_length, max(config.evaluations_budget - kept, 0) * per_eval)],
+                    engine="stream", dtype=config.dtype, chunk=config.chunk_tokens, kept=kept * per_eval,
+                    remedy="give a smaller --chunk-tokens, --dtype bf16, or a shorter --target-length")
     lm = load_model(args.model)
     if distributed.is_main():
         announce(est, lm.model)
@@ -89,8 +90,13 @@ def heldout_specs(args: argparse.Namespace, standing: Any) -> dict[str, Any]:
 
     c = standing.config
     config = load_model_config(standing.model)
+    methods = args.methods or c["seed_methods"]
+    for m in methods:
+        if m not in c["seed_methods"]:
+            raise CliError(f"--methods {m}: the search was seeded with {', '.join(c['seed_methods'])}; compare with "
+                           "those (or give another factor list with --factors)")
     specs = {"searched": standing.best_spec()}
-    specs.update({m: spec_for_model(config, m, target_length=c["target_length"]) for m in c["seed_methods"]})
+    specs.update({m: spec_for_model(config, m, target_length=c["target_length"]) for m in dict.fromkeys(methods)})
     for path in args.factors or []:
         name = Path(path).stem
         if name in specs:
@@ -102,7 +108,7 @@ def heldout_specs(args: argparse.Namespace, standing: Any) -> dict[str, Any]:
 
 def cmd_eval_heldout(args: argparse.Namespace) -> int:
     from ..models import load_model
-    from ..search.heldout import heldout_windows, run_heldout
+    from ..search.heldout import heldout_windows, kept_forwards, run_heldout
     from ..search.standing import read_standing
 
     set_threads(args)
@@ -115,8 +121,9 @@ def cmd_eval_heldout(args: argparse.Namespace) -> int:
                        "--report-dir" if not args.resume else f"--resume: {folder} holds no held-out report yet; "
                        "drop --resume to start one")
     specs = heldout_specs(args, standing)
-    forwards = len(args.corpus) * args.windows * len(specs)
-    est = preflight(args, "eval heldout", [(length, forwards)], dtype=dtype,
+    kept = kept_forwards(folder, specs) if args.resume else 0
+    forwards = len(args.corpus) * args.windows * len(specs) - kept
+    est = preflight(args, "eval heldout", [(length, forwards)], dtype=dtype, kept=kept,
                     remedy="give fewer --windows or --corpus, or --dtype bf16")
     lm = load_model(standing.model)
     announce(est, lm.model)
@@ -144,6 +151,9 @@ def add_heldout_parser(ev: Any) -> None:
                                                          "spec is unchanged are not read again)")
     p.add_argument("--corpus", nargs="+", default=["shakespeare", "bible"], help="held-out corpora")
     p.add_argument("--windows", type=POSITIVE, default=4, help="windows per corpus, each from another document")
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help="which of the methods the search was seeded with to compare (default: all of them); a later "
+                        "--resume with more adds their forwards alone")
     p.add_argument("--factors", action="append",
                    help="a factor list (JSON) compared too, with the search's attention factor (repeat for several)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default: the search's")

@@ -54,6 +54,13 @@ def _journaled(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     return rows
 
 
+def kept_forwards(folder: str | Path, specs: dict[str, RopeSpec]) -> int:
+    """How many (window, setting) results a resumed report in ``folder`` keeps: its journal's lines whose setting
+    still has the same spec (the windows are the report's own, checked when it resumes)."""
+    hashes = {name: spec.spec_hash() for name, spec in specs.items()}
+    return sum(hashes.get(setting) == digest for _, setting, digest in _journaled(Path(folder) / JOURNAL))
+
+
 def heldout_settings(rows: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
     """Per setting, over the windows in order: perplexity over every token (the windows are equally long),
     the last quarter's (geometric mean over windows) and each window's perplexity."""
@@ -119,4 +126,4 @@ def run_heldout(model: Any, windows: list[Any], specs: dict[str, RopeSpec], fold
         return report
 
 
-__all__ = ["heldout_settings", "heldout_windows", "run_heldout", "window_key"]
+__all__ = ["heldout_settings", "heldout_windows", "kept_forwards", "run_heldout", "window_key"]

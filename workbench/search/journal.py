@@ -73,6 +73,11 @@ class JournalContents:
     generations: set[tuple[int | None, int]]
     warnings: list[str]
 
+    @property
+    def settled(self) -> int:
+        """Evaluations a resumed search replays instead of running: read to the end, or stopped by racing."""
+        return sum(r.complete or r.raced for r in self.records.values())
+
 
 class Journal:
     """Append-only JSONL of finished evaluations (one file per rank) plus generation summaries.

@@ -271,9 +271,11 @@ class Search:
                "best_factors": list(space.factors(tuple(parents[0].genome))) if parents else [],
                "parents": [p.key for p in parents], "evaluated": len(evaluated),
                "stopped_early": sum(not r.complete for r in evaluated), "tokens_total": self.tokens,
-               "population_factors": [list(space.factors(tuple(p.genome))) for p in parents]}
+               "population_factors": [list(space.factors(tuple(p.genome))) for p in parents],
+               "seconds": sum(r.seconds for r in evaluated)}  # as measured, also when replayed: for the time left
         if self.comm.rank == 0 and (space.cd, gen) not in self.journaled_generations:  # once, also across resumes
-            self.journal.append({"kind": "generation", **{k: v for k, v in row.items() if k != "population_factors"}})
+            self.journal.append({"kind": "generation", **{k: v for k, v in row.items()
+                                                          if k not in ("population_factors", "seconds")}})
             self.journaled_generations.add((space.cd, gen))
         self.sink(Event("search.generation", row))
         return row
