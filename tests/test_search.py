@@ -20,6 +20,7 @@ from workbench.search import (
     SearchError,
     Space,
     Threshold,
+    candidate_key,
     hopeless,
     rank_correlation,
     run_search,
@@ -267,6 +268,48 @@ def test_exact_racing_by_position_stops_mid_document_and_ends_like_the_plain_alg
     stopped = search.evaluator.evaluate(space, genome, 0, bar)
     assert stopped.raced and not stopped.complete and stopped.reached == [320]  # 0.6 of one document: 5 chunks
     assert sum(full.nll) * 0.3 < stopped.nll[0] * 319 / 511 and stopped.nll[0] * 255 / 511 <= sum(full.nll) * 0.3
+
+
+def test_a_candidate_stopped_mid_window_goes_on_from_its_save_in_another_process(teaching_ci, tmp_path):
+    cfg = SearchConfig(**dict(TINY, n_hat_stage=False, chunk_tokens=64))
+    straight = Search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "a")
+    space = straight._spaces()[0]
+    genome, other = space.project([1.0] * straight.n_pairs), space.project([2.0] * straight.n_pairs)
+    key = candidate_key(space.cd, genome, 0)
+    whole = straight.evaluator.evaluate(space, genome, 0, None, key=key)
+    chunks = []
+    first = Search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "b")
+    first.evaluator.checkpoint_every = math.inf  # saved when stopped (a Ctrl-C saves the same way)
+    assert first.evaluator.evaluate(space, genome, 0, None, key=key, stop=lambda: len(chunks) >= 3,
+                                    on_chunk=lambda read, goal: chunks.append(read)) is None
+    saved = tmp_path / "b" / "partial-0.pt"
+    assert chunks == [64, 128, 192] and saved.is_file()  # the first document, 3 of its 8 chunks
+    second = Search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "b", resume=True)  # a new process
+    assert second.evaluator.evaluate(space, other, 0, None, key=candidate_key(space.cd, other, 0)).complete
+    assert saved.is_file() and second.evaluator.forwarded == 1024  # another candidate: read whole, the save kept
+    second.evaluator.forwarded = 0
+    resumed = second.evaluator.evaluate(space, genome, 0, None, key=key)
+    assert (resumed.nll, resumed.reached, resumed.complete) == (whole.nll, whole.reached, True)
+    assert second.evaluator.forwarded == 1024 - 192 and resumed.seconds_before > 0 and not saved.exists()
+
+
+def test_a_search_stopped_inside_a_candidate_resumes_from_its_save_and_ends_exactly(teaching_ci, tmp_path):
+    cfg = SearchConfig(**dict(TINY, generations=1, n_hat_stage=False, chunk_tokens=64))
+    whole = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "a", report=False)
+    journal, after = tmp_path / "b" / "journal-0.jsonl", []
+
+    def stop() -> bool:  # three candidates journaled, then the check before the fourth and two of its chunks
+        if journal.is_file() and len(journal.read_text().splitlines()) >= 3:
+            after.append(1)
+        return len(after) > 3
+
+    assert run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "b", report=False, stop=stop).stopped
+    evals = [x for x in journal.read_text().splitlines() if '"kind": "eval"' in x]
+    assert (tmp_path / "b" / "partial-0.pt").is_file() and len(evals) == 3
+    resumed = run_search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "b", report=False, resume=True)
+    assert (resumed.best_factors, resumed.best_fitness) == (whole.best_factors, whole.best_fitness)
+    assert [g["parents"] for g in resumed.generations] == [g["parents"] for g in whole.generations]
+    assert resumed.evaluations_replayed == 3 and not (tmp_path / "b" / "partial-0.pt").exists()
 
 
 def test_rungs_read_the_best_part_further_and_a_killed_search_resumes_exactly(teaching_ci, tmp_path):

@@ -72,6 +72,27 @@ def test_a_stream_paused_and_continued_computes_what_one_read_straight_through_d
     assert torch.equal(paused.advance(150), straight)  # read again from nothing: the same numbers
 
 
+def test_a_stream_saved_and_restored_in_another_goes_on_exactly(tiny_llama, tmp_path):
+    ids = _stream_ids(150, seed=11)
+    straight = NLLStream(tiny_llama, ids, chunk_tokens=32).advance(150)
+    first = NLLStream(tiny_llama, ids, chunk_tokens=32)
+    first.advance(150, after_chunk=lambda s: s.reached >= 64)
+    # interrupted inside the next chunk: its first layer's keys and a piece of its losses already written
+    layer = first._cache.layers[0]
+    first._cache.update(layer.keys[:, :, :5].clone(), layer.values[:, :, :5].clone(), 0)
+    first._parts.append(torch.ones(5))
+    torch.save(first.state(), tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert state["reached"] == 64 and len(state["nll"]) == 64  # the last whole chunk, and only it
+    assert {k.shape[2] for pair in state["cache"] for k in pair} == {64}
+    second = NLLStream(tiny_llama, ids, chunk_tokens=32)
+    assert second.restore(state) and second.reached == 64
+    assert torch.equal(second.advance(150), straight) and second.forwarded == 86  # the first 64 are not read again
+    assert not NLLStream(tiny_llama, _stream_ids(150, seed=12), chunk_tokens=32).restore(state)  # other tokens
+    other = NLLStream(tiny_llama, ids, chunk_tokens=48)
+    assert not other.restore(state) and other.reached == 0  # read in other chunks: it would not be exact
+
+
 def test_a_stream_stops_where_its_judge_says_and_holds_only_its_cache(tiny_llama):
     ids = _stream_ids(160, seed=9)
     stream = NLLStream(tiny_llama, ids, chunk_tokens=40)

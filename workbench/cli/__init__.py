@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: what a search or fine-tune finished is kept in its run folder; run the same command "
-              "with --resume to go on", file=sys.stderr)
+        print("interrupted: what a search or fine-tune finished is kept in its run folder (a search also keeps the "
+              "candidate it was reading); run the same command with --resume to go on", file=sys.stderr)
         return 130
 
 

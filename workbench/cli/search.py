@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +78,26 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"{config.evaluations_budget} evaluations on {config.n_documents} {config.corpus} documents, "
               f"racing {config.racing}"
               f"{f', {distributed.world_size()} processes' if group else ''} -> {args.run_dir}", flush=True)
-    result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=ConsoleSink(),
-                        model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
+    with terminate_as_interrupt():  # a kill's SIGTERM saves the candidate being read, as Ctrl-C does
+        result = run_search(lm.model, lm.tokenizer, config, args.run_dir, resume=args.resume, sink=ConsoleSink(),
+                            model_name=args.model, report=not args.no_report, report_documents=args.report_documents)
     distributed.shutdown()
     if result is not None:
         print_result(result, args.run_dir)
     return 0
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while inside (in the main thread; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def heldout_specs(args: argparse.Namespace, standing: Any) -> dict[str, Any]:

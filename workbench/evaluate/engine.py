@@ -8,7 +8,9 @@ tokens SmolLM2's full logits alone would be 3.2 GB in fp32).
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import math
 from contextlib import nullcontext
 from typing import Any
@@ -144,6 +146,10 @@ def _cache_keyword(backbone: Any) -> str:
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
+def _digest(tokens: torch.Tensor) -> str:
+    return hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
 class NLLStream:
     """Per-token NLL of one sequence read chunk by chunk through a KV cache: read to any prefix, pause, go on.
 
@@ -192,6 +198,42 @@ class NLLStream:
     def release(self) -> None:
         """Forget the KV cache; a later :meth:`advance` starts again from the first token."""
         self._cache, self._parts, self.reached = None, [], 0
+
+    def state(self) -> dict[str, Any]:
+        """Where the stream is, for another process to go on from it exactly: the tokens read, their losses and
+        the KV cache, all cut to the last whole chunk (consistent also when taken while a chunk was being read,
+        as on Ctrl-C)."""
+        reached = self.reached
+        layers = [] if self._cache is None else [
+            tuple(t[:, :, :reached].detach().to("cpu", copy=True) for t in (layer.keys, layer.values))
+            for layer in self._cache.layers if layer.keys is not None]
+        from ..patch import STAMP
+
+        spec, length = getattr(self._cache, STAMP, (None, None))  # the frequencies the cache was rotated with
+        return {"n": self.n, "tokens": _digest(self.tokens), "chunk_tokens": self.chunk_tokens, "stops": self.stops,
+                "dtype": self.dtype, "reached": reached, "nll": self.nll[:min(reached, self.n - 1)].clone(),
+                "cache": layers, "rotated": None if spec is None else [json.dumps(spec.to_dict()), length]}
+
+    def restore(self, state: dict[str, Any]) -> bool:
+        """Go on from :meth:`state` of a stream over the same tokens, read the same way; False (and nothing
+        changed) when it is another stream's."""
+        from transformers import DynamicCache
+
+        mine = {"n": self.n, "tokens": _digest(self.tokens), "chunk_tokens": self.chunk_tokens, "stops": self.stops,
+                "dtype": self.dtype}
+        if any(state.get(k) != v for k, v in mine.items()) or (state["reached"] > 0 and not state["cache"]):
+            return False
+        device = next(self.model.parameters()).device
+        cache = DynamicCache()
+        for i, (keys, values) in enumerate(state["cache"]):
+            cache.update(keys.to(device), values.to(device), i)
+        if state.get("rotated"):  # a patch with these very frequencies goes on with it (any other refuses it)
+            from ..patch import STAMP
+            from ..rope import spec_from_dict
+
+            setattr(cache, STAMP, (spec_from_dict(json.loads(state["rotated"][0])), state["rotated"][1]))
+        self._cache, self._parts, self.reached = cache, [state["nll"]], int(state["reached"])
+        return True
 
     @torch.no_grad()
     def advance(self, to: int, after_chunk: Any = None) -> torch.Tensor:

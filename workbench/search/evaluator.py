@@ -9,14 +9,24 @@ window's. That gives two savings:
 - multi-fidelity (``SearchConfig.rungs``): a candidate is read to a prefix, ranked against its batch, and only
   the better part is continued, from its KV cache when it is still held (``cache_bytes``), else read again
   from the first token (chunk boundaries include the rungs, so both give the same numbers).
+
+A candidate being read is also saved to the run folder (``partial-<process>.pt``: its losses and KV caches)
+every ``checkpoint_every`` seconds and when it is stopped or interrupted, so a search killed in the middle of a
+32k window goes on from the last save instead of the window's first token; the file goes once the candidate is
+finished.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..evaluate.engine import NLLStream
 from ..patch import patch
@@ -26,6 +36,7 @@ from .ga import Genome, Space
 from .racing import Threshold, hopeless
 
 DEFAULT_CACHE_BYTES = 4 << 30  # paused candidates' KV caches held between rungs; beyond, the worst are dropped
+CHECKPOINT_EVERY = 180.0  # seconds of reading between saves of the candidate being read
 
 
 @dataclass
@@ -38,16 +49,20 @@ class Outcome:
     rung_loss: list[float]
     complete: bool
     raced: bool
+    seconds_before: float = 0.0  # spent on it by an earlier process, up to the save it went on from
 
 
 class Evaluator:
     """Turns a genome into a spec (through the target) and reads its documents, racing and pausing."""
 
     def __init__(self, model: Any, docs: list[Any], target: Any, config: SearchConfig,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, checkpoint: str | Path | None = None,
+                 checkpoint_every: float = CHECKPOINT_EVERY) -> None:
         self.model, self.docs, self.target, self.cfg = model, docs, target, config
         self.needles = target.needles  # needle-driven: only the answer's tokens count
         self.cache_bytes = cache_bytes
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.checkpoint_every = checkpoint_every
         self.paused: dict[str, tuple[list[NLLStream], float]] = {}  # key -> streams, loss at the last rung
         self.forwarded = 0  # tokens this process forwarded, restarts after a resume or a dropped cache included
 
@@ -100,38 +115,88 @@ class Evaluator:
         """
         length = self.cfg.target_length
         goal = length if to is None else min(to, length)
+        spec = self.spec(space, genome, n_hat)
         streams = self._streams(key)
+        saved = key is not None and self.checkpoint is not None
+        earlier = self._restore(key, spec, streams) if saved and not any(s.reached for s in streams) else 0.0
         before = sum(s.forwarded for s in streams)
-        state = {"raced": False, "stopped": False}
+        state = {"raced": False, "stopped": False, "ours": earlier > 0}  # ours: the save is this candidate's
+        t0 = last = time.time()
+
+        def save() -> None:
+            state["ours"] = self._save(key, spec, streams, earlier + time.time() - t0) or state["ours"]
 
         def judge(_: NLLStream) -> bool:
+            nonlocal last
             if on_chunk is not None:
                 on_chunk(sum(min(s.reached, goal) for s in streams), goal * len(streams))
             if hopeless(self._contributions(streams), threshold):
                 state["raced"] = True
             elif stop():
                 state["stopped"] = True
+            elif saved and time.time() - last >= self.checkpoint_every:
+                save()
+                last = time.time()
             return state["raced"] or state["stopped"]
 
-        with patch(self.model, self.spec(space, genome, n_hat), length=length):
-            for stream in streams:
-                want = stream.n if self.needles else goal
-                if stream.reached < want:
-                    stream.advance(want, after_chunk=judge)
-                if state["raced"] or state["stopped"]:
-                    break
+        try:
+            with patch(self.model, spec, length=length):
+                for stream in streams:
+                    want = stream.n if self.needles else goal
+                    if stream.reached < want:
+                        stream.advance(want, after_chunk=judge)
+                    if state["raced"] or state["stopped"]:
+                        break
+        except KeyboardInterrupt:
+            if saved:
+                save()
+            raise
         self.forwarded += sum(s.forwarded for s in streams) - before
         if state["stopped"]:
+            if saved:
+                save()
             for s in streams:
                 s.release()
             return None
         outcome = self._outcome(streams, state["raced"])
+        outcome.seconds_before = earlier
+        if state["ours"] and (outcome.complete or outcome.raced):
+            self.checkpoint.unlink(missing_ok=True)
         if key is not None and not outcome.complete and not outcome.raced:
             self._pause(key, streams, outcome.rung_loss[-1] if outcome.rung_loss else math.inf)
         else:
             for s in streams:
                 s.release()
         return outcome
+
+    def _save(self, key: str, spec: RopeSpec, streams: list[NLLStream], seconds: float) -> bool:
+        """Write the candidate being read (whole, then renamed: a kill mid-write leaves the last save); whether
+        it wrote (nothing is read yet: nothing to save)."""
+        if not any(s.reached for s in streams):
+            return False
+        part = self.checkpoint.with_suffix(".tmp")
+        torch.save({"key": key, "spec": spec.spec_hash(), "seconds": seconds, "streams": [s.state() for s in streams]},
+                   part)
+        os.replace(part, self.checkpoint)
+        return True
+
+    def _restore(self, key: str, spec: RopeSpec, streams: list[NLLStream]) -> float:
+        """Go on from the saved candidate when it is this one (same key, spec and documents); the seconds spent
+        on it before, or 0.0 (and nothing restored)."""
+        if not self.checkpoint.is_file():
+            return 0.0
+        try:
+            saved = torch.load(self.checkpoint, weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged save is read again from the first token
+            return 0.0
+        if saved.get("key") != key or saved.get("spec") != spec.spec_hash() or len(saved["streams"]) != len(streams):
+            return 0.0
+        for k, (stream, state) in enumerate(zip(streams, saved["streams"], strict=True)):
+            if not stream.restore(state):
+                for s in streams[:k]:
+                    s.release()
+                return 0.0
+        return float(saved["seconds"])
 
     def _outcome(self, streams: list[NLLStream], raced: bool) -> Outcome:
         started = [(d, s) for d, s in zip(self.docs, streams, strict=True) if s.reached > 0]

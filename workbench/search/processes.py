@@ -76,7 +76,7 @@ class Workers:
                                           stop=stop, on_chunk=self._reading(job, done, len(mine), t0))
             if got is None:  # stopped mid-candidate: nothing journaled, a resume reads it again
                 break
-            spent = time.time() - t0 + (before.seconds if before is not None else 0.0)
+            spent = time.time() - t0 + got.seconds_before + (before.seconds if before is not None else 0.0)
             rec = Record(key, job["space"].cd, list(genome), n_hat, got.nll, got.complete, sum(got.reached),
                          job["stage"], job["generation"], spent, reached=got.reached, rung_loss=got.rung_loss,
                          raced=got.raced)

@@ -86,7 +86,8 @@ class Search:
         self.stop = stop
         self.model_name = model_name
         self.docs = self._documents()
-        self.evaluator = Evaluator(model, self.docs, self.target, config)
+        self.evaluator = Evaluator(model, self.docs, self.target, config,
+                                   checkpoint=self.folder / f"partial-{self.comm.rank}.pt")
         self.reached: dict[str, Record] = {}  # evaluations this run has reached so far, in order
         self.notes: list[str] = []
         self.resume = resume
@@ -320,6 +321,9 @@ class Search:
                 best = self._n_hat_stage(tops[: cfg.n_hat_top], best)
         finally:
             self.workers.finish()
+        if not self.stop():  # finished: no candidate is left half read (one paused at a rung may have been saved)
+            for part in self.folder.glob("partial-*.pt"):
+                part.unlink(missing_ok=True)
         return self._result(best, baselines, history, time.time() - t0)
 
     def _n_hat_stage(self, tops: list[tuple[Record, Space]], best: tuple[Record, Space]) -> tuple[Record, Space]:
