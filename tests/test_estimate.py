@@ -50,6 +50,8 @@ def test_memory_grows_with_what_each_engine_keeps():
     assert forward_bytes(s, 32768, engine="train-checkpointed") < forward_bytes(s, 32768, engine="train")
     kv = forward_bytes(s, 32768, engine="stream") - forward_bytes(s, 16384, engine="stream")
     assert kv > 16384 * s.kv_bytes_per_token("fp32")  # the cache and the mask grow with what was read
+    bf16 = forward_bytes(s, 32768, engine="stream", dtype="bf16") - forward_bytes(s, 16384, engine="stream", dtype="bf16")
+    assert kv - bf16 == 16384 * 30 * 3 * 64 * 2  # under bf16 autocast only the values are halved: keys stay fp32
     assert forward_bytes(s, 8192, engine="window", batch=2) > forward_bytes(s, 8192, engine="window")
     with pytest.raises(ValueError, match="engine='nope' is not allowed"):
         forward_bytes(s, 10, engine="nope")

@@ -102,7 +102,14 @@ class Shape:
         return self.layers * self.layer_params(active) + self.vocab * self.hidden
 
     def kv_bytes_per_token(self, dtype: str) -> int:
+        """Keys and values of one token in every layer, both in ``dtype`` (llama.cpp's cache types)."""
         return 2 * self.layers * self.kv_heads * self.head_dim * _bytes(dtype)
+
+    def autocast_kv_bytes_per_token(self, dtype: str) -> int:
+        """The same in a transformers cache read under ``dtype``: under bf16 autocast the values come out of their
+        projection in bf16 but the keys in fp32, since the rotation multiplies them by fp32 cos/sin (measured:
+        a saved SmolLM2 cache takes 34,560 bytes per token)."""
+        return self.layers * self.kv_heads * self.head_dim * (4 + _bytes(dtype))
 
 
 def _bytes(dtype: str) -> int:
@@ -130,7 +137,7 @@ def forward_bytes(shape: Shape, length: int, *, dtype: str = "fp32", engine: str
         c = min(chunk, length)
         act = batch * c * per_token
         mask = batch * c * length * 4  # one chunk's queries against every key read so far
-        return RUNTIME_BYTES + weights + act + mask + head + batch * length * shape.kv_bytes_per_token(dtype)
+        return RUNTIME_BYTES + weights + act + mask + head + batch * length * shape.autocast_kv_bytes_per_token(dtype)
     # train: fp32 master weights, their gradients and AdamW's two moments; every layer's activations kept
     layer = b * (4 * shape.hidden + 3 * shape.intermediate + 2 * shape.heads * shape.head_dim)
     kept = shape.layers * (layer if engine == "train" else b * shape.hidden) + (layer if engine != "train" else 0)

@@ -204,9 +204,11 @@ class NLLStream:
         the KV cache, all cut to the last whole chunk (consistent also when taken while a chunk was being read,
         as on Ctrl-C)."""
         reached = self.reached
-        layers = [] if self._cache is None else [
-            tuple(t[:, :, :reached].detach().to("cpu", copy=True) for t in (layer.keys, layer.values))
-            for layer in self._cache.layers if layer.keys is not None]
+        def whole(t: torch.Tensor) -> torch.Tensor:  # no copy of a CPU cache that holds just what was read
+            return t if t.device.type == "cpu" and t.shape[2] == reached else t[:, :, :reached].to("cpu", copy=True)
+
+        layers = [] if self._cache is None else [(whole(layer.keys), whole(layer.values))
+                                                 for layer in self._cache.layers if layer.keys is not None]
         from ..patch import STAMP
 
         spec, length = getattr(self._cache, STAMP, (None, None))  # the frequencies the cache was rotated with
