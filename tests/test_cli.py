@@ -161,3 +161,19 @@ def test_launch_runs_a_notebook_with_parameters_and_refuses_undeclared_ones(tmp_
     assert main(["launch", str(path), "-p", "n", "21", "--out", str(tmp_path / "ran.ipynb")]) == 0
     assert (tmp_path / "ran" / "n.txt").read_text() == "42"  # output_dir defaults to the executed notebook's stem
     assert "launching double.ipynb" in capsys.readouterr().out and (tmp_path / "ran.ipynb").exists()
+
+
+def test_a_sigterm_inside_a_search_is_an_interrupt_and_the_handler_comes_back():
+    import os
+    import signal
+    import time
+
+    from workbench.cli.search import terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():  # as Ctrl-C: the reading candidate is saved
+        os.kill(os.getpid(), signal.SIGTERM)
+        while time.time() - t0 < 30:  # delivered at the next bytecode
+            pass
+    assert time.time() - t0 < 30 and signal.getsignal(signal.SIGTERM) is before
