@@ -291,6 +291,12 @@ def test_a_candidate_stopped_mid_window_goes_on_from_its_save_in_another_process
     resumed = second.evaluator.evaluate(space, genome, 0, None, key=key)
     assert (resumed.nll, resumed.reached, resumed.complete) == (whole.nll, whole.reached, True)
     assert second.evaluator.forwarded == 1024 - 192 and resumed.seconds_before > 0 and not saved.exists()
+    third = Search(teaching_ci.model, teaching_ci.tokenizer, cfg, tmp_path / "c")
+    third.evaluator.checkpoint_every = 0.0  # saved after every chunk while it reads, gone once it is finished
+    seen = []
+    done = third.evaluator.evaluate(space, genome, 0, None, key=key,
+                                    on_chunk=lambda read, goal: seen.append((tmp_path / "c" / "partial-0.pt").is_file()))
+    assert seen[0] is False and all(seen[1:]) and done.complete and not (tmp_path / "c" / "partial-0.pt").exists()
 
 
 def test_a_search_stopped_inside_a_candidate_resumes_from_its_save_and_ends_exactly(teaching_ci, tmp_path):

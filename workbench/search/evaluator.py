@@ -37,6 +37,7 @@ from .racing import Threshold, hopeless
 
 DEFAULT_CACHE_BYTES = 4 << 30  # paused candidates' KV caches held between rungs; beyond, the worst are dropped
 CHECKPOINT_EVERY = 180.0  # seconds of reading between saves of the candidate being read
+SAVE_SHARE = 30  # ... and at least 30 times as long as the last save took (a 1 GB save takes 1-10 s here)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class Evaluator:
         saved = key is not None and self.checkpoint is not None
         earlier = self._restore(key, spec, streams) if saved and not any(s.reached for s in streams) else 0.0
         before = sum(s.forwarded for s in streams)
-        state = {"raced": False, "stopped": False, "ours": earlier > 0}  # ours: the save is this candidate's
+        state = {"raced": False, "stopped": False, "ours": earlier > 0,  # ours: the save is this candidate's
+                 "save_seconds": 0.0}
         t0 = last = time.time()
 
         def save() -> None:
@@ -134,9 +136,11 @@ class Evaluator:
                 state["raced"] = True
             elif stop():
                 state["stopped"] = True
-            elif saved and time.time() - last >= self.checkpoint_every:
+            elif saved and time.time() - last >= max(self.checkpoint_every, SAVE_SHARE * state["save_seconds"]):
+                t = time.time()
                 save()
                 last = time.time()
+                state["save_seconds"] = last - t  # a slow disk is written to less often
             return state["raced"] or state["stopped"]
 
         try:
