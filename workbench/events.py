@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +223,7 @@ class ConsoleSink:
             line += f", {d['evaluated']} evaluated ({d.get('stopped_early', 0)} stopped early)"
         if "tokens_total" in d:
             line += f", {d['tokens_total']:,} token-forwards"
-        last = marks[-4:]
-        recent = seconds[-3:] if "seconds" in d else [b - a for a, b in zip(last, last[1:])]
+        recent = seconds[-3:] if "seconds" in d else [b - a for a, b in pairwise(marks[-4:])]
         if total and d["generation"] < total and recent:  # the last few generations' pace
             line += f"; about {duration(sum(recent) / len(recent) * (total - d['generation']))} left"
         return line

@@ -53,6 +53,41 @@ class Outcome:
     seconds_before: float = 0.0  # spent on it by an earlier process, up to the save it went on from
 
 
+class _Saves:
+    """The saves of one candidate being read (``path`` None: not saved): every ``every`` seconds of reading, or
+    ``SAVE_SHARE`` times as long as the last save took, whichever is longer; written whole, then renamed, so a
+    kill mid-write leaves the last save."""
+
+    def __init__(self, path: Path | None, every: float, key: str | None, spec: RopeSpec,
+                 streams: list[NLLStream]) -> None:
+        self.path, self.every, self.key, self.spec, self.streams = path, every, key, spec, streams
+        self.earlier = 0.0  # seconds spent on the candidate before the save it went on from
+        self.t0 = self.last = time.time()
+        self.took = 0.0  # the last save's seconds
+        self.ours = False  # the file holds this candidate (written or gone on from here)
+
+    def when_due(self) -> None:
+        if self.path is not None and time.time() - self.last >= max(self.every, SAVE_SHARE * self.took):
+            t = time.time()
+            self.write()
+            self.last = time.time()
+            self.took = self.last - t
+
+    def write(self) -> None:
+        if self.path is None or not any(s.reached for s in self.streams):  # nothing read yet: nothing to save
+            return
+        part = self.path.with_suffix(".tmp")
+        torch.save({"key": self.key, "spec": self.spec.spec_hash(), "seconds": self.earlier + time.time() - self.t0,
+                    "streams": [s.state() for s in self.streams]}, part)
+        os.replace(part, self.path)
+        self.ours = True
+
+    def finished(self) -> None:
+        """The candidate needs no save any more: its file goes (another candidate's stays)."""
+        if self.path is not None and (self.ours or self.earlier > 0):
+            self.path.unlink(missing_ok=True)
+
+
 class Evaluator:
     """Turns a genome into a spec (through the target) and reads its documents, racing and pausing."""
 
@@ -118,29 +153,21 @@ class Evaluator:
         goal = length if to is None else min(to, length)
         spec = self.spec(space, genome, n_hat)
         streams = self._streams(key)
-        saved = key is not None and self.checkpoint is not None
-        earlier = self._restore(key, spec, streams) if saved and not any(s.reached for s in streams) else 0.0
+        saves = _Saves(self.checkpoint if key is not None else None, self.checkpoint_every, key, spec, streams)
+        if saves.path is not None and not any(s.reached for s in streams):
+            saves.earlier = self._restore(key, spec, streams)
         before = sum(s.forwarded for s in streams)
-        state = {"raced": False, "stopped": False, "ours": earlier > 0,  # ours: the save is this candidate's
-                 "save_seconds": 0.0}
-        t0 = last = time.time()
-
-        def save() -> None:
-            state["ours"] = self._save(key, spec, streams, earlier + time.time() - t0) or state["ours"]
+        state = {"raced": False, "stopped": False}
 
         def judge(_: NLLStream) -> bool:
-            nonlocal last
             if on_chunk is not None:
                 on_chunk(sum(min(s.reached, goal) for s in streams), goal * len(streams))
             if hopeless(self._contributions(streams), threshold):
                 state["raced"] = True
             elif stop():
                 state["stopped"] = True
-            elif saved and time.time() - last >= max(self.checkpoint_every, SAVE_SHARE * state["save_seconds"]):
-                t = time.time()
-                save()
-                last = time.time()
-                state["save_seconds"] = last - t  # a slow disk is written to less often
+            else:
+                saves.when_due()
             return state["raced"] or state["stopped"]
 
         try:
@@ -152,37 +179,24 @@ class Evaluator:
                     if state["raced"] or state["stopped"]:
                         break
         except KeyboardInterrupt:
-            if saved:
-                save()
+            saves.write()
             raise
         self.forwarded += sum(s.forwarded for s in streams) - before
         if state["stopped"]:
-            if saved:
-                save()
+            saves.write()
             for s in streams:
                 s.release()
             return None
         outcome = self._outcome(streams, state["raced"])
-        outcome.seconds_before = earlier
-        if state["ours"] and (outcome.complete or outcome.raced):
-            self.checkpoint.unlink(missing_ok=True)
+        outcome.seconds_before = saves.earlier
+        if outcome.complete or outcome.raced:
+            saves.finished()
         if key is not None and not outcome.complete and not outcome.raced:
             self._pause(key, streams, outcome.rung_loss[-1] if outcome.rung_loss else math.inf)
         else:
             for s in streams:
                 s.release()
         return outcome
-
-    def _save(self, key: str, spec: RopeSpec, streams: list[NLLStream], seconds: float) -> bool:
-        """Write the candidate being read (whole, then renamed: a kill mid-write leaves the last save); whether
-        it wrote (nothing is read yet: nothing to save)."""
-        if not any(s.reached for s in streams):
-            return False
-        part = self.checkpoint.with_suffix(".tmp")
-        torch.save({"key": key, "spec": spec.spec_hash(), "seconds": seconds, "streams": [s.state() for s in streams]},
-                   part)
-        os.replace(part, self.checkpoint)
-        return True
 
     def _restore(self, key: str, spec: RopeSpec, streams: list[NLLStream]) -> float:
         """Go on from the saved candidate when it is this one (same key, spec and documents); the seconds spent
