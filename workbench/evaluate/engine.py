@@ -203,14 +203,15 @@ class NLLStream:
         """Where the stream is, for another process to go on from it exactly: the tokens read, their losses and
         the KV cache, all cut to the last whole chunk (consistent also when taken while a chunk was being read,
         as on Ctrl-C)."""
+        from ..patch import STAMP
+
         reached = self.reached
+
         def whole(t: torch.Tensor) -> torch.Tensor:  # no copy of a CPU cache that holds just what was read
             return t if t.device.type == "cpu" and t.shape[2] == reached else t[:, :, :reached].to("cpu", copy=True)
 
         layers = [] if self._cache is None else [(whole(layer.keys), whole(layer.values))
                                                  for layer in self._cache.layers if layer.keys is not None]
-        from ..patch import STAMP
-
         spec, length = getattr(self._cache, STAMP, (None, None))  # the frequencies the cache was rotated with
         return {"n": self.n, "tokens": _digest(self.tokens), "chunk_tokens": self.chunk_tokens, "stops": self.stops,
                 "dtype": self.dtype, "reached": reached, "nll": self.nll[:min(reached, self.n - 1)].clone(),

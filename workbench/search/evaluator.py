@@ -37,7 +37,7 @@ from .racing import Threshold, hopeless
 
 DEFAULT_CACHE_BYTES = 4 << 30  # paused candidates' KV caches held between rungs; beyond, the worst are dropped
 CHECKPOINT_EVERY = 180.0  # seconds of reading between saves of the candidate being read
-SAVE_SHARE = 30  # ... and at least 30 times as long as the last save took (a 1 GB save takes 1-10 s here)
+SAVE_SHARE = 30  # ... and at least 30 times as long as the last save took (1 GB took 1-10 s on a busy 2-core CPU)
 
 
 @dataclass
