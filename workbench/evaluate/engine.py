@@ -213,18 +213,20 @@ class NLLStream:
         layers = [] if self._cache is None else [(whole(layer.keys), whole(layer.values))
                                                  for layer in self._cache.layers if layer.keys is not None]
         spec, length = getattr(self._cache, STAMP, (None, None))  # the frequencies the cache was rotated with
-        return {"n": self.n, "tokens": _digest(self.tokens), "chunk_tokens": self.chunk_tokens, "stops": self.stops,
-                "dtype": self.dtype, "reached": reached, "nll": self.nll[:min(reached, self.n - 1)].clone(),
+        return {**self._reading(), "reached": reached, "nll": self.nll[:min(reached, self.n - 1)].clone(),
                 "cache": layers, "rotated": None if spec is None else [json.dumps(spec.to_dict()), length]}
+
+    def _reading(self) -> dict[str, Any]:
+        """What a saved state must share with a stream to go on in it exactly: its tokens and how they are read."""
+        return {"n": self.n, "tokens": _digest(self.tokens), "chunk_tokens": self.chunk_tokens, "stops": self.stops,
+                "dtype": self.dtype}
 
     def restore(self, state: dict[str, Any]) -> bool:
         """Go on from :meth:`state` of a stream over the same tokens, read the same way; False (and nothing
         changed) when it is another stream's."""
         from transformers import DynamicCache
 
-        mine = {"n": self.n, "tokens": _digest(self.tokens), "chunk_tokens": self.chunk_tokens, "stops": self.stops,
-                "dtype": self.dtype}
-        if any(state.get(k) != v for k, v in mine.items()) or (state["reached"] > 0 and not state["cache"]):
+        if any(state.get(k) != v for k, v in self._reading().items()) or (state["reached"] > 0 and not state["cache"]):
             return False
         device = next(self.model.parameters()).device
         cache = DynamicCache()
