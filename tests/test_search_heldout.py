@@ -48,6 +48,8 @@ def test_a_finished_search_stands_at_its_result(searched):
 def test_an_unfinished_search_stands_at_its_best_journaled_candidate(searched):
     s = read_standing(searched / "part")
     assert not s.finished and 0 < s.evaluations < s.budget
+    # stopped in generation 1: the initial population (generation 0) is not counted among the 2 generations
+    assert s.generations_done == 0 and "0 of 2 generations" in s.summary()
     best = min((r for r in s.records.values() if r.complete), key=lambda r: r.fitness)
     assert s.best_factors() == [g / GRID for g in best.genome]
     spec = s.best_spec()

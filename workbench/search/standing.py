@@ -27,7 +27,7 @@ class Standing:
     config: dict[str, Any]
     documents: list[str]
     records: dict[str, Record]
-    generations_done: int
+    generations_done: int  # generations finished after the initial population (generation 0)
     result: SearchResult | None
     generations: list[dict[str, Any]] = field(default_factory=list)  # best and median per generation
     baselines: dict[str, float] = field(default_factory=dict)  # the seeds' fitness
@@ -203,7 +203,7 @@ def read_standing(folder: str | Path) -> Standing:
     generations = {e.data["generation"]: e.data for e in whole if e.kind == "search.generation"}
     seeds = [e.data for e in whole if e.kind == "search.baselines"]
     return Standing(folder, identity["model"], identity["config"], list(identity.get("documents", [])),
-                    journal.records, len(journal.generations), SearchResult.read(folder),
+                    journal.records, max((g for _, g in journal.generations), default=0), SearchResult.read(folder),
                     [generations[k] for k in sorted(generations)], {k: v for s in seeds for k, v in s["fitness"].items()},
                     {k: v for s in seeds for k, v in s["factors"].items()}, recorded["cpu"], recorded["commit"],
                     params.get("versions", {}))
