@@ -207,7 +207,7 @@ def test_doctor_warns_of_slow_faster_and_unordered_factors_it_can_still_read():
                for f in report.findings)
 
 
-@pytest.mark.parametrize("name", ["smollm2-16k", "teaching-8x"])
+@pytest.mark.parametrize("name", ["smollm2-16k", "smollm2-32k", "teaching-8x"])
 def test_doctor_passes_every_shipped_factor_set(name):
     from workbench.factors import load_factor_set
 

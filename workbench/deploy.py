@@ -17,7 +17,7 @@ from .rope import RopeSpec, spec_from_dict
 
 
 def deploy_spec(search_run: str | Path, source_gguf: str | Path,
-                factor_set: str = "smollm2-16k") -> tuple[RopeSpec, str]:
+                factor_set: str = "smollm2-32k") -> tuple[RopeSpec, str]:
     """(spec, where it came from): the ``spec`` of ``search_run``'s ``result.json``; without one, the factor set
     ``factor_set`` (a shipped name or a file), checked against the GGUF's RoPE geometry."""
     result = Path(search_run) / "result.json"

@@ -223,3 +223,26 @@ def test_teaching_8x_rungs_against_the_plain_search(record, rungs, keep):
                                                   "3 fitness documents at 2048 tokens", "goal": "rungs <= 0.4 of plain",
                                         "settings": old})
     assert runs[name]["evaluations"] > 0
+
+
+@pytest.mark.parametrize("name", ["smollm2-32k", "smollm2-16k"])
+def test_smollm2_search_heldout(record, name):
+    """From a shipped SmolLM2 search's held-out report (no forward): every setting's perplexity over all tokens
+    and as the mean of its windows' perplexities, each as a ratio of YaRN's, and the share of windows where the
+    searched factors beat each setting. (The forwards themselves: `workbench eval heldout --run-dir NAME`.)"""
+    from workbench.search.standing import read_standing
+
+    standing = read_standing(name)
+    report = HeldoutReport.read(standing.folder / "heldout")
+    assert report is not None, f"{name}: no held-out report yet (workbench eval heldout --run-dir {name})"
+    pooled = {k: v["ppl"] for k, v in report.settings.items()}
+    mean = {k: sum(v["per_document_ppl"]) / len(v["per_document_ppl"]) for k, v in report.settings.items()}
+    record(f"search_{name.replace('-', '_')}_heldout", {
+        "run_folder": f"workbench/assets/runs/{name}", "search": standing.summary(),
+        "finished": standing.finished, "target_length": report.target_length, "windows": report.documents,
+        "corpora": report.corpora, "ppl_all_tokens": pooled, "ppl_mean_of_windows": mean,
+        "ratio_to_yarn_all_tokens": {k: v / pooled["yarn"] for k, v in pooled.items()},
+        "ratio_to_yarn_mean_of_windows": {k: v / mean["yarn"] for k, v in mean.items()},
+        "searched_wins_share": report.wins, "per_window_ppl": {k: v["per_document_ppl"]
+                                                              for k, v in report.settings.items()}})
+    assert set(report.wins) == set(report.settings) - {"searched"}
