@@ -66,6 +66,7 @@ def test_a_standing_presents_itself_from_its_events(searched):
     s = read_standing(searched / "part")
     assert [g["generation"] for g in s.generations] == list(range(len(s.generations))) and s.generations
     assert set(s.baselines) == {"linear", "ntk", "yarn"} and "| PI seed |" in s.markdown()
+    assert "| best so far (generation" in s.markdown()  # unfinished; a finished one's is "| best (generation"
     progress, factors = s.figures()
     assert len(progress.data) >= 2 and len(factors.data) == 4  # best and median; three seeds and the best
     d = s.to_dict()

@@ -109,10 +109,11 @@ class Standing:
                 + (f"{best.fitness:.4f} (generation {best.generation})" if best else "none yet"))
 
     def markdown(self) -> str:
-        """The best so far against the seeds, on the search's train window(s)."""
+        """The best (so far, while unfinished) against the seeds, on the search's train window(s)."""
         rows = ["| search split | PPL |", "|---|---|"]
         if self.best is not None:
-            rows.append(f"| best so far (generation {self.best.generation}) | {self.best.fitness:.3f} |")
+            best = "best" if self.finished else "best so far"
+            rows.append(f"| {best} (generation {self.best.generation}) | {self.best.fitness:.3f} |")
         rows += [f"| {seed_label(k)} | {v:.3f} |" for k, v in self.baselines.items()]
         return "\n".join(rows + [f"| {k} | {v:.3f} |" for k, v in self.user_seed_fitness().items()])
 
