@@ -36,7 +36,9 @@ def test_perplexity_progress_says_which_forward_and_the_time_left():
                    every=0.5, forwards=2)
     assert len(lines) == 2  # layer 2 of 4 (every half forward; the last layer is the document line)
     assert "yarn @   1024 tokens: document 1/2, layer 2/4; forward 1/2, about" in lines[0]
-    assert "document 1/2 PPL 3.21 (hamlet); forward 2/2, about" in lines[1]
+    assert "document 1/2 PPL 3.21 (hamlet); 1 of 2 forwards done, about" in lines[1]
+    last = _lines([("ppl.document", doc), ("ppl.document", {**doc, "index": 1})], forwards=2)[1]
+    assert last.endswith("document 2/2 PPL 3.21 (hamlet); 2 of 2 forwards done")
 
 
 def test_a_stream_sink_prints_lines_and_durations_read_naturally():

@@ -157,13 +157,19 @@ class ConsoleSink:
     def _clock(self) -> str:
         return f"[{time.time() - self.t0:6.0f}s]"
 
-    def _eta(self, fraction_of_current: float) -> str:
+    def _eta(self, fraction_of_current: float | None) -> str:
+        """During a forward (``fraction_of_current`` of it read): which forward and the time left; after one
+        (``None``): how many forwards are done and the time left."""
         if not self.forwards:
             return ""
+        if fraction_of_current is None:
+            here = f"; {min(self.done, self.forwards)} of {self.forwards} forwards done"
+            fraction_of_current = 0.0
+        else:
+            here = f"; forward {min(self.done + 1, self.forwards)}/{self.forwards}"
         progress = (self.done + fraction_of_current) / self.forwards
-        here = f"; forward {min(self.done + 1, self.forwards)}/{self.forwards}"
         if progress <= 0 or progress >= 1:
-            return here if progress < 1 else f"; forward {self.forwards}/{self.forwards}, done"
+            return here
         left = (time.time() - self.t0) * (1 - progress) / progress
         return f"{here}, about {duration(left)} left"
 
@@ -183,12 +189,12 @@ class ConsoleSink:
         self.done += 1
         ppl = f"PPL {d['ppl']:.2f}" if math.isfinite(d["ppl"]) else "perplexity not finite"
         return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']} "
-                f"{ppl} ({d['document']}){self._eta(0.0)}")
+                f"{ppl} ({d['document']}){self._eta(None)}")
 
     def _trial(self, what: str, d: dict[str, Any]) -> str:
         self.done += 1
         answer = "right" if d.get("correct") else "wrong"
-        return f"{self._clock()} {d['label']:>12} {what} @ {d['length']:>6} tokens: {answer}{self._eta(0.0)}"
+        return f"{self._clock()} {d['label']:>12} {what} @ {d['length']:>6} tokens: {answer}{self._eta(None)}"
 
     def _passkey_trial(self, d: dict[str, Any]) -> str:
         return self._trial("passkey", d)
@@ -200,7 +206,7 @@ class ConsoleSink:
     def _needle_document(self, d: dict[str, Any]) -> str:
         self.done += 1
         return (f"{self._clock()} {d['label']:>12} needle document {d['index'] + 1}/{d['of']}: answer NLL "
-                f"{d['nll']:.3f}{self._eta(0.0)}")
+                f"{d['nll']:.3f}{self._eta(None)}")
 
     def _entropy_layer(self, d: dict[str, Any]) -> str:
         return f"{self._clock()} {d['label']:>12} entropy: layer {d['layer']} read ({len(d.get('layers') or [])} probed)"
