@@ -41,6 +41,15 @@ def test_perplexity_progress_says_which_forward_and_the_time_left():
     assert last.endswith("document 2/2 PPL 3.21 (hamlet); 2 of 2 forwards done")
 
 
+def test_an_engine_reading_in_token_batches_prints_a_line_each_quarter_of_the_window():
+    batch = {"label": "yarn · llama.cpp", "length": 4096, "index": 0, "of": 1, "total": 4095}
+    lines = _lines([("ppl.batch", {**batch, "tokens": t}) for t in range(512, 4096, 512)] +
+                   [("ppl.batch", {**batch, "tokens": 4095})], forwards=2)
+    assert len(lines) == 3  # at 1,024, 2,048 and 3,072 tokens: a quarter each; the whole window is the document line
+    assert "document 1/1, 1,024 of 4,095 tokens read; forward 1/2, about" in lines[0]
+    assert "3,072 of 4,095 tokens read; forward 1/2, about" in lines[2]
+
+
 def test_a_stream_sink_prints_lines_and_durations_read_naturally():
     stream = io.StringIO()
     ConsoleSink(stream)(Event("train.step", {"step": 10, "loss": 1.0}))

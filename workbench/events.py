@@ -123,7 +123,7 @@ class ConsoleSink:
     """An event sink that prints progress as plain lines: the one text form of events, used by the CLI, the
     launcher and headless notebooks (readable in a terminal and in papermill's log).
 
-    Lines: a few per forward and one per document of a perplexity run (with the time left when ``forwards``,
+    Lines: a few per forward (by layer, or by token batch for llama.cpp) and one per document of a perplexity run (with the time left when ``forwards``,
     the number of forwards the run makes, is given), one per search generation, every ``train_every``-th
     training step (and the first), the start and end of each progressive stage, the start of a held-out report.
     Inside a progressive run the search and training lines are indented under their stage. Other events print
@@ -142,6 +142,7 @@ class ConsoleSink:
         self.every, self.forwards, self.train_every = every, forwards, train_every
         self.t0 = time.time()
         self.done = 0  # forwards completed
+        self._batch_steps: dict[tuple[Any, ...], int] = {}  # per window read in batches: the last step printed
         self.indent = ""  # "    " once a progressive stage has started
 
     def __call__(self, event: Event) -> None:
@@ -179,6 +180,16 @@ class ConsoleSink:
             return None
         return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']}, "
                 f"layer {d['layer']}/{d['layers']}{self._eta(d['layer'] / d['layers'])}")
+
+    def _ppl_batch(self, d: dict[str, Any]) -> str | None:
+        """An engine that reads a window in token batches (llama.cpp): a line at each ``every`` of the window."""
+        read = d["tokens"] / d["total"] if d["total"] else 1.0
+        step, key = int(read / self.every + 1e-9), (d["label"], d["length"], d["index"])
+        if read >= 1 or step <= self._batch_steps.get(key, 0):
+            return None
+        self._batch_steps[key] = step
+        return (f"{self._clock()} {d['label']:>12} @ {d['length']:>6} tokens: document {d['index'] + 1}/{d['of']}, "
+                f"{d['tokens']:,} of {d['total']:,} tokens read{self._eta(read)}")
 
     def _heldout_start(self, d: dict[str, Any]) -> str:
         self.forwards, self.done, self.t0 = d["forwards"] or None, 0, time.time()
