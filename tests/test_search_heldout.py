@@ -81,8 +81,9 @@ def test_shipped_runs_are_read_by_name():
     assert shipped.folder == SHIPPED_RUNS / "smollm2-32k"
     # its two hand ramps (--factors) were evaluated in generation 0: the 1-to-5 ramp led it
     seeds = shipped.user_seed_fitness()
-    assert set(seeds) == {"user seed 1", "user seed 2"} and seeds["user seed 1"] == pytest.approx(23.0747, abs=1e-3)
-    assert shipped.generations[0]["best"] == pytest.approx(seeds["user seed 1"])
+    ramp = "smollm2-ramp-9.6-31-to-5 seed"  # a seed is named by the shipped seed file it equals
+    assert set(seeds) == {ramp, "smollm2-ramp-9.6-31-to-6 seed"} and seeds[ramp] == pytest.approx(23.0747, abs=1e-3)
+    assert shipped.generations[0]["best"] == pytest.approx(seeds[ramp])
 
 
 def test_a_folder_without_a_search_is_refused_in_one_line(tmp_path):
@@ -167,3 +168,12 @@ def test_the_whole_search_is_told_by_the_last_start_that_has_replayed_its_journa
     restart = ev("search.start")
     assert whole_search(first + resumed + [restart]) == resumed + [restart]  # read just after a restart
     assert whole_search([]) == [] and whole_search(first[1:]) == first[1:]
+
+
+def test_a_seed_is_labelled_by_the_shipped_seed_file_it_equals_else_by_its_number():
+    from workbench.search.standing import SHIPPED_SEEDS, user_seed_labels
+
+    ramp = json.loads((SHIPPED_SEEDS / "smollm2-ramp-9.6-31-to-2.5.json").read_text())
+    nudged = [*ramp[:-1], ramp[-1] + 0.01]
+    assert user_seed_labels([nudged, ramp]) == ["user seed 1", "smollm2-ramp-9.6-31-to-2.5 seed"]
+    assert user_seed_labels([]) == []

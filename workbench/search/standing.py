@@ -89,15 +89,20 @@ class Standing:
         target = TARGETS[self.config["mode"]](geom, self.config["target_length"], self.config["attention_policy"])
         return target.spec(self.best_factors(), self.best.n_hat, self.best.cd)
 
+    def user_seed_labels(self) -> list[str]:
+        """A label per user seed (``--factors``): "NAME seed" for a seed file shipped with the package
+        (``workbench/assets/seeds/NAME.json``) whose factors it is, else "user seed 1", "user seed 2", ..."""
+        return user_seed_labels(self.config.get("user_seeds", []))
+
     def user_seed_fitness(self) -> dict[str, float]:
-        """The fitness of each user seed (``--factors``) the journal holds, by its label ("user seed 1", ...): the
-        seed on the 0.01 grid, found among the evaluations (a seed the grid's bounds changed is not shown)."""
+        """The fitness of each user seed the journal holds, by its label (:meth:`user_seed_labels`): the seed on the
+        0.01 grid, found among the evaluations (a seed the grid's bounds changed is not shown)."""
         by_genome = {tuple(r.genome): r for r in self.records.values() if r.complete and r.cd is None}
         out = {}
-        for i, seed in enumerate(self.config.get("user_seeds", [])):
+        for label, seed in zip(self.user_seed_labels(), self.config.get("user_seeds", []), strict=True):
             rec = by_genome.get(tuple(round(f * GRID) for f in seed))
             if rec is not None:
-                out[f"user seed {i + 1}"] = rec.fitness
+                out[label] = rec.fitness
         return out
 
     def summary(self) -> str:
@@ -138,7 +143,7 @@ class Standing:
                 "target_length": c["target_length"], "dtype": c["dtype"], "corpus": c["corpus"],
                 "documents": self.documents, "budget": {k: c[k] for k in ("population", "parents", "mutants",
                                                                           "crossovers", "generations", "max_factor")},
-                "seeds": list(c["seed_methods"]) + [f"user seed {i + 1}" for i in range(len(c["user_seeds"]))],
+                "seeds": list(c["seed_methods"]) + self.user_seed_labels(),
                 "evaluations": self.evaluations, "budget_evaluations": self.budget,
                 "generations_done": self.generations_done, "token_forwards": self.tokens_forwarded,
                 "evaluation_hours": round(self.seconds / 3600, 2), "best_fitness": self.best.fitness if self.best
@@ -158,6 +163,17 @@ class Standing:
 
 
 SHIPPED_RUNS = Path(__file__).resolve().parents[1] / "assets" / "runs"
+SHIPPED_SEEDS = Path(__file__).resolve().parents[1] / "assets" / "seeds"
+
+
+def user_seed_labels(seeds: list[list[float]] | tuple[tuple[float, ...], ...]) -> list[str]:
+    """Each seed's label: "NAME seed" where it equals a shipped seed file ``NAME.json`` (to 1e-9), else
+    "user seed i" (1-based)."""
+    shipped = {}
+    for path in sorted(SHIPPED_SEEDS.glob("*.json")):
+        shipped.setdefault(tuple(round(float(f), 9) for f in json.loads(path.read_text())), path.stem)
+    keys = [tuple(round(float(f), 9) for f in seed) for seed in seeds]
+    return [f"{shipped[k]} seed" if k in shipped else f"user seed {i + 1}" for i, k in enumerate(keys)]
 
 
 def whole_search(events: list[Any]) -> list[Any]:
