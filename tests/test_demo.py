@@ -35,4 +35,4 @@ def test_the_summary_page_shows_the_recorded_real_model_search():
     page = summary_page(Path("/nonexistent"), [], {}, 1.0, "quick")
     assert "## Recorded, not measured by this run: the smollm2 search to 32,768 tokens" in page
     assert "| YaRN seed |" in page and "| smollm2-ramp-9.6-31-to-5 seed |" in page and "| best (generation 11) |" in page
-    assert "held-out: searched 17.013" in page and "| bible: 05-Deuteronomy |" in page  # its held-out report
+    assert "held-out: searched 17.013, PI 119.269, NTK 18.398, YaRN 18.495" in page and "| bible: 05-Deuteronomy |" in page  # its held-out report

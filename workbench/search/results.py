@@ -146,7 +146,7 @@ class HeldoutReport:
         n, docs = len(self.documents), len(self.source_documents)
         per_doc = (f" and on {self.document_wins[against] * docs:.0f} of the {docs} held-out documents they come "
                    "from" if against in self.document_wins else "")
-        return ("held-out: " + ", ".join(f"{k} {v['ppl']:.3f}" for k, v in self.settings.items())
+        return ("held-out: " + ", ".join(f"{method_label(k)} {v['ppl']:.3f}" for k, v in self.settings.items())
                 + f"; searched better than {method_label(against)} on {self.wins[against] * n:.0f} of {n} windows"
                 f"{per_doc}; gain vs {method_label(against)} {self.gain[against]:+.2%}")
 
