@@ -4,6 +4,7 @@ files. A search need not have finished: a running or stopped one stands at its b
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -166,12 +167,19 @@ SHIPPED_RUNS = Path(__file__).resolve().parents[1] / "assets" / "runs"
 SHIPPED_SEEDS = Path(__file__).resolve().parents[1] / "assets" / "seeds"
 
 
+@functools.cache
+def _shipped_seeds() -> dict[tuple[float, ...], str]:
+    """The shipped seed files' factors (to 1e-9) and their names, read once."""
+    shipped: dict[tuple[float, ...], str] = {}
+    for path in sorted(SHIPPED_SEEDS.glob("*.json")):
+        shipped.setdefault(tuple(round(float(f), 9) for f in json.loads(path.read_text())), path.stem)
+    return shipped
+
+
 def user_seed_labels(seeds: list[list[float]] | tuple[tuple[float, ...], ...]) -> list[str]:
     """Each seed's label: "NAME seed" where it equals a shipped seed file ``NAME.json`` (to 1e-9), else
     "user seed i" (1-based)."""
-    shipped = {}
-    for path in sorted(SHIPPED_SEEDS.glob("*.json")):
-        shipped.setdefault(tuple(round(float(f), 9) for f in json.loads(path.read_text())), path.stem)
+    shipped = _shipped_seeds()
     keys = [tuple(round(float(f), 9) for f in seed) for seed in seeds]
     return [f"{shipped[k]} seed" if k in shipped else f"user seed {i + 1}" for i, k in enumerate(keys)]
 
