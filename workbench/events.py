@@ -123,11 +123,11 @@ class ConsoleSink:
     """An event sink that prints progress as plain lines: the one text form of events, used by the CLI, the
     launcher and headless notebooks (readable in a terminal and in papermill's log).
 
-    Lines: a few per forward (by layer, or by token batch for llama.cpp) and one per document of a perplexity run (with the time left when ``forwards``,
-    the number of forwards the run makes, is given), one per search generation, every ``train_every``-th
-    training step (and the first), the start and end of each progressive stage, the start of a held-out report.
-    Inside a progressive run the search and training lines are indented under their stage. Other events print
-    nothing.
+    Lines: a few per forward (by layer, or by token batch for llama.cpp) and one per document of a perplexity
+    run (with the time left when ``forwards``, the number of forwards the run makes, is given), one per search
+    generation, every ``train_every``-th training step (and the first), the start and end of each progressive
+    stage, the start of a held-out report. Inside a progressive run the search and training lines are indented
+    under their stage. Other events print nothing.
 
     Args:
         stream: where lines go (default: ``sys.stdout`` as it is when the sink is made); or
