@@ -167,12 +167,16 @@ SHIPPED_RUNS = Path(__file__).resolve().parents[1] / "assets" / "runs"
 SHIPPED_SEEDS = Path(__file__).resolve().parents[1] / "assets" / "seeds"
 
 
+def _seed_key(factors: Any) -> tuple[float, ...]:
+    return tuple(round(float(f), 9) for f in factors)
+
+
 @functools.cache
 def _shipped_seeds() -> dict[tuple[float, ...], str]:
     """The shipped seed files' factors (to 1e-9) and their names, read once."""
     shipped: dict[tuple[float, ...], str] = {}
     for path in sorted(SHIPPED_SEEDS.glob("*.json")):
-        shipped.setdefault(tuple(round(float(f), 9) for f in json.loads(path.read_text())), path.stem)
+        shipped.setdefault(_seed_key(json.loads(path.read_text())), path.stem)
     return shipped
 
 
@@ -180,7 +184,7 @@ def user_seed_labels(seeds: list[list[float]] | tuple[tuple[float, ...], ...]) -
     """Each seed's label: "NAME seed" where it equals a shipped seed file ``NAME.json`` (to 1e-9), else
     "user seed i" (1-based)."""
     shipped = _shipped_seeds()
-    keys = [tuple(round(float(f), 9) for f in seed) for seed in seeds]
+    keys = [_seed_key(seed) for seed in seeds]
     return [f"{shipped[k]} seed" if k in shipped else f"user seed {i + 1}" for i, k in enumerate(keys)]
 
 
